@@ -1,0 +1,140 @@
+"""`attend …` / `python -m app …`: parses the command line and calls one function per command."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from app.config import available_presets, load_config
+
+EPILOG = "Overrides are section.key=value pairs, e.g. train.epochs=3 model.attention_style=luong."
+
+
+def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--preset",
+        default="default",
+        help=f"configuration preset ({', '.join(available_presets())}) or a YAML file path",
+    )
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path("data"),
+        help="where corpora are downloaded, prepared and cached (default: data/)",
+    )
+    parser.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="section.key=value",
+        help="config overrides applied on top of the preset",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="attend", description="Sequence-to-sequence NMT with Bahdanau attention."
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    prepare = commands.add_parser(
+        "prepare", epilog=EPILOG, help="fetch the corpus, make train/dev/test splits and fit the tokenizers"
+    )
+    _add_config_arguments(prepare)
+
+    train = commands.add_parser(
+        "train", epilog=EPILOG, help="prepare, train, keep the best model and export it"
+    )
+    _add_config_arguments(train)
+    train.add_argument(
+        "--run-dir",
+        type=Path,
+        default=None,
+        help="run folder (default: resume the newest unfinished models/<preset>-* run, "
+        "else a new models/<preset>-<timestamp>/)",
+    )
+    train.add_argument(
+        "--no-export", action="store_true", help="train only; export later with `attend export`"
+    )
+
+    export = commands.add_parser("export", help="(re-)export a trained run's SavedModel into RUN_DIR/export/")
+    export.add_argument("run_dir", type=Path, help="the run folder (holds config.yaml, vocab/, checkpoints/)")
+
+    translate = commands.add_parser("translate", help="translate sentences with an exported SavedModel")
+    translate.add_argument("model", type=Path, help="a run folder or its export/ folder")
+    translate.add_argument(
+        "sentences", nargs="*", help="sentences to translate (default: one per line from stdin)"
+    )
+    translate.add_argument("--batch-size", type=int, default=64, help="sentences per call (default: 64)")
+    return parser
+
+
+def default_run_dir(preset: str, models_dir: Path = Path("models")) -> Path:
+    """The newest unfinished run of this preset (so that `make train` again resumes it), else a new one."""
+    name = Path(preset).stem
+    unfinished = sorted(path for path in models_dir.glob(f"{name}-*") if (path / "backup").is_dir())
+    if unfinished:
+        return unfinished[-1]
+    return models_dir / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def run_prepare(args: argparse.Namespace) -> int:
+    from app.train import prepare_data
+
+    config = load_config(args.preset, args.overrides)
+    data = prepare_data(config, args.data_dir)
+    print(f"Prepared {data.corpus.directory} and tokenizers in {data.vocab_dir}")
+    return 0
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from app.train import train
+
+    config = load_config(args.preset, args.overrides)
+    run_dir = args.run_dir or default_run_dir(args.preset)
+    if (run_dir / "backup").is_dir():
+        print(f"Resuming the interrupted run in {run_dir}")
+    print(f"Run folder: {run_dir}")
+    train(config, run_dir, args.data_dir, export=not args.no_export)
+    print(f"\nDone. Run folder: {run_dir}\n  TensorBoard: tensorboard --logdir {run_dir / 'logs'}")
+    if not args.no_export:
+        print(
+            f'  SavedModel:  {run_dir / "export"}\n  Try it:      attend translate {run_dir} "Y lloró Jesús."'
+        )
+    return 0
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from app.export import export_from_run
+
+    export_from_run(args.run_dir)
+    return 0
+
+
+def run_translate(args: argparse.Namespace) -> int:
+    import tensorflow as tf
+    import tensorflow_text  # noqa: F401  (registers the SentencePiece ops the SavedModel uses)
+
+    export_dir = args.model / "export" if (args.model / "export").is_dir() else args.model
+    if not (export_dir / "saved_model.pb").is_file():
+        raise ValueError(f"No SavedModel at {export_dir}; train and export a run first")
+    translate = tf.saved_model.load(str(export_dir)).signatures["serving_default"]
+    sentences = args.sentences or [line.rstrip("\n") for line in sys.stdin]
+    for start in range(0, len(sentences), args.batch_size):
+        batch = sentences[start : start + args.batch_size]
+        for translation in translate(text=tf.constant(batch, tf.string))["translation"].numpy():
+            print(translation.decode("utf-8"))
+    return 0
+
+
+COMMANDS = {"prepare": run_prepare, "train": run_train, "export": run_export, "translate": run_translate}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except ValueError as error:
+        print(f"attend {args.command}: error: {error}", file=sys.stderr)
+        return 2

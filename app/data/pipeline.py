@@ -1,0 +1,114 @@
+"""tf.data input pipeline: prepared TSV → token ids → length-bucketed, 0-padded teacher-forcing batches.
+
+Order matters: tokenize (vectorised, parallel) → filter by length → cache the ids → shuffle
+anew each epoch → bucket by length → prefetch. Caching before shuffling keeps tokenization
+out of every epoch after the first while the order still changes (keras-io's example shuffles
+before `cache()`, so every epoch replays the first one's order).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import tensorflow as tf
+
+from app.data.tokenizer import END_ID, START_ID, SubwordTokenizer
+
+_TOKENIZE_BATCH = 1024
+
+
+def add_source_end(ids: tf.RaggedTensor) -> tf.RaggedTensor:
+    """Every source ends with the end id, so even an empty input has one position to attend to."""
+    ends = tf.fill([ids.nrows(), 1], tf.constant(END_ID, ids.dtype))
+    return tf.concat([ids, ends], axis=1)
+
+
+def add_target_markers(ids: tf.RaggedTensor) -> tf.RaggedTensor:
+    starts = tf.fill([ids.nrows(), 1], tf.constant(START_ID, ids.dtype))
+    ends = tf.fill([ids.nrows(), 1], tf.constant(END_ID, ids.dtype))
+    return tf.concat([starts, ids, ends], axis=1)
+
+
+def read_pairs(tsv_path: Path) -> tf.data.Dataset:
+    """(source, target) string pairs from a prepared `source<TAB>target` file."""
+    lines = tf.data.TextLineDataset(str(tsv_path))
+    columns = lines.map(
+        lambda line: tf.strings.split(line, "\t", maxsplit=2), num_parallel_calls=tf.data.AUTOTUNE
+    )
+    return columns.map(lambda fields: (fields[0], fields[1]), num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def tokenize_pairs(
+    pairs: tf.data.Dataset, source_tokenizer: SubwordTokenizer, target_tokenizer: SubwordTokenizer
+) -> tf.data.Dataset:
+    """Tokenizes in batches (vectorised ops) and yields one (source_ids, target_ids) pair at a time.
+
+    Sources end with END; targets are START … END, the teacher-forcing shift happens in `to_model_inputs`.
+    """
+
+    def tokenize(source: tf.Tensor, target: tf.Tensor):
+        source_ids = add_source_end(source_tokenizer.tokenize(source))
+        target_ids = add_target_markers(target_tokenizer.tokenize(target))
+        # dense + lengths: tf.data cannot unbatch ragged rows into plain tensors
+        return (
+            source_ids.to_tensor(),
+            source_ids.row_lengths(),
+            target_ids.to_tensor(),
+            target_ids.row_lengths(),
+        )
+
+    batched = pairs.batch(_TOKENIZE_BATCH).map(tokenize, num_parallel_calls=tf.data.AUTOTUNE)
+    return batched.unbatch().map(
+        lambda source, source_length, target, target_length: (source[:source_length], target[:target_length]),
+        num_parallel_calls=tf.data.AUTOTUNE,
+    )
+
+
+def to_model_inputs(source_ids: tf.Tensor, target_ids: tf.Tensor):
+    """The one place of the teacher-forcing shift: decoder reads target[:-1], predicts target[1:]."""
+    return (source_ids, target_ids[:, :-1]), target_ids[:, 1:]
+
+
+def bucket_boundaries(max_length: int, width: int) -> list[int]:
+    return list(range(width + 1, max_length + 2, width))
+
+
+def make_dataset(
+    tsv_path: Path,
+    source_tokenizer: SubwordTokenizer,
+    target_tokenizer: SubwordTokenizer,
+    *,
+    batch_size: int,
+    max_source_tokens: int,
+    max_target_tokens: int,
+    bucket_width: int = 8,
+    shuffle_buffer: int = 0,
+    seed: int | None = None,
+) -> tf.data.Dataset:
+    """Batches `((source_ids, target_in), target_out)` padded with 0, bucketed by length.
+
+    Pairs whose source (with its end marker) exceeds `max_source_tokens`, or whose target
+    (without the start marker) exceeds `max_target_tokens`, are left out. `shuffle_buffer=0`
+    keeps file order (dev and test).
+    """
+    pairs = tokenize_pairs(read_pairs(tsv_path), source_tokenizer, target_tokenizer)
+    pairs = pairs.filter(
+        lambda s, t: tf.logical_and(tf.size(s) <= max_source_tokens, tf.size(t) - 1 <= max_target_tokens)
+    ).cache()
+    if shuffle_buffer:
+        pairs = pairs.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    longest = max(max_source_tokens, max_target_tokens + 1)
+    boundaries = bucket_boundaries(longest, bucket_width)
+    batches = pairs.bucket_by_sequence_length(
+        element_length_func=lambda s, t: tf.maximum(tf.size(s), tf.size(t)),
+        bucket_boundaries=boundaries,
+        bucket_batch_sizes=[batch_size] * (len(boundaries) + 1),
+        padded_shapes=([None], [None]),
+        padding_values=(0, 0),
+    )
+    return batches.map(to_model_inputs, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+
+def count_batches(dataset: tf.data.Dataset) -> int:
+    """Number of batches in one pass (bucketing makes it unknowable without a pass)."""
+    return int(dataset.reduce(tf.constant(0, tf.int64), lambda count, _: count + 1).numpy())

@@ -1,0 +1,184 @@
+"""Subword tokenization: SentencePiece models trained by `sentencepiece`, run in-graph by tensorflow-text.
+
+Why SentencePiece and not WordPiece: with the identity normalisation and byte fallback its
+detokenizer restores the text exactly (case, accents, apostrophes, no space before a full
+stop), and any input, emoji or unseen script included, maps to byte pieces instead of
+`[UNK]`. The TensorFlow tutorial's lowercased, accent-stripped "youve won ." costs about 14
+BLEU on its own test set; this costs nothing.
+
+Reserved ids, the same in both languages: 0 padding, 1 start, 2 end, 3 unknown.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import shutil
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import sentencepiece
+import tensorflow as tf
+import tensorflow_text as tf_text
+
+PAD_ID, START_ID, END_ID, UNKNOWN_ID = 0, 1, 2, 3
+FORMAT_VERSION = 1
+_BYTE_PIECES = 256
+_MINIMUM_VOCAB_SIZE = _BYTE_PIECES + 4 + 32
+
+
+def normalize(text: tf.Tensor) -> tf.Tensor:
+    """The one normalisation applied to every input string: NFC, whitespace runs collapsed, stripped."""
+    composed = tf_text.normalize_utf8(text, "NFC")
+    return tf.strings.strip(tf.strings.regex_replace(composed, r"\s+", " "))
+
+
+class SubwordTokenizer(tf.Module):
+    """A SentencePiece model run by tensorflow-text, exportable inside a SavedModel.
+
+    Args:
+        model_proto: the serialized SentencePiece model (`.model` file contents).
+
+    `tokenize` returns ragged int32 ids without start/end markers; `detokenize` takes ragged or
+    0-padded dense ids and ignores the reserved ids, so decoder output can go in unchanged.
+
+    Example:
+        >>> tokenizer = SubwordTokenizer(Path("vocab/source.model").read_bytes())
+        >>> tokenizer.detokenize(tokenizer.tokenize(["¿Dónde está?"]))  # [b"¿Dónde está?"]
+    """
+
+    def __init__(self, model_proto: bytes, name: str | None = None):
+        super().__init__(name=name)
+        # Kernel resources are shared by name inside a process: name each after its model's content
+        # so that two tokenizers (or two loaded exports) never swap models.
+        resource_name = f"sentencepiece_{hashlib.sha256(model_proto).hexdigest()[:16]}"
+        self._sentencepiece = tf_text.SentencepieceTokenizer(model=model_proto, out_type=tf.int32, name=resource_name)
+        processor = sentencepiece.SentencePieceProcessor(model_proto=model_proto)
+        self.vocab_size = int(processor.get_piece_size())
+        self._check_reserved_ids(processor)
+
+    @staticmethod
+    def _check_reserved_ids(processor: sentencepiece.SentencePieceProcessor) -> None:
+        expected = {PAD_ID: processor.pad_id(), START_ID: processor.bos_id(), END_ID: processor.eos_id()}
+        if any(wanted != actual for wanted, actual in expected.items()) or processor.unk_id() != UNKNOWN_ID:
+            raise ValueError("SentencePiece model was not trained with pad=0, start=1, end=2, unknown=3")
+
+    def tokenize(self, text: tf.Tensor) -> tf.RaggedTensor:
+        return self._sentencepiece.tokenize(normalize(text))
+
+    def detokenize(self, ids: tf.Tensor | tf.RaggedTensor) -> tf.Tensor:
+        if not isinstance(ids, tf.RaggedTensor):
+            ids = tf.RaggedTensor.from_tensor(ids, padding=PAD_ID)
+        keep = ids > UNKNOWN_ID  # drop padding, start and end; unknown never occurs with byte fallback
+        return self._sentencepiece.detokenize(tf.ragged.boolean_mask(ids, keep))
+
+    def pieces(self, ids: tf.Tensor | tf.RaggedTensor) -> tf.Tensor | tf.RaggedTensor:
+        """Subword strings of ids, for attention plots."""
+        return self._sentencepiece.id_to_string(ids)
+
+
+def train_sentencepiece(
+    sentences: Iterable[str], vocab_size: int, model_type: str = "unigram", character_coverage: float = 1.0
+) -> bytes:
+    """Trains a SentencePiece model and returns its serialized bytes."""
+    if vocab_size < _MINIMUM_VOCAB_SIZE:
+        raise ValueError(
+            f"vocab size {vocab_size} is too small: byte fallback alone needs {_BYTE_PIECES} pieces; "
+            f"use at least {_MINIMUM_VOCAB_SIZE}"
+        )
+    model = io.BytesIO()
+    sentencepiece.SentencePieceTrainer.train(
+        sentence_iterator=iter(sentences),
+        model_writer=model,
+        vocab_size=vocab_size,
+        model_type=model_type,
+        character_coverage=character_coverage,
+        normalization_rule_name="identity",  # inputs are NFC already; keep every character as written
+        byte_fallback=True,
+        pad_id=PAD_ID,
+        bos_id=START_ID,
+        eos_id=END_ID,
+        unk_id=UNKNOWN_ID,
+        hard_vocab_limit=False,  # tiny corpora may not support the full size
+        num_threads=2,
+        minloglevel=2,
+    )
+    return model.getvalue()
+
+
+def read_side(tsv_path: Path, column: int, limit: int | None = None) -> Iterator[str]:
+    """One side (0 = source, 1 = target) of a prepared `source<TAB>target` file."""
+    with open(tsv_path, encoding="utf-8") as lines:
+        for number, line in enumerate(lines):
+            if limit is not None and number >= limit:
+                return
+            yield line.rstrip("\n").split("\t")[column]
+
+
+def round_trip_failures(
+    tokenizer: SubwordTokenizer, sentences: list[str], batch_size: int = 4096
+) -> list[tuple[str, str]]:
+    """(expected, got) for each sentence whose detokenize(tokenize(x)) differs from NFC(x)."""
+    failures = []
+    for start in range(0, len(sentences), batch_size):
+        batch = tf.constant(sentences[start : start + batch_size])
+        expected = normalize(batch).numpy()
+        restored = tokenizer.detokenize(tokenizer.tokenize(batch)).numpy()
+        failures += [
+            (want.decode(), got.decode()) for want, got in zip(expected, restored, strict=True) if want != got
+        ]
+    return failures
+
+
+def _fingerprint(train_tsv: Path, settings: dict) -> str:
+    digest = hashlib.sha256(json.dumps({"format": FORMAT_VERSION, **settings}, sort_keys=True).encode())
+    digest.update(train_tsv.read_bytes())
+    return digest.hexdigest()
+
+
+def fit_tokenizers(train_tsv: Path, vocab_dir: Path, settings: dict, log=print) -> dict[str, Path]:
+    """Trains source and target models on the train split into `vocab_dir`, reusing them when unchanged.
+
+    `settings` holds `source_vocab_size`, `target_vocab_size`, `model_type`, `character_coverage`
+    and `max_training_sentences` (the TokenizerConfig as a dict). Returns the `.model` paths.
+    """
+    fingerprint = _fingerprint(train_tsv, settings)
+    paths = {side: vocab_dir / f"{side}.model" for side in ("source", "target")}
+    manifest = vocab_dir / "manifest.json"
+    if manifest.is_file() and json.loads(manifest.read_text()).get("fingerprint") == fingerprint:
+        if all(path.is_file() for path in paths.values()):
+            log(f"Reusing tokenizers in {vocab_dir}")
+            return paths
+    staging = vocab_dir.with_name(vocab_dir.name + ".tmp")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    for column, side in enumerate(("source", "target")):
+        log(f"Training the {side} SentencePiece model ({settings[f'{side}_vocab_size']} pieces) ...")
+        proto = train_sentencepiece(
+            read_side(train_tsv, column, settings["max_training_sentences"]),
+            settings[f"{side}_vocab_size"],
+            settings["model_type"],
+            settings["character_coverage"],
+        )
+        (staging / f"{side}.model").write_bytes(proto)
+        _write_vocab_listing(proto, staging / f"{side}.vocab")
+    (staging / "manifest.json").write_text(json.dumps({"fingerprint": fingerprint, **settings}, indent=2))
+    shutil.rmtree(vocab_dir, ignore_errors=True)
+    staging.rename(vocab_dir)
+    return paths
+
+
+def _write_vocab_listing(model_proto: bytes, path: Path) -> None:
+    """A human-readable `piece<TAB>score` listing beside the binary model."""
+    processor = sentencepiece.SentencePieceProcessor(model_proto=model_proto)
+    lines = (
+        f"{processor.id_to_piece(i)}\t{processor.get_score(i)}" for i in range(processor.get_piece_size())
+    )
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def load_tokenizer(model_path: Path, name: str | None = None) -> SubwordTokenizer:
+    if not model_path.is_file():
+        raise ValueError(f"No tokenizer model at {model_path}; run `attend prepare` or `attend train` first")
+    return SubwordTokenizer(model_path.read_bytes(), name=name)

@@ -1,0 +1,171 @@
+"""Attention decoder: one step function shared by teacher-forced training and in-graph decoding."""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from app.models.attention import AdditiveAttention
+
+ATTENTION_STYLES = ("bahdanau", "luong")
+
+
+def make_cell(cell: str, units: int) -> keras.layers.Layer:
+    if cell == "gru":
+        return keras.layers.GRUCell(units, name="cell")
+    if cell == "lstm":
+        return keras.layers.LSTMCell(units, name="cell")
+    raise ValueError(f"cell={cell!r} is not one of ['gru', 'lstm']")
+
+
+@keras.saving.register_keras_serializable(package="attend")
+class AttentionDecoder(keras.layers.Layer):
+    """Recurrent decoder with additive attention and a deep (maxout) output.
+
+    `attention_style="bahdanau"` is the paper: each step attends with the previous state
+    s_{i-1}, feeds [E y_{i-1}; c_i] into the cell and reads out from [s_i; c_i; E y_{i-1}].
+    Keras 3's RNN layer takes no `constants`, so this layer runs its own `tf.scan` over the
+    target positions (XLA-compilable; the attention and cell work on 2-D tensors inside it).
+    `"luong"` runs the cell over all positions first and attends from s_i afterwards, all at
+    once — faster to train, the TensorFlow tutorial's shape. Both read out the same way.
+
+    Args:
+        vocab_size: target vocabulary size (logits per position).
+        units: decoder state size.
+        attention_units: attention hidden size.
+        readout_units: deep output size; `maxout_pieces` > 1 takes the max over that many
+            linear pieces per unit (the paper's maxout), 1 uses tanh.
+        cell: `"gru"` or `"lstm"`.
+        attention_style: `"bahdanau"` or `"luong"`.
+        dropout: dropout before the output projection.
+
+    Call arguments:
+        target_embeddings: `[batch, tgt, embedding_dim]` of the decoder inputs (start + target[:-1]).
+        annotations: `[batch, src, 2 * encoder_units]`; its mask (False at padding) arrives as
+            `annotations_mask` from the encoder automatically.
+        initial_state: list of `[batch, units]` tensors (one for GRU, h and c for LSTM).
+
+    Returns:
+        logits `[batch, tgt, vocab_size]`, without a mask: the loss masks padding from the labels.
+    """
+
+    def __init__(
+        self,
+        vocab_size: int,
+        units: int,
+        attention_units: int,
+        readout_units: int,
+        maxout_pieces: int = 2,
+        cell: str = "gru",
+        attention_style: str = "bahdanau",
+        dropout: float = 0.0,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if attention_style not in ATTENTION_STYLES:
+            raise ValueError(f"attention_style={attention_style!r} is not one of {list(ATTENTION_STYLES)}")
+        self.vocab_size, self.units, self.attention_units = vocab_size, units, attention_units
+        self.readout_units, self.maxout_pieces, self.cell_type = readout_units, maxout_pieces, cell
+        self.attention_style, self.dropout = attention_style, dropout
+        # === Layers ===
+        self.attention = AdditiveAttention(attention_units, name="attention")
+        self.cell = make_cell(cell, units)
+        self.deep_output = keras.layers.Dense(readout_units * maxout_pieces, name="deep_output")
+        self.readout_dropout = keras.layers.Dropout(dropout, name="readout_dropout")
+        self.output_projection = keras.layers.Dense(vocab_size, name="output_projection")
+
+    def build(self, target_embeddings_shape, annotations_shape, initial_state_shape=None):
+        embedding_dim, annotation_dim = target_embeddings_shape[-1], annotations_shape[-1]
+        cell_input_dim = (
+            embedding_dim + annotation_dim if self.attention_style == "bahdanau" else embedding_dim
+        )
+        self.cell.build((None, cell_input_dim))
+        self.attention.build_for_values(self.units, annotation_dim)
+        self.deep_output.build((None, self.units + annotation_dim + embedding_dim))
+        self.output_projection.build((None, self.readout_units))
+
+    # === The step, shared by training and decoding ===
+    def step(self, previous_embedding, states, projected_keys, annotations, source_mask):
+        """One decoder step: `[batch, embedding_dim]`, states → (new states, context, attention)."""
+        if self.attention_style == "bahdanau":
+            # e_ij from s_{i-1}; c_i enters the recurrence
+            context, weights = self.attention(states[0], projected_keys, annotations, source_mask)
+            _, new_states = self.cell(tf.concat([previous_embedding, context], axis=-1), states)
+        else:
+            _, new_states = self.cell(
+                tf.identity(previous_embedding), states
+            )  # drop the keras mask: no use here
+            context, weights = self.attention(new_states[0], projected_keys, annotations, source_mask)
+        return list(new_states), context, weights  # [batch, units]…, [batch, 2H], [batch, src]
+
+    def readout(self, state, context, previous_embedding, training=None):
+        """Logits from [s_i; c_i; E y_{i-1}]; works on `[batch, …]` and `[batch, tgt, …]` alike."""
+        hidden = self.deep_output(tf.concat([state, context, previous_embedding], axis=-1))
+        if self.maxout_pieces > 1:
+            pieces = tf.reshape(
+                hidden, tf.concat([tf.shape(hidden)[:-1], [self.readout_units, self.maxout_pieces]], 0)
+            )
+            hidden = tf.reduce_max(pieces, axis=-1)
+        else:
+            hidden = tf.tanh(hidden)
+        return self.output_projection(self.readout_dropout(hidden, training=training))
+
+    def decode_step(self, previous_embedding, states, projected_keys, annotations, source_mask):
+        """Inference step: (logits `[batch, vocab]`, new states, attention `[batch, src]`)."""
+        new_states, context, weights = self.step(
+            previous_embedding, states, projected_keys, annotations, source_mask
+        )
+        return self.readout(new_states[0], context, previous_embedding, training=False), new_states, weights
+
+    # === Teacher forcing over all target positions ===
+    def call(self, target_embeddings, annotations, initial_state, annotations_mask=None, training=None):
+        projected_keys = self.attention.project_keys(annotations)  # once per sentence: [batch, src, A]
+        states = list(initial_state)
+        if self.attention_style == "bahdanau":
+            decoder_states, contexts = self._scan_steps(
+                target_embeddings, states, projected_keys, annotations, annotations_mask
+            )
+        else:
+            decoder_states = self._run_cell(target_embeddings, states)
+            contexts, _ = self.attention(decoder_states, projected_keys, annotations, annotations_mask)
+        return self.readout(decoder_states, contexts, target_embeddings, training=training)
+
+    def _scan_steps(self, target_embeddings, states, projected_keys, annotations, source_mask):
+        def one_step(carry, previous_embedding):
+            new_states, context, _ = self.step(
+                previous_embedding, carry[0], projected_keys, annotations, source_mask
+            )
+            return new_states, context
+
+        time_major = tf.transpose(target_embeddings, [1, 0, 2])  # [tgt, batch, E]
+        context0 = tf.zeros_like(annotations[:, 0, :])  # [batch, 2H]
+        all_states, all_contexts = tf.scan(one_step, time_major, initializer=(states, context0))
+        # [tgt, batch, units] -> [batch, tgt, units]
+        return tf.transpose(all_states[0], [1, 0, 2]), tf.transpose(all_contexts, [1, 0, 2])
+
+    def _run_cell(self, target_embeddings, states):
+        def one_step(carry, previous_embedding):
+            _, new_states = self.cell(previous_embedding, carry)
+            return list(new_states)
+
+        all_states = tf.scan(one_step, tf.transpose(target_embeddings, [1, 0, 2]), initializer=states)
+        return tf.transpose(all_states[0], [1, 0, 2])  # [batch, tgt, units]
+
+    def compute_mask(self, target_embeddings, mask=None):
+        return None
+
+    def compute_output_shape(self, target_embeddings_shape, annotations_shape, initial_state_shape=None):
+        return (*target_embeddings_shape[:2], self.vocab_size)
+
+    def get_config(self):
+        config = {
+            "vocab_size": self.vocab_size,
+            "units": self.units,
+            "attention_units": self.attention_units,
+            "readout_units": self.readout_units,
+            "maxout_pieces": self.maxout_pieces,
+            "cell": self.cell_type,
+            "attention_style": self.attention_style,
+            "dropout": self.dropout,
+        }
+        return {**super().get_config(), **config}

@@ -1,0 +1,86 @@
+"""The functional encoder-decoder model, and its encode/step functions for decoding."""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from app.models.decoder import AttentionDecoder
+from app.models.encoder import BidirectionalEncoder
+
+
+def build_model(
+    source_vocab_size: int,
+    target_vocab_size: int,
+    *,
+    embedding_dim: int = 256,
+    units: int = 256,
+    attention_units: int = 256,
+    readout_units: int = 256,
+    maxout_pieces: int = 2,
+    cell: str = "gru",
+    attention_style: str = "bahdanau",
+    dropout: float = 0.0,
+) -> keras.Model:
+    """`[source_ids, target_in] → logits`; ids are int32, 0 is padding (masks come from it)."""
+    # === Layers ===
+    source_embedding = keras.layers.Embedding(
+        source_vocab_size, embedding_dim, mask_zero=True, name="source_embedding"
+    )
+    target_embedding = keras.layers.Embedding(
+        target_vocab_size, embedding_dim, mask_zero=True, name="target_embedding"
+    )
+    encoder = BidirectionalEncoder(units, units, cell=cell, name="encoder")
+    decoder = AttentionDecoder(
+        target_vocab_size,
+        units,
+        attention_units,
+        readout_units,
+        maxout_pieces=maxout_pieces,
+        cell=cell,
+        attention_style=attention_style,
+        dropout=dropout,
+        name="decoder",
+    )
+    # === Functional Model ===
+    source_ids = keras.Input(shape=(None,), dtype="int32", name="source_ids")
+    target_in = keras.Input(shape=(None,), dtype="int32", name="target_in")
+    source = keras.layers.Dropout(dropout, name="source_dropout")(source_embedding(source_ids))
+    annotations, *initial_state = encoder(source)
+    target = keras.layers.Dropout(dropout, name="target_dropout")(target_embedding(target_in))
+    logits = decoder(target, annotations, initial_state)
+    return keras.Model([source_ids, target_in], logits, name="attend_seq2seq")
+
+
+class Seq2SeqDecoding:
+    """Encode-once and step functions over a trained model's layers, for greedy and beam search.
+
+    The decoding state is a dict: decoder `states` plus the encoder tensors the steps attend
+    over (`annotations`, `keys` = U_a h projected once, `mask`), so that beam search can tile
+    every entry alike, and `attention` (the last step's weights) for plots.
+    """
+
+    def __init__(self, model: keras.Model):
+        self.source_embedding = model.get_layer("source_embedding")
+        self.target_embedding = model.get_layer("target_embedding")
+        self.encoder = model.get_layer("encoder")
+        self.decoder = model.get_layer("decoder")
+
+    def encode(self, source_ids: tf.Tensor) -> dict:
+        """`[batch, src]` int ids (0-padded) → initial decoding state."""
+        mask = self.source_embedding.compute_mask(source_ids)  # the same mask training uses
+        annotations, *states = self.encoder(self.source_embedding(source_ids), mask=mask, training=False)
+        return {
+            "states": states,
+            "annotations": annotations,  # [batch, src, 2H]
+            "keys": self.decoder.attention.project_keys(annotations),  # [batch, src, A]
+            "mask": mask,  # [batch, src]
+            "attention": tf.zeros(tf.shape(source_ids), annotations.dtype),
+        }
+
+    def step(self, tokens: tf.Tensor, state: dict) -> tuple[tf.Tensor, dict]:
+        """`step_fn(tokens [batch], state) → (logits [batch, vocab], state)` for the search functions."""
+        logits, states, weights = self.decoder.decode_step(
+            self.target_embedding(tokens), state["states"], state["keys"], state["annotations"], state["mask"]
+        )
+        return tf.cast(logits, tf.float32), {**state, "states": states, "attention": weights}
