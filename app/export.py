@@ -24,11 +24,11 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
-from app.config import Config
+from app.config import Config, load_config
 from app.data.pipeline import add_source_end
-from app.data.tokenizer import SubwordTokenizer
+from app.data.tokenizer import SubwordTokenizer, load_tokenizer
 from app.models.search import greedy_search, max_output_lengths
-from app.models.seq2seq import Seq2SeqDecoding
+from app.models.seq2seq import Seq2SeqDecoding, build_model
 
 EXPORT_DIR_NAME = "export"
 MODEL_CARD_NAME = "model_card.json"
@@ -176,23 +176,22 @@ def export_translator(
     return final
 
 
-def export_from_run(run_dir: Path, check_sentences: list[str] | None = None, log=print) -> Path:
-    """Re-exports a trained run from its folder (config, vocab, best weights); refuses an untrained one."""
-    from app.config import load_config
-    from app.data.tokenizer import load_tokenizer
-    from app.models.seq2seq import build_model
-
+def load_translator(run_dir: Path) -> Translator:
+    """Rebuilds a trained run's Translator from its folder (config, vocab, best weights)."""
     weights = run_dir / "checkpoints" / "best.weights.h5"
     if not weights.is_file():
         raise ValueError(f"{run_dir} has no trained weights ({weights}); train it first: nothing to export")
     config = load_config(str(run_dir / "config.yaml"))
-    tokenizers = tuple(
-        load_tokenizer(run_dir / "vocab" / f"{side}.model", f"{side}_tokenizer")
-        for side in ("source", "target")
-    )
+    vocab_dir = run_dir / "vocab"
+    tokenizers = tuple(load_tokenizer(vocab_dir / f"{side}.model", side) for side in ("source", "target"))
     model = build_model(tokenizers[0].vocab_size, tokenizers[1].vocab_size, **config.to_dict()["model"])
     model.load_weights(str(weights))
+    return build_translator(model, config, vocab_dir, tokenizers)
+
+
+def export_from_run(run_dir: Path, check_sentences: list[str] | None = None, log=print) -> Path:
+    """Re-exports a trained run; refuses a run without trained weights."""
+    translator = load_translator(run_dir)
     card_path = run_dir / MODEL_CARD_NAME
-    card = json.loads(card_path.read_text()) if card_path.is_file() else {"config": config.to_dict()}
-    translator = build_translator(model, config, run_dir / "vocab", tokenizers)
+    card = json.loads(card_path.read_text()) if card_path.is_file() else {}
     return export_translator(translator, run_dir, card, check_sentences or ["Hola.", ""], log=log)

@@ -19,6 +19,7 @@ import keras
 import tensorflow as tf
 
 from app import __version__
+from app.callbacks import BestScoreRecord, ModelGraphWriter, TensorBoard
 from app.config import Config, TrainConfig, load_config, save_config
 from app.data.corpus import PreparedCorpus, prepare_corpus
 from app.data.pipeline import count_batches, make_dataset
@@ -86,20 +87,6 @@ def make_optimizer(train: TrainConfig, total_steps: int) -> keras.optimizers.Opt
     return keras.optimizers.Adam(learning_rate=schedule, clipnorm=train.clipnorm)
 
 
-class BestScoreRecord(keras.callbacks.Callback):
-    """Keeps the best dev loss on disk so a resumed run's checkpointing continues from it."""
-
-    def __init__(self, path: Path, best: float):
-        super().__init__()
-        self.path, self.best = path, best
-
-    def on_epoch_end(self, epoch, logs=None):
-        value = (logs or {}).get("val_loss")
-        if value is not None and value < self.best:
-            self.best = float(value)
-            self.path.write_text(json.dumps({"val_loss": self.best, "epoch": epoch + 1}))
-
-
 def make_callbacks(run_dir: Path, train: TrainConfig) -> list[keras.callbacks.Callback]:
     best_path = run_dir / BEST_SCORE
     best = json.loads(best_path.read_text())["val_loss"] if best_path.is_file() else math.inf
@@ -115,7 +102,8 @@ def make_callbacks(run_dir: Path, train: TrainConfig) -> list[keras.callbacks.Ca
         ),
         BestScoreRecord(best_path, best),
         keras.callbacks.EarlyStopping(monitor="val_loss", patience=train.early_stopping_patience),
-        keras.callbacks.TensorBoard(
+        ModelGraphWriter(run_dir / "logs"),
+        TensorBoard(
             log_dir=str(run_dir / "logs"),
             update_freq=train.log_every_steps,
             histogram_freq=train.histogram_epochs,

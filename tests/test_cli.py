@@ -1,0 +1,136 @@
+"""The `attend` command as a user runs it: train end to end, translate, resume, clear errors."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import tiny_overrides
+
+ENVIRONMENT = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONUNBUFFERED": "1"}
+
+
+def attend(*args: str, input: str | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "app", *args],
+        input=input,
+        capture_output=True,
+        text=True,
+        env=ENVIRONMENT,
+        cwd=cwd,
+        timeout=600,
+        check=False,
+    )
+
+
+def scalar_tags(log_dir: Path) -> set[str]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    tags = set()
+    for events in log_dir.rglob("events.out.tfevents.*"):
+        accumulator = EventAccumulator(str(events.parent))
+        accumulator.Reload()
+        tags |= set(accumulator.Tags().get("scalars", [])) | set(accumulator.Tags().get("tensors", []))
+    return tags
+
+
+@pytest.mark.slow
+def test_train_smoke_end_to_end_then_translate(tmp_path):
+    run_dir = tmp_path / "run"
+    trained = attend(
+        "train",
+        "--preset",
+        "smoke",
+        "--run-dir",
+        str(run_dir),
+        "--data-dir",
+        str(tmp_path / "data"),
+        *tiny_overrides(),
+    )
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    for path in (
+        "config.yaml",
+        "vocab/source.model",
+        "checkpoints/best.weights.h5",
+        "export/saved_model.pb",
+        "metrics.json",
+    ):
+        assert (run_dir / path).is_file(), path
+    assert not (run_dir / "backup").exists()  # a finished run leaves nothing to resume
+    assert "translation:" in trained.stdout and "Exported the SavedModel" in trained.stdout
+    tags = scalar_tags(run_dir / "logs")
+    assert {"epoch_loss", "epoch_token_accuracy", "epoch_learning_rate"} <= tags, tags
+
+    by_argument = attend("translate", str(run_dir), "Y lloró Jesús.", "Hola")
+    assert by_argument.returncode == 0, by_argument.stderr[-2000:]
+    assert len(by_argument.stdout.splitlines()) == 2
+    by_stdin = attend("translate", str(run_dir / "export"), input="Y lloró Jesús.\n\nHola\n")
+    assert len(by_stdin.stdout.splitlines()) == 3
+    assert by_stdin.stdout.splitlines()[0] == by_argument.stdout.splitlines()[0]
+
+
+@pytest.mark.slow
+def test_interrupted_run_resumes_from_its_last_epoch(tmp_path):
+    run_dir = tmp_path / "run"
+    arguments = [
+        "train",
+        "--preset",
+        "smoke",
+        "--run-dir",
+        str(run_dir),
+        "--data-dir",
+        str(tmp_path / "data"),
+        "--no-export",
+        *tiny_overrides(**{"train.epochs": 4, "train.early_stopping_patience": 10}),
+    ]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "app", *arguments],
+        env=ENVIRONMENT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    metadata = run_dir / "backup" / "training_metadata.json"
+    deadline = time.time() + 300
+    while not metadata.is_file() and process.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)  # as hard as a power cut: no clean-up runs
+    process.wait()
+    assert metadata.is_file(), "the run never saved a backup"
+    epochs_done = int(metadata.read_text().split('"epoch":')[1].split(",")[0])
+    assert 1 <= epochs_done < 4
+
+    resumed = attend(*arguments)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"Epoch {epochs_done + 1}/4" in resumed.stdout and "Epoch 1/4" not in resumed.stdout
+    assert not (run_dir / "backup").exists()
+
+
+def test_bad_requests_get_clear_errors(tmp_path):
+    unknown = attend("train", "--preset", "no-such-preset", "--run-dir", str(tmp_path / "r"))
+    assert unknown.returncode == 2 and "available presets" in unknown.stderr
+    override = attend("prepare", "--preset", "smoke", "train.epocs=1")
+    assert override.returncode == 2 and "Unknown key(s) ['epocs']" in override.stderr
+    missing = attend("translate", str(tmp_path), "hola")
+    assert missing.returncode == 2 and "No SavedModel" in missing.stderr
+    corpus = attend(
+        "prepare",
+        "--preset",
+        "smoke",
+        "--data-dir",
+        str(tmp_path),
+        "data.corpus=tsv",
+        f"data.tsv_path={tmp_path / 'missing.tsv'}",
+    )
+    assert corpus.returncode == 2 and "missing.tsv" in corpus.stderr
+
+
+def test_every_command_explains_its_options():
+    for command in ("prepare", "train", "export", "translate"):
+        shown = attend(command, "--help")
+        assert shown.returncode == 0 and "usage: attend " + command in shown.stdout

@@ -1,0 +1,76 @@
+"""The SavedModel contract: reloads with only tensorflow + tensorflow_text, survives odd input,
+and a failed export never replaces a good one."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import tensorflow as tf
+
+from app import export
+from app.export import export_from_run, load_translator, reload_and_translate
+
+SENTENCES = ["Y lloró Jesús.", "En el principio crió Dios los cielos y la tierra.", "Hola"]
+AWKWARD = [
+    "",
+    "   ",
+    "palabra " * 600,
+    "😀🎉 ¡Fiesta!",
+    "日本語のテキスト",
+    "مرحبا بالعالم",
+    "\u0301",
+    "a\tb\nc",
+]
+
+
+@pytest.mark.slow
+def test_reloaded_export_translates_like_the_trained_model(trained_run):
+    in_process = load_translator(trained_run).translate(tf.constant(SENTENCES))
+    reloaded = reload_and_translate(trained_run / "export", SENTENCES)  # fresh interpreter, no project code
+    assert reloaded["translation"] == [t.decode() for t in in_process["translation"].numpy()]
+    assert reloaded["score"] == pytest.approx(in_process["score"].numpy().tolist(), rel=1e-4, abs=1e-4)
+    assert all(score <= 0 for score in reloaded["score"])  # log-probabilities
+
+
+@pytest.mark.slow
+def test_odd_inputs_come_back_as_strings(trained_run):
+    serving = tf.saved_model.load(str(trained_run / "export")).signatures["serving_default"]
+    out = serving(text=tf.constant(AWKWARD))
+    assert out["translation"].dtype == tf.string and out["translation"].shape == (len(AWKWARD),)
+    assert out["score"].dtype == tf.float32 and bool(tf.reduce_all(tf.math.is_finite(out["score"])))
+    for text in out["translation"].numpy():
+        text.decode("utf-8")  # valid UTF-8 even for truncated and byte-fallback inputs
+    assert serving(text=tf.constant([], tf.string))["translation"].shape == (0,)
+
+
+@pytest.mark.slow
+def test_export_carries_vocabularies_and_a_model_card(trained_run):
+    directory = trained_run / "export"
+    assert {"source.model", "target.model", "source.vocab", "target.vocab"} <= {
+        path.name for path in (directory / "assets").iterdir()
+    }
+    card = json.loads((directory / "model_card.json").read_text())
+    assert card["source_language"] == "es" and card["target_language"] == "en"
+    assert card["metrics"]["dev_loss"] > 0 and card["versions"]["tensorflow"] == tf.__version__
+    assert set(tf.saved_model.load(str(directory)).signatures) == {"serving_default"}
+
+
+@pytest.mark.slow
+def test_failed_export_keeps_the_previous_one(trained_run, monkeypatch):
+    saved_model = trained_run / "export" / "saved_model.pb"
+    before = saved_model.read_bytes()
+
+    def broken_check(*args, **kwargs):
+        raise RuntimeError("simulated failure while checking the export")
+
+    monkeypatch.setattr(export, "check_export", broken_check)
+    with pytest.raises(RuntimeError, match="simulated failure"):
+        export_from_run(trained_run, log=lambda *_: None)
+    assert saved_model.read_bytes() == before
+    assert not (trained_run / "export.staging").exists()
+
+
+def test_untrained_run_is_not_exported(tmp_path):
+    with pytest.raises(ValueError, match="nothing to export"):
+        export_from_run(tmp_path)
