@@ -93,6 +93,8 @@ class DecodeConfig:
     max_length_offset: int = 10  # ... plus this many tokens
     max_output_tokens: int = 256  # and never more than this
     max_input_tokens: int = 256  # longer inputs are truncated at serving time
+    beam_width: int = 4  # 1 = greedy; the export's serving_default uses this
+    length_penalty_alpha: float = 0.6  # GNMT length normalisation of beam scores (0 = none)
 
 
 @dataclass(frozen=True)
@@ -165,6 +167,8 @@ def validate(config: Config) -> None:
     for key in ("batch_size", "epochs", "max_source_tokens", "max_target_tokens"):
         if getattr(config.train, key) < 1:
             raise ValueError(f"train.{key} must be at least 1")
+    if config.decode.beam_width < 1:
+        raise ValueError("decode.beam_width must be at least 1 (1 = greedy search)")
     if config.model.maxout_pieces < 1:
         raise ValueError("model.maxout_pieces must be at least 1 (1 = plain tanh deep output)")
 

@@ -27,7 +27,7 @@ import tensorflow as tf
 from app.config import Config, load_config
 from app.data.pipeline import add_source_end
 from app.data.tokenizer import SubwordTokenizer, load_tokenizer
-from app.models.search import greedy_search, max_output_lengths
+from app.models.search import beam_search, greedy_search, max_output_lengths
 from app.models.seq2seq import Seq2SeqDecoding, build_model
 
 EXPORT_DIR_NAME = "export"
@@ -57,6 +57,8 @@ class Translator(tf.Module):
         max_length_offset: int = 10,
         max_output_tokens: int = 256,
         max_input_tokens: int = 256,
+        beam_width: int = 1,
+        length_penalty_alpha: float = 0.6,
     ):
         super().__init__(name="translator")
         self.model = model
@@ -67,30 +69,65 @@ class Translator(tf.Module):
         self._decoding = Seq2SeqDecoding(model)
         self._length_limits = (max_length_ratio, max_length_offset, max_output_tokens)
         self._max_input_tokens = max_input_tokens
+        self.beam_width, self._alpha = beam_width, length_penalty_alpha
 
     def source_ids(self, text: tf.Tensor) -> tf.Tensor:
         """`[batch]` strings → `[batch, src]` int32 ids, 0-padded, each ending with the end id."""
         ids = self.source_tokenizer.tokenize(text)[:, : self._max_input_tokens - 1]
-        return add_source_end(ids).to_tensor(0)
+        dense = add_source_end(ids).to_tensor(0)
+        # an empty batch still needs one time step: recurrent layers cannot run over zero steps
+        return tf.pad(dense, [[0, 0], [0, tf.maximum(1 - tf.shape(dense)[1], 0)]])
 
-    def _greedy(self, source_ids: tf.Tensor, collect: str | None = None):
+    def search(self, source_ids: tf.Tensor, collect: str | None = None):
+        """Greedy (beam width 1) or beam search from `[batch, src]` ids."""
         source_lengths = tf.reduce_sum(tf.cast(tf.not_equal(source_ids, 0), tf.int32), axis=1)
         limits = max_output_lengths(source_lengths, *self._length_limits)
-        return greedy_search(self._decoding.step, self._decoding.encode(source_ids), limits, collect=collect)
+        state = self._decoding.encode(source_ids)
+        if self.beam_width > 1:
+            return beam_search(
+                self._decoding.step, state, limits, self.beam_width, self._alpha, collect=collect
+            )
+        return greedy_search(self._decoding.step, state, limits, collect=collect)
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
     def translate(self, text):
         """`serving_default`: translation and its log-probability (sum over output tokens)."""
-        result = self._greedy(self.source_ids(text))
+        result = self.search(self.source_ids(text))
         return {"translation": self.target_tokenizer.detokenize(result.tokens), "score": result.scores}
 
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
+    def translate_with_attention(self, text):
+        """`translate_with_attention`: also the attention matrix `[batch, tgt, src]` and the
+        subword strings of both sides ("" at padding), for plots."""
+        source_ids = self.source_ids(text)
+        result = self.search(source_ids, collect="attention")
+        return {
+            "translation": self.target_tokenizer.detokenize(result.tokens),
+            "score": result.scores,
+            "attention": result.collected,
+            "source_tokens": self._pieces(self.source_tokenizer, source_ids),
+            "target_tokens": self._pieces(self.target_tokenizer, result.tokens),
+        }
+
+    @staticmethod
+    def _pieces(tokenizer: SubwordTokenizer, ids: tf.Tensor) -> tf.Tensor:
+        return tf.where(tf.equal(ids, 0), "", tokenizer.pieces(ids))
+
     def signatures(self) -> dict:
-        return {"serving_default": self.translate.get_concrete_function()}
+        return {
+            "serving_default": self.translate.get_concrete_function(),
+            "translate_with_attention": self.translate_with_attention.get_concrete_function(),
+        }
 
 
 def build_translator(
-    model: keras.Model, config: Config, vocab_dir: Path, tokenizers: tuple[SubwordTokenizer, SubwordTokenizer]
+    model: keras.Model,
+    config: Config,
+    vocab_dir: Path,
+    tokenizers: tuple[SubwordTokenizer, SubwordTokenizer],
+    beam_width: int | None = None,
 ) -> Translator:
+    """The run's Translator; `beam_width` overrides the config's (1 = greedy)."""
     files = {
         f"{side}.{kind}": vocab_dir / f"{side}.{kind}"
         for side in ("source", "target")
@@ -104,6 +141,8 @@ def build_translator(
         max_length_offset=config.decode.max_length_offset,
         max_output_tokens=config.decode.max_output_tokens,
         max_input_tokens=config.decode.max_input_tokens,
+        beam_width=config.decode.beam_width if beam_width is None else beam_width,
+        length_penalty_alpha=config.decode.length_penalty_alpha,
     )
 
 
@@ -176,7 +215,7 @@ def export_translator(
     return final
 
 
-def load_translator(run_dir: Path) -> Translator:
+def load_translator(run_dir: Path, beam_width: int | None = None) -> Translator:
     """Rebuilds a trained run's Translator from its folder (config, vocab, best weights)."""
     weights = run_dir / "checkpoints" / "best.weights.h5"
     if not weights.is_file():
@@ -186,7 +225,7 @@ def load_translator(run_dir: Path) -> Translator:
     tokenizers = tuple(load_tokenizer(vocab_dir / f"{side}.model", side) for side in ("source", "target"))
     model = build_model(tokenizers[0].vocab_size, tokenizers[1].vocab_size, **config.to_dict()["model"])
     model.load_weights(str(weights))
-    return build_translator(model, config, vocab_dir, tokenizers)
+    return build_translator(model, config, vocab_dir, tokenizers, beam_width)
 
 
 def export_from_run(run_dir: Path, check_sentences: list[str] | None = None, log=print) -> Path:

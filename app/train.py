@@ -155,7 +155,6 @@ def train(
         epochs=config.train.epochs,
         steps_per_epoch=steps_per_epoch,
         validation_data=dev_set,
-        validation_steps=count_batches(dev_set),  # exact, so Keras never "runs out of data"
         shuffle=False,  # the tf.data pipeline shuffles
         callbacks=make_callbacks(run_dir, config.train),
         verbose="auto",
@@ -199,7 +198,9 @@ def make_datasets(config: Config, data: PreparedData) -> tuple[tf.data.Dataset, 
         seed=config.train.seed,
         **common,
     )
-    return train_set, make_dataset(data.corpus.dev, *tokenizers, **common)
+    dev_set = make_dataset(data.corpus.dev, *tokenizers, **common)
+    # a known length lets Keras start a fresh pass over the dev set at every validation
+    return train_set, dev_set.apply(tf.data.experimental.assert_cardinality(count_batches(dev_set)))
 
 
 def final_metrics(
@@ -231,10 +232,13 @@ def model_card(config: Config, data: PreparedData, metrics: dict) -> dict:
         "config": config.to_dict(),
         "metrics": {key: value for key, value in metrics.items() if key != "history"},
         "signatures": {
-            "serving_default": {
-                "inputs": {"text": "string [batch]"},
-                "outputs": {"translation": "string [batch]", "score": "float32 [batch]"},
-            }
+            "serving_default": "text: string [batch] -> translation: string [batch], score: float32 [batch]",
+            "translate_with_attention": "serving_default's outputs + attention: float32 [batch, tgt, src], "
+            "source_tokens: string [batch, src], target_tokens: string [batch, tgt]",
+        },
+        "decoding": {
+            "beam_width": config.decode.beam_width,
+            "length_penalty_alpha": config.decode.length_penalty_alpha,
         },
         "versions": {"attend": __version__, "tensorflow": tf.__version__, "keras": keras.__version__},
     }

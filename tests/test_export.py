@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import tensorflow as tf
 
@@ -26,7 +27,8 @@ AWKWARD = [
 
 @pytest.mark.slow
 def test_reloaded_export_translates_like_the_trained_model(trained_run):
-    in_process = load_translator(trained_run).translate(tf.constant(SENTENCES))
+    translator = load_translator(trained_run)  # keep a reference: tf.function methods hold `self` weakly
+    in_process = translator.translate(tf.constant(SENTENCES))
     reloaded = reload_and_translate(trained_run / "export", SENTENCES)  # fresh interpreter, no project code
     assert reloaded["translation"] == [t.decode() for t in in_process["translation"].numpy()]
     assert reloaded["score"] == pytest.approx(in_process["score"].numpy().tolist(), rel=1e-4, abs=1e-4)
@@ -53,7 +55,10 @@ def test_export_carries_vocabularies_and_a_model_card(trained_run):
     card = json.loads((directory / "model_card.json").read_text())
     assert card["source_language"] == "es" and card["target_language"] == "en"
     assert card["metrics"]["dev_loss"] > 0 and card["versions"]["tensorflow"] == tf.__version__
-    assert set(tf.saved_model.load(str(directory)).signatures) == {"serving_default"}
+    assert set(tf.saved_model.load(str(directory)).signatures) == {
+        "serving_default",
+        "translate_with_attention",
+    }
 
 
 @pytest.mark.slow
@@ -74,3 +79,30 @@ def test_failed_export_keeps_the_previous_one(trained_run, monkeypatch):
 def test_untrained_run_is_not_exported(tmp_path):
     with pytest.raises(ValueError, match="nothing to export"):
         export_from_run(tmp_path)
+
+
+@pytest.mark.slow
+def test_a_sentence_translates_the_same_alone_and_in_a_padded_batch(trained_run):
+    translator = load_translator(trained_run)  # the run's beam search
+    assert translator.beam_width > 1
+    batch = SENTENCES + ["Y dijo Dios: Sea la luz; y fué la luz."]
+    together = translator.translate(tf.constant(batch))
+    for index, sentence in enumerate(batch):
+        alone = translator.translate(tf.constant([sentence]))
+        assert alone["translation"][0].numpy() == together["translation"][index].numpy()
+        assert float(alone["score"][0]) == pytest.approx(float(together["score"][index]), abs=1e-4)
+
+
+@pytest.mark.slow
+def test_translate_with_attention_returns_a_plot_ready_matrix(trained_run):
+    signature = tf.saved_model.load(str(trained_run / "export")).signatures["translate_with_attention"]
+    out = signature(text=tf.constant(["Y lloró Jesús.", "En el principio crió Dios los cielos y la tierra."]))
+    attention = out["attention"].numpy()
+    source_tokens, target_tokens = out["source_tokens"].numpy(), out["target_tokens"].numpy()
+    assert attention.shape == (2, target_tokens.shape[1], source_tokens.shape[1])
+    for row in range(2):
+        source_length = int((source_tokens[row] != b"").sum())
+        target_length = int((target_tokens[row] != b"").sum())
+        assert source_tokens[row, source_length - 1] == b"</s>"  # the source's end marker is attended too
+        assert (attention[row, :target_length, source_length:] == 0).all()  # padding: exactly zero
+        np.testing.assert_allclose(attention[row, :target_length].sum(axis=-1), 1.0, rtol=1e-4)

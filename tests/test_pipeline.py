@@ -51,7 +51,7 @@ def test_padding_is_zero_and_only_at_the_end(tokenizers):
 
 def test_every_pair_is_kept_once_when_it_fits(tokenizers):
     total = sum(len(target_out) for _, target_out in batches(tokenizers))
-    assert total == sum(1 for _ in open(BIBLE_SAMPLE, encoding="utf-8"))
+    assert total == len(BIBLE_SAMPLE.read_text(encoding="utf-8").splitlines())
 
 
 def test_length_filter_drops_long_pairs(tokenizers):
@@ -59,7 +59,7 @@ def test_length_filter_drops_long_pairs(tokenizers):
     assert kept, "some short pairs must remain"
     for (source, _), target_out in kept:
         assert source.shape[1] <= 14 and target_out.shape[1] <= 14
-    assert sum(len(t) for _, t in kept) < sum(1 for _ in open(BIBLE_SAMPLE, encoding="utf-8"))
+    assert sum(len(t) for _, t in kept) < len(BIBLE_SAMPLE.read_text(encoding="utf-8").splitlines())
 
 
 def test_bucketing_cuts_padding(tokenizers):

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
-from app.models.search import END_ID, greedy_search, max_output_lengths
+from app.models.search import END_ID, beam_search, greedy_search, max_output_lengths
 
 VOCAB = 6
 
@@ -61,3 +62,90 @@ def test_collects_a_state_entry_per_step_and_handles_an_empty_batch():
 def test_output_limit_is_tied_to_the_source_length():
     limits = max_output_lengths(tf.constant([1, 10, 400]), ratio=1.5, offset=4, ceiling=100)
     assert limits.numpy().tolist() == [6, 19, 100]
+
+
+# === Beam search ===
+
+
+def markov_step(table: np.ndarray):
+    """step_fn whose next-token log-probabilities depend only on the previous token: table[previous]."""
+    table = tf.constant(table, tf.float32)
+
+    def step(tokens, state):
+        return tf.gather(table, tokens), {**state, "fed": tokens}
+
+    return step
+
+
+def random_table(seed: int, vocab: int = 7, sharpness: float = 2.0) -> np.ndarray:
+    logits = np.random.default_rng(seed).normal(size=(vocab, vocab)) * sharpness
+    logits[:, 0] = -1e9  # never predict padding
+    return logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+
+
+def markov_state(batch: int) -> dict:
+    return {"fed": tf.zeros([batch], tf.int32)}
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_beam_of_width_one_is_greedy(seed):
+    step, limits = markov_step(random_table(seed)), tf.constant([12, 5, 9])
+    greedy = greedy_search(step, markov_state(3), limits)
+    beam = beam_search(step, markov_state(3), limits, beam_width=1, alpha=0.6)
+    np.testing.assert_array_equal(beam.tokens.numpy(), greedy.tokens.numpy())
+    np.testing.assert_allclose(beam.scores.numpy(), greedy.scores.numpy(), rtol=1e-5)
+    np.testing.assert_array_equal(beam.lengths.numpy(), greedy.lengths.numpy())
+
+
+def test_beam_finds_the_likelier_sentence_that_greedy_misses():
+    # from start (1): token 3 (p=.6) then five tokens at p=.2 each, or token 4 (p=.4) then end (p=1)
+    table = np.full((6, 6), -1e9)
+    table[1, 3], table[1, 4] = np.log(0.6), np.log(0.4)
+    table[3, 1:6] = np.log(0.2)  # after 3: five tokens at .2 (end among them)
+    table[4, END_ID] = 0.0
+    table[5, END_ID] = 0.0
+    table[END_ID, END_ID] = 0.0
+    step = markov_step(table)
+    greedy = greedy_search(step, markov_state(1), tf.constant([6]))
+    beam = beam_search(step, markov_state(1), tf.constant([6]), beam_width=2, alpha=0.0)
+    assert beam.tokens.numpy()[0, :2].tolist() == [4, END_ID]
+    assert beam.scores.numpy()[0] == pytest.approx(np.log(0.4), rel=1e-5)
+    assert greedy.tokens.numpy()[0, 0] == 3 and greedy.scores.numpy()[0] < np.log(0.4)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_beam_log_probability_is_never_below_greedy(seed):
+    step, limits = markov_step(random_table(seed, vocab=9, sharpness=1.0)), tf.constant([10, 10])
+    greedy = greedy_search(step, markov_state(2), limits)
+    beam = beam_search(step, markov_state(2), limits, beam_width=4, alpha=0.0)
+    assert (beam.scores.numpy() >= greedy.scores.numpy() - 1e-5).all()
+
+
+def test_beam_stops_when_every_hypothesis_has_ended_and_respects_limits():
+    table = random_table(3)
+    table[:, END_ID] = 5.0  # ending is overwhelmingly likely
+    table -= np.log(np.exp(table).sum(axis=1, keepdims=True))
+    result = beam_search(markov_step(table), markov_state(2), tf.constant([40, 40]), beam_width=3)
+    assert result.tokens.shape[1] <= 2  # not 40
+    limited = beam_search(markov_step(random_table(5)), markov_state(2), tf.constant([3, 5]), beam_width=3)
+    lengths = limited.lengths.numpy()
+    assert lengths[0] <= 3 and lengths[1] <= 5
+    for row, length in enumerate(lengths):
+        assert limited.tokens.numpy()[row, length - 1] == END_ID
+        assert (limited.tokens.numpy()[row, length:] == 0).all()
+
+
+def test_beam_collects_attention_of_the_chosen_hypothesis():
+    result = beam_search(
+        markov_step(random_table(1)), markov_state(2), tf.constant([6, 6]), beam_width=3, collect="fed"
+    )
+    # the collected entry after each step is the token fed at that step: start, then the output shifted
+    collected, tokens = result.collected.numpy(), result.tokens.numpy()
+    assert (collected[:, 0] == 1).all()
+    for row, length in enumerate(result.lengths.numpy()):
+        np.testing.assert_array_equal(collected[row, 1:length], tokens[row, : length - 1])
+
+
+def test_beam_handles_an_empty_batch():
+    result = beam_search(markov_step(random_table(0)), markov_state(0), tf.zeros([0], tf.int32), beam_width=3)
+    assert result.tokens.shape[0] == 0 and result.scores.shape == (0,)

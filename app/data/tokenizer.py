@@ -88,6 +88,17 @@ def train_sentencepiece(
             f"use at least {_MINIMUM_VOCAB_SIZE}"
         )
     model = io.BytesIO()
+    try:
+        _train(sentences, model, vocab_size, model_type, character_coverage)
+    except RuntimeError as error:
+        if "required_chars" in str(error):  # every character of the text needs its own piece
+            raise ValueError(f"vocab size {vocab_size} is too small for this text: {error}") from error
+        raise
+    return model.getvalue()
+
+
+def _train(sentences: Iterable[str], model: io.BytesIO, vocab_size: int, model_type: str,
+           character_coverage: float) -> None:
     sentencepiece.SentencePieceTrainer.train(
         sentence_iterator=iter(sentences),
         model_writer=model,
@@ -104,7 +115,6 @@ def train_sentencepiece(
         num_threads=2,
         minloglevel=2,
     )
-    return model.getvalue()
 
 
 def read_side(tsv_path: Path, column: int, limit: int | None = None) -> Iterator[str]:
