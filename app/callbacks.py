@@ -1,4 +1,5 @@
-"""Training callbacks beyond Keras's own: fixed epoch summaries, the model graph, the best score."""
+"""Training callbacks beyond Keras's own: fixed epoch summaries, the model graph, dev BLEU with
+sample translations and attention images, the best score, hyperparameters."""
 
 from __future__ import annotations
 
@@ -7,6 +8,10 @@ from pathlib import Path
 
 import keras
 import tensorflow as tf
+from tensorboard.plugins.hparams import api as hparams_api
+
+from app.evaluate import corpus_scores, translate_all
+from app.plots import translation_heatmap
 
 
 class TensorBoard(keras.callbacks.TensorBoard):
@@ -43,14 +48,107 @@ class ModelGraphWriter(keras.callbacks.Callback):
 
 
 class BestScoreRecord(keras.callbacks.Callback):
-    """Keeps the best dev loss on disk, so that a resumed run's checkpointing continues from it."""
+    """Keeps the best monitored dev score on disk, so that a resumed run's checkpointing continues from it."""
 
-    def __init__(self, path: Path, best: float):
+    def __init__(self, path: Path, monitor: str, mode: str, best: float | None):
         super().__init__()
-        self.path, self.best = path, best
+        self.path, self.monitor, self.mode, self.best = path, monitor, mode, best
 
     def on_epoch_end(self, epoch, logs=None):
-        value = (logs or {}).get("val_loss")
-        if value is not None and value < self.best:
+        value = (logs or {}).get(self.monitor)
+        if value is None:
+            return
+        improved = self.best is None or (value > self.best if self.mode == "max" else value < self.best)
+        if improved:
             self.best = float(value)
-            self.path.write_text(json.dumps({"val_loss": self.best, "epoch": epoch + 1}))
+            self.path.write_text(
+                json.dumps({"monitor": self.monitor, "value": self.best, "epoch": epoch + 1})
+            )
+
+
+class DevTranslationMonitor(keras.callbacks.Callback):
+    """Translates a fixed dev subset after every epoch: BLEU into the logs (so checkpoints and
+    early stopping can monitor `val_bleu`) and TensorBoard, sample translations as text, and
+    attention heatmaps as images.
+
+    Args:
+        translator: an object with `translate(text)` and `translate_with_attention(text)`
+            tf.functions over the model being trained (the export's Translator).
+        sources, references: the dev subset; `references[i]` lists sentence i's references.
+        log_dir: the run's TensorBoard folder; summaries go to its `validation/` run.
+        samples, heatmaps: how many sentences to show as text and as attention images.
+    """
+
+    def __init__(
+        self,
+        translator,
+        sources: list[str],
+        references: list[list[str]],
+        log_dir: Path,
+        samples: int = 5,
+        heatmaps: int = 2,
+    ):
+        super().__init__()
+        self.translator, self.sources, self.references = translator, sources, references
+        self.log_dir, self.samples, self.heatmaps = log_dir, samples, heatmaps
+
+    def on_epoch_end(self, epoch, logs=None):
+        hypotheses = translate_all(self.translator.translate, self.sources)
+        bleu = corpus_scores(hypotheses, self.references)["bleu"]
+        if logs is not None:
+            logs["val_bleu"] = bleu
+        writer = tf.summary.create_file_writer(str(self.log_dir / "validation"))
+        with writer.as_default(), tf.summary.record_if(True):
+            tf.summary.scalar("epoch_bleu", bleu, step=epoch)
+            tf.summary.text("dev_translations", self._table(hypotheses), step=epoch)
+            for index, image in enumerate(self._heatmaps()):
+                tf.summary.image(f"attention/dev_{index}", image[None], step=epoch)
+        writer.close()
+
+    def _table(self, hypotheses: list[str]) -> str:
+        rows = ["| source | reference | translation |", "|---|---|---|"]
+        rows += [
+            f"| {source} | {refs[0]} | {hypothesis} |"
+            for source, refs, hypothesis in zip(
+                self.sources[: self.samples], self.references, hypotheses, strict=False
+            )
+        ]
+        return "\n".join(rows)
+
+    def _heatmaps(self) -> list[tf.Tensor]:
+        sentences = self.sources[: self.heatmaps]
+        if not sentences:
+            return []
+        out = self.translator.translate_with_attention(tf.constant(sentences))
+        return [
+            tf.image.decode_png(
+                translation_heatmap(
+                    *(out[key][row].numpy() for key in ("source_tokens", "target_tokens", "attention")),
+                    title=sentence,
+                ),
+                channels=3,
+            )
+            for row, sentence in enumerate(sentences)
+        ]
+
+
+def write_hparams(log_dir: Path, config: dict, run_name: str) -> None:
+    """The run's settings for TensorBoard's HParams dashboard, beside its dev loss and BLEU."""
+    flat = {
+        f"{section}.{key}": value
+        for section, values in config.items()
+        if isinstance(values, dict)
+        for key, value in values.items()
+        if isinstance(value, (bool, int, float, str))
+    }
+    writer = tf.summary.create_file_writer(str(log_dir))
+    with writer.as_default(), tf.summary.record_if(True):
+        hparams_api.hparams_config(
+            hparams=[hparams_api.HParam(name) for name in flat],
+            metrics=[
+                hparams_api.Metric("epoch_bleu", group="validation", display_name="dev BLEU"),
+                hparams_api.Metric("epoch_loss", group="validation", display_name="dev loss"),
+            ],
+        )
+        hparams_api.hparams(flat, trial_id=run_name)
+    writer.close()

@@ -67,6 +67,32 @@ def build_parser() -> argparse.ArgumentParser:
         "sentences", nargs="*", help="sentences to translate (default: one per line from stdin)"
     )
     translate.add_argument("--batch-size", type=int, default=64, help="sentences per call (default: 64)")
+    translate.add_argument(
+        "--plot",
+        type=Path,
+        default=None,
+        metavar="OUT.png",
+        help="also save the attention heatmap (OUT.png; OUT-2.png … for further sentences)",
+    )
+
+    evaluate = commands.add_parser(
+        "evaluate", help="BLEU/chrF (sacreBLEU) of a trained run on a split or a TSV file"
+    )
+    evaluate.add_argument("run_dir", type=Path, help="the run folder")
+    evaluate.add_argument("--split", default="test", choices=("train", "dev", "test"), help="default: test")
+    evaluate.add_argument(
+        "--beam", type=int, default=None, help="beam width (default: the run's; 1 = greedy)"
+    )
+    evaluate.add_argument(
+        "--source",
+        type=Path,
+        default=None,
+        metavar="FILE.tsv",
+        help="score any source<TAB>target file instead of a split",
+    )
+    evaluate.add_argument(
+        "--data-dir", type=Path, default=Path("data"), help="where the splits are (default: data/)"
+    )
     return parser
 
 
@@ -119,16 +145,45 @@ def run_translate(args: argparse.Namespace) -> int:
     export_dir = args.model / "export" if (args.model / "export").is_dir() else args.model
     if not (export_dir / "saved_model.pb").is_file():
         raise ValueError(f"No SavedModel at {export_dir}; train and export a run first")
-    translate = tf.saved_model.load(str(export_dir)).signatures["serving_default"]
+    signatures = tf.saved_model.load(str(export_dir)).signatures
+    translate = signatures["translate_with_attention" if args.plot else "serving_default"]
     sentences = args.sentences or [line.rstrip("\n") for line in sys.stdin]
     for start in range(0, len(sentences), args.batch_size):
         batch = sentences[start : start + args.batch_size]
-        for translation in translate(text=tf.constant(batch, tf.string))["translation"].numpy():
+        out = translate(text=tf.constant(batch, tf.string))
+        for row, translation in enumerate(out["translation"].numpy()):
             print(translation.decode("utf-8"))
+            if args.plot:
+                save_attention_plot(out, row, batch[row], numbered(args.plot, start + row))
     return 0
 
 
-COMMANDS = {"prepare": run_prepare, "train": run_train, "export": run_export, "translate": run_translate}
+def numbered(path: Path, index: int) -> Path:
+    return path if index == 0 else path.with_name(f"{path.stem}-{index + 1}{path.suffix}")
+
+
+def save_attention_plot(out: dict, row: int, sentence: str, path: Path) -> None:
+    from app.plots import translation_heatmap
+
+    tokens = (out[key][row].numpy() for key in ("source_tokens", "target_tokens", "attention"))
+    path.write_bytes(translation_heatmap(*tokens, title=sentence))
+    print(f"(attention heatmap: {path})", file=sys.stderr)
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    from app.evaluate import evaluate_run
+
+    evaluate_run(args.run_dir, args.split, args.beam, args.source, args.data_dir)
+    return 0
+
+
+COMMANDS = {
+    "prepare": run_prepare,
+    "train": run_train,
+    "export": run_export,
+    "translate": run_translate,
+    "evaluate": run_evaluate,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -78,6 +78,7 @@ class TrainConfig:
     bucket_width: int = 8
     shuffle_buffer: int = 20_000
     early_stopping_patience: int = 3
+    bleu_sentences: int = 200  # dev sentences translated (greedy) each epoch; best checkpoint by their BLEU
     log_every_steps: int = 50
     histogram_epochs: int = 1  # weight histograms every N epochs (0 = never)
     jit_compile: bool = False

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import shutil
 import time
 from dataclasses import dataclass
@@ -19,7 +18,7 @@ import keras
 import tensorflow as tf
 
 from app import __version__
-from app.callbacks import BestScoreRecord, ModelGraphWriter, TensorBoard
+from app.callbacks import BestScoreRecord, DevTranslationMonitor, ModelGraphWriter, TensorBoard, write_hparams
 from app.config import Config, TrainConfig, load_config, save_config
 from app.data.corpus import PreparedCorpus, prepare_corpus
 from app.data.pipeline import count_batches, make_dataset
@@ -30,6 +29,7 @@ from app.data.tokenizer import (
     read_side,
     round_trip_failures,
 )
+from app.evaluate import read_references
 from app.export import MODEL_CARD_NAME, Translator, build_translator, export_translator
 from app.models.losses import MaskedTokenAccuracy, masked_cross_entropy
 from app.models.seq2seq import build_model
@@ -87,29 +87,47 @@ def make_optimizer(train: TrainConfig, total_steps: int) -> keras.optimizers.Opt
     return keras.optimizers.Adam(learning_rate=schedule, clipnorm=train.clipnorm)
 
 
-def make_callbacks(run_dir: Path, train: TrainConfig) -> list[keras.callbacks.Callback]:
+def make_callbacks(
+    run_dir: Path, train: TrainConfig, monitor: keras.callbacks.Callback | None
+) -> list[keras.callbacks.Callback]:
+    """Keras's callbacks in the order that matters: the dev monitor adds `val_bleu` to the epoch's
+    logs before the checkpoint and early stopping read them."""
+    metric, mode = ("val_bleu", "max") if monitor else ("val_loss", "min")
     best_path = run_dir / BEST_SCORE
-    best = json.loads(best_path.read_text())["val_loss"] if best_path.is_file() else math.inf
-    return [
+    best = json.loads(best_path.read_text())["value"] if best_path.is_file() else None
+    callbacks = [
         keras.callbacks.BackupAndRestore(str(run_dir / BACKUP_DIR)),
         keras.callbacks.TerminateOnNaN(),
+        *([monitor] if monitor else []),
         keras.callbacks.ModelCheckpoint(
             str(run_dir / BEST_WEIGHTS),
-            monitor="val_loss",
+            monitor=metric,
+            mode=mode,
             save_best_only=True,
             save_weights_only=True,
-            initial_value_threshold=None if math.isinf(best) else best,
+            initial_value_threshold=best,
         ),
-        BestScoreRecord(best_path, best),
-        keras.callbacks.EarlyStopping(monitor="val_loss", patience=train.early_stopping_patience),
+        BestScoreRecord(best_path, metric, mode, best),
+        keras.callbacks.EarlyStopping(monitor=metric, mode=mode, patience=train.early_stopping_patience),
         ModelGraphWriter(run_dir / "logs"),
         TensorBoard(
             log_dir=str(run_dir / "logs"),
             update_freq=train.log_every_steps,
             histogram_freq=train.histogram_epochs,
-            write_graph=True,
         ),
     ]
+    return callbacks
+
+
+def make_dev_monitor(model: keras.Model, config: Config, data: PreparedData, run_dir: Path):
+    """Greedy dev BLEU, sample translations and attention images each epoch (None if disabled)."""
+    if not config.train.bleu_sentences:
+        return None
+    sources, references = read_references(data.corpus.dev)
+    tokenizers = (data.source_tokenizer, data.target_tokenizer)
+    translator = build_translator(model, config, run_dir / "vocab", tokenizers, beam_width=1)
+    count = config.train.bleu_sentences
+    return DevTranslationMonitor(translator, sources[:count], references[:count], run_dir / "logs")
 
 
 def check_resumable(run_dir: Path, config: Config) -> None:
@@ -149,6 +167,7 @@ def train(
         metrics=[MaskedTokenAccuracy()],
         jit_compile=config.train.jit_compile,
     )
+    write_hparams(run_dir / "logs", config.to_dict(), run_dir.name)
     started = time.time()
     history = model.fit(
         train_set.repeat(),
@@ -156,7 +175,7 @@ def train(
         steps_per_epoch=steps_per_epoch,
         validation_data=dev_set,
         shuffle=False,  # the tf.data pipeline shuffles
-        callbacks=make_callbacks(run_dir, config.train),
+        callbacks=make_callbacks(run_dir, config.train, make_dev_monitor(model, config, data, run_dir)),
         verbose="auto",
     )
     seconds = time.time() - started

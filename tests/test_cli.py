@@ -29,14 +29,15 @@ def attend(*args: str, input: str | None = None, cwd: Path | None = None) -> sub
     )
 
 
-def scalar_tags(log_dir: Path) -> set[str]:
+def summary_tags(log_dir: Path) -> set[str]:
+    """Every summary tag TensorBoard finds under a run's log folder (scalars, text, images, hparams)."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     tags = set()
-    for events in log_dir.rglob("events.out.tfevents.*"):
-        accumulator = EventAccumulator(str(events.parent))
+    for folder in {events.parent for events in log_dir.rglob("events.out.tfevents.*")}:
+        accumulator = EventAccumulator(str(folder))
         accumulator.Reload()
-        tags |= set(accumulator.Tags().get("scalars", [])) | set(accumulator.Tags().get("tensors", []))
+        tags |= set(accumulator.Tags()["tensors"]) | set(accumulator.Tags()["scalars"])
     return tags
 
 
@@ -64,8 +65,17 @@ def test_train_smoke_end_to_end_then_translate(tmp_path):
         assert (run_dir / path).is_file(), path
     assert not (run_dir / "backup").exists()  # a finished run leaves nothing to resume
     assert "translation:" in trained.stdout and "Exported the SavedModel" in trained.stdout
-    tags = scalar_tags(run_dir / "logs")
-    assert {"epoch_loss", "epoch_token_accuracy", "epoch_learning_rate"} <= tags, tags
+    tags = summary_tags(run_dir / "logs")
+    expected = {
+        "epoch_loss",
+        "epoch_token_accuracy",
+        "epoch_learning_rate",
+        "epoch_bleu",
+        "dev_translations",
+        "attention/dev_0",
+        "_hparams_/session_start_info",
+    }
+    assert expected <= tags, tags
 
     by_argument = attend("translate", str(run_dir), "Y lloró Jesús.", "Hola")
     assert by_argument.returncode == 0, by_argument.stderr[-2000:]
@@ -73,6 +83,18 @@ def test_train_smoke_end_to_end_then_translate(tmp_path):
     by_stdin = attend("translate", str(run_dir / "export"), input="Y lloró Jesús.\n\nHola\n")
     assert len(by_stdin.stdout.splitlines()) == 3
     assert by_stdin.stdout.splitlines()[0] == by_argument.stdout.splitlines()[0]
+
+    plotted = attend("translate", str(run_dir), "Y lloró Jesús.", "Hola", "--plot", str(tmp_path / "a.png"))
+    assert plotted.stdout == by_argument.stdout
+    for name in ("a.png", "a-2.png"):
+        assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG"
+
+    evaluated = attend(
+        "evaluate", str(run_dir), "--split", "dev", "--beam", "1", "--data-dir", str(tmp_path / "data")
+    )
+    assert evaluated.returncode == 0, evaluated.stderr[-2000:]
+    assert "BLEU" in evaluated.stdout and "nrefs" in evaluated.stdout
+    assert (run_dir / "evaluation" / "dev-beam1" / "metrics.json").is_file()
 
 
 @pytest.mark.slow
@@ -131,6 +153,6 @@ def test_bad_requests_get_clear_errors(tmp_path):
 
 
 def test_every_command_explains_its_options():
-    for command in ("prepare", "train", "export", "translate"):
+    for command in ("prepare", "train", "export", "translate", "evaluate"):
         shown = attend(command, "--help")
         assert shown.returncode == 0 and "usage: attend " + command in shown.stdout
