@@ -9,43 +9,25 @@ from pathlib import Path
 
 from app.config import available_presets, load_config
 
+DATA_DIR = Path("data")
 EPILOG = "Overrides are section.key=value pairs, e.g. train.epochs=3 model.attention_style=luong."
 
 
 def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    presets = ", ".join(available_presets())
+    parser.add_argument("--preset", default="default", help=f"config preset ({presets}) or a YAML file path")
     parser.add_argument(
-        "--preset",
-        default="default",
-        help=f"configuration preset ({', '.join(available_presets())}) or a YAML file path",
+        "--data-dir", type=Path, default=DATA_DIR, help="where corpora are cached (default: data/)"
     )
-    parser.add_argument(
-        "--data-dir",
-        type=Path,
-        default=Path("data"),
-        help="where corpora are downloaded, prepared and cached (default: data/)",
-    )
-    parser.add_argument(
-        "overrides",
-        nargs="*",
-        metavar="section.key=value",
-        help="config overrides applied on top of the preset",
-    )
+    parser.add_argument("overrides", nargs="*", metavar="section.key=value", help="config overrides")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="attend", description="Sequence-to-sequence NMT with Bahdanau attention."
-    )
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
+def _add_run_commands(commands) -> None:
     prepare = commands.add_parser(
-        "prepare", epilog=EPILOG, help="fetch the corpus, make train/dev/test splits and fit the tokenizers"
+        "prepare", epilog=EPILOG, help="fetch the corpus, split it, fit the tokenizers"
     )
     _add_config_arguments(prepare)
-
-    train = commands.add_parser(
-        "train", epilog=EPILOG, help="prepare, train, keep the best model and export it"
-    )
+    train = commands.add_parser("train", epilog=EPILOG, help="prepare, train, keep the best model, export it")
     _add_config_arguments(train)
     train.add_argument(
         "--run-dir",
@@ -57,27 +39,23 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--no-export", action="store_true", help="train only; export later with `attend export`"
     )
-
     export = commands.add_parser("export", help="(re-)export a trained run's SavedModel into RUN_DIR/export/")
     export.add_argument("run_dir", type=Path, help="the run folder (holds config.yaml, vocab/, checkpoints/)")
 
+
+def _add_use_commands(commands) -> None:
     translate = commands.add_parser("translate", help="translate sentences with an exported SavedModel")
     translate.add_argument("model", type=Path, help="a run folder or its export/ folder")
-    translate.add_argument(
-        "sentences", nargs="*", help="sentences to translate (default: one per line from stdin)"
-    )
+    translate.add_argument("sentences", nargs="*", help="sentences to translate (default: lines from stdin)")
     translate.add_argument("--batch-size", type=int, default=64, help="sentences per call (default: 64)")
     translate.add_argument(
         "--plot",
         type=Path,
         default=None,
         metavar="OUT.png",
-        help="also save the attention heatmap (OUT.png; OUT-2.png … for further sentences)",
+        help="also save attention heatmaps (OUT.png, then OUT-2.png, …)",
     )
-
-    evaluate = commands.add_parser(
-        "evaluate", help="BLEU/chrF (sacreBLEU) of a trained run on a split or a TSV file"
-    )
+    evaluate = commands.add_parser("evaluate", help="sacreBLEU BLEU/chrF of a run on a split or a TSV file")
     evaluate.add_argument("run_dir", type=Path, help="the run folder")
     evaluate.add_argument("--split", default="test", choices=("train", "dev", "test"), help="default: test")
     evaluate.add_argument(
@@ -91,8 +69,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="score any source<TAB>target file instead of a split",
     )
     evaluate.add_argument(
-        "--data-dir", type=Path, default=Path("data"), help="where the splits are (default: data/)"
+        "--data-dir", type=Path, default=DATA_DIR, help="where the splits are (default: data/)"
     )
+    compare = commands.add_parser("compare", help="BLEU by source length of several runs in one plot")
+    compare.add_argument("run_dirs", type=Path, nargs="+", help="run folders trained on the same corpus")
+    compare.add_argument("--out", type=Path, default=Path("bleu_by_length.png"), help="the PNG to write")
+    compare.add_argument("--split", default="test", choices=("dev", "test"), help="default: test")
+    compare.add_argument("--beam", type=int, default=1, help="beam width for every run (default: 1, greedy)")
+    compare.add_argument(
+        "--data-dir", type=Path, default=DATA_DIR, help="where the splits are (default: data/)"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="attend", description="Sequence-to-sequence NMT with Bahdanau attention."
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_run_commands(commands)
+    _add_use_commands(commands)
     return parser
 
 
@@ -177,12 +172,20 @@ def run_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_compare(args: argparse.Namespace) -> int:
+    from app.evaluate import compare_by_length
+
+    compare_by_length(args.run_dirs, args.out, args.split, args.beam, args.data_dir)
+    return 0
+
+
 COMMANDS = {
     "prepare": run_prepare,
     "train": run_train,
     "export": run_export,
     "translate": run_translate,
     "evaluate": run_evaluate,
+    "compare": run_compare,
 }
 
 

@@ -59,7 +59,7 @@ class ModelConfig:
     readout_units: int = 256  # deep output size (after maxout when maxout_pieces > 1)
     maxout_pieces: int = 2
     cell: str = "gru"  # gru | lstm
-    attention_style: str = "bahdanau"  # bahdanau | luong
+    attention_style: str = "bahdanau"  # bahdanau | luong | none (RNNencdec baseline)
     dropout: float = 0.1
 
 
@@ -157,7 +157,7 @@ def validate(config: Config) -> None:
     choices = {
         "data.corpus": (config.data.corpus, ("bible", "tsv")),
         "model.cell": (config.model.cell, ("gru", "lstm")),
-        "model.attention_style": (config.model.attention_style, ("bahdanau", "luong")),
+        "model.attention_style": (config.model.attention_style, ("bahdanau", "luong", "none")),
         "tokenizer.model_type": (config.tokenizer.model_type, ("unigram", "bpe")),
     }
     for key, (value, allowed) in choices.items():

@@ -133,3 +133,24 @@ def format_report(metrics: dict) -> str:
         for row in metrics["bleu_by_length"]
     ]
     return "\n".join(lines)
+
+
+def compare_by_length(
+    run_dirs: list[Path],
+    output: Path,
+    split: str = "test",
+    beam: int | None = 1,
+    data_dir: Path = Path("data"),
+    log=print,
+) -> dict[str, list[dict]]:
+    """BLEU by source length of several runs in one figure (the paper's Figure 2 comparison)."""
+    tables = {}
+    for run_dir in run_dirs:
+        config = load_config(str(run_dir / "config.yaml"))
+        metrics = evaluate_run(run_dir, split, beam, data_dir=data_dir, log=log)
+        label = f"{config.model.attention_style} ({run_dir.name}): BLEU {metrics['bleu']:.1f}"
+        tables[label] = metrics["bleu_by_length"]
+    output.parent.mkdir(parents=True, exist_ok=True)
+    bleu_by_length_plot(tables, output, title=f"BLEU by source length ({split}, beam {beam})")
+    log(f"Wrote {output}")
+    return tables

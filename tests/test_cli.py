@@ -96,6 +96,21 @@ def test_train_smoke_end_to_end_then_translate(tmp_path):
     assert "BLEU" in evaluated.stdout and "nrefs" in evaluated.stdout
     assert (run_dir / "evaluation" / "dev-beam1" / "metrics.json").is_file()
 
+    figure = tmp_path / "by_length.png"
+    compared = attend(
+        "compare",
+        str(run_dir),
+        str(run_dir),
+        "--split",
+        "dev",
+        "--out",
+        str(figure),
+        "--data-dir",
+        str(tmp_path / "data"),
+    )
+    assert compared.returncode == 0, compared.stderr[-2000:]
+    assert figure.read_bytes()[:4] == b"\x89PNG"
+
 
 @pytest.mark.slow
 def test_interrupted_run_resumes_from_its_last_epoch(tmp_path):
@@ -153,6 +168,6 @@ def test_bad_requests_get_clear_errors(tmp_path):
 
 
 def test_every_command_explains_its_options():
-    for command in ("prepare", "train", "export", "translate", "evaluate"):
+    for command in ("prepare", "train", "export", "translate", "evaluate", "compare"):
         shown = attend(command, "--help")
         assert shown.returncode == 0 and "usage: attend " + command in shown.stdout

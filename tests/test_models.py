@@ -11,7 +11,7 @@ from app.models.seq2seq import Seq2SeqDecoding, build_model
 
 SOURCE = np.array([[5, 6, 7, 8, 2], [9, 10, 2, 0, 0]], np.int32)  # second sentence padded
 TARGET_IN = np.array([[1, 11, 12, 13], [1, 14, 0, 0]], np.int32)
-VARIANTS = [("bahdanau", "gru"), ("luong", "gru"), ("bahdanau", "lstm")]
+VARIANTS = [("bahdanau", "gru"), ("luong", "gru"), ("bahdanau", "lstm"), ("none", "gru")]
 
 
 def tiny_model(style="bahdanau", cell="gru", **options):

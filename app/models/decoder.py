@@ -7,7 +7,7 @@ import tensorflow as tf
 
 from app.models.attention import AdditiveAttention
 
-ATTENTION_STYLES = ("bahdanau", "luong")
+ATTENTION_STYLES = ("bahdanau", "luong", "none")
 
 
 def make_cell(cell: str, units: int) -> keras.layers.Layer:
@@ -28,6 +28,8 @@ class AttentionDecoder(keras.layers.Layer):
     target positions (XLA-compilable; the attention and cell work on 2-D tensors inside it).
     `"luong"` runs the cell over all positions first and attends from s_i afterwards, all at
     once — faster to train, the TensorFlow tutorial's shape. Both read out the same way.
+    `"none"` is the paper's RNNencdec baseline: no attention, every step gets the same context
+    c = [forward h_T; backward h_1], the encoder's summary of the whole sentence.
 
     Args:
         vocab_size: target vocabulary size (logits per position).
@@ -76,13 +78,26 @@ class AttentionDecoder(keras.layers.Layer):
 
     def build(self, target_embeddings_shape, annotations_shape, initial_state_shape=None):
         embedding_dim, annotation_dim = target_embeddings_shape[-1], annotations_shape[-1]
-        cell_input_dim = (
-            embedding_dim + annotation_dim if self.attention_style == "bahdanau" else embedding_dim
-        )
-        self.cell.build((None, cell_input_dim))
-        self.attention.build_for_values(self.units, annotation_dim)
+        context_in_cell = self.attention_style in ("bahdanau", "none")
+        self.cell.build((None, embedding_dim + annotation_dim if context_in_cell else embedding_dim))
+        if self.attention_style != "none":
+            self.attention.build_for_values(self.units, annotation_dim)
         self.deep_output.build((None, self.units + annotation_dim + embedding_dim))
         self.output_projection.build((None, self.readout_units))
+
+    def project_keys(self, annotations):
+        """U_a h_j for all source positions, once per sentence (an empty `[batch, src, 0]` without attention)."""
+        if self.attention_style == "none":
+            return annotations[:, :, :0]
+        return self.attention.project_keys(annotations)
+
+    @staticmethod
+    def sentence_context(annotations, source_mask):
+        """RNNencdec's fixed context: [forward state at the last real token; backward state at the first]."""
+        half = annotations.shape[-1] // 2
+        last = tf.reduce_sum(tf.cast(source_mask, tf.int32), axis=1) - 1  # [batch]
+        forward_last = tf.gather(annotations[:, :, :half], tf.maximum(last, 0), batch_dims=1)
+        return tf.concat([forward_last, annotations[:, 0, half:]], axis=-1)  # [batch, 2H]
 
     # === The step, shared by training and decoding ===
     def step(self, previous_embedding, states, projected_keys, annotations, source_mask):
@@ -90,6 +105,10 @@ class AttentionDecoder(keras.layers.Layer):
         if self.attention_style == "bahdanau":
             # e_ij from s_{i-1}; c_i enters the recurrence
             context, weights = self.attention(states[0], projected_keys, annotations, source_mask)
+            _, new_states = self.cell(tf.concat([previous_embedding, context], axis=-1), states)
+        elif self.attention_style == "none":
+            context = self.sentence_context(annotations, source_mask)
+            weights = tf.zeros(tf.shape(source_mask), context.dtype)  # nothing attended
             _, new_states = self.cell(tf.concat([previous_embedding, context], axis=-1), states)
         else:
             _, new_states = self.cell(
@@ -119,9 +138,9 @@ class AttentionDecoder(keras.layers.Layer):
 
     # === Teacher forcing over all target positions ===
     def call(self, target_embeddings, annotations, initial_state, annotations_mask=None, training=None):
-        projected_keys = self.attention.project_keys(annotations)  # once per sentence: [batch, src, A]
+        projected_keys = self.project_keys(annotations)  # once per sentence: [batch, src, A]
         states = list(initial_state)
-        if self.attention_style == "bahdanau":
+        if self.attention_style in ("bahdanau", "none"):
             decoder_states, contexts = self._scan_steps(
                 target_embeddings, states, projected_keys, annotations, annotations_mask
             )

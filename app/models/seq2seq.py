@@ -73,7 +73,7 @@ class Seq2SeqDecoding:
         return {
             "states": states,
             "annotations": annotations,  # [batch, src, 2H]
-            "keys": self.decoder.attention.project_keys(annotations),  # [batch, src, A]
+            "keys": self.decoder.project_keys(annotations),  # [batch, src, A]
             "mask": mask,  # [batch, src]
             "attention": tf.zeros(tf.shape(source_ids), annotations.dtype),
         }
