@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from app.config import available_presets, load_config
+from app.config import Config, available_presets, load_config, same_settings
 
 DATA_DIR = Path("data")
 EPILOG = "Overrides are section.key=value pairs, e.g. train.epochs=3 model.attention_style=luong."
@@ -91,12 +91,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def default_run_dir(preset: str, models_dir: Path = Path("models")) -> Path:
-    """The newest unfinished run of this preset (so that `make train` again resumes it), else a new one."""
+def default_run_dir(preset: str, config: Config, models_dir: Path = Path("models")) -> Path:
+    """The newest unfinished run of this preset and config (`make train` again resumes it), else a new one."""
     name = Path(preset).stem
-    unfinished = sorted(path for path in models_dir.glob(f"{name}-*") if (path / "backup").is_dir())
-    if unfinished:
-        return unfinished[-1]
+    for candidate in sorted(models_dir.glob(f"{name}-*"), reverse=True):
+        saved = candidate / "config.yaml"
+        if (
+            (candidate / "backup").is_dir()
+            and saved.is_file()
+            and same_settings(load_config(str(saved)), config)
+        ):
+            return candidate
     return models_dir / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
@@ -113,7 +118,7 @@ def run_train(args: argparse.Namespace) -> int:
     from app.train import train
 
     config = load_config(args.preset, args.overrides)
-    run_dir = args.run_dir or default_run_dir(args.preset)
+    run_dir = args.run_dir or default_run_dir(args.preset, config)
     if (run_dir / "backup").is_dir():
         print(f"Resuming the interrupted run in {run_dir}")
     print(f"Run folder: {run_dir}")
@@ -196,3 +201,10 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as error:
         print(f"attend {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(
+            f"\nattend {args.command}: interrupted. A training run resumes from its last finished epoch "
+            "when started again with the same settings.",
+            file=sys.stderr,
+        )
+        return 130

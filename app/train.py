@@ -19,7 +19,7 @@ import tensorflow as tf
 
 from app import __version__
 from app.callbacks import BestScoreRecord, DevTranslationMonitor, ModelGraphWriter, TensorBoard, write_hparams
-from app.config import Config, TrainConfig, load_config, save_config
+from app.config import Config, TrainConfig, load_config, same_settings, save_config
 from app.data.corpus import PreparedCorpus, prepare_corpus
 from app.data.pipeline import count_batches, make_dataset
 from app.data.tokenizer import (
@@ -133,9 +133,7 @@ def make_dev_monitor(model: keras.Model, config: Config, data: PreparedData, run
 def check_resumable(run_dir: Path, config: Config) -> None:
     """A run folder may be resumed only with the config it started with."""
     saved = run_dir / "config.yaml"
-    if saved.is_file() and load_config(str(saved)).to_dict() | {"name": None} != config.to_dict() | {
-        "name": None
-    }:
+    if saved.is_file() and not same_settings(load_config(str(saved)), config):
         raise ValueError(
             f"{run_dir} holds a run with a different config ({saved}); pick a new --run-dir "
             "or train with exactly that config to resume it"

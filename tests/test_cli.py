@@ -171,3 +171,20 @@ def test_every_command_explains_its_options():
     for command in ("prepare", "train", "export", "translate", "evaluate", "compare"):
         shown = attend(command, "--help")
         assert shown.returncode == 0 and "usage: attend " + command in shown.stdout
+
+
+def test_make_train_again_resumes_the_unfinished_run_with_the_same_settings(tmp_path):
+    from app.cli import default_run_dir
+    from app.config import load_config, save_config
+
+    config = load_config("smoke")
+    unfinished = tmp_path / "smoke-20260101-000000"
+    (unfinished / "backup").mkdir(parents=True)
+    save_config(config, unfinished / "config.yaml")
+    finished = tmp_path / "smoke-20260102-000000"
+    finished.mkdir()
+    save_config(config, finished / "config.yaml")
+    assert default_run_dir("smoke", config, tmp_path) == unfinished
+    changed = load_config("smoke", ["train.epochs=9"])
+    fresh = default_run_dir("smoke", changed, tmp_path)
+    assert fresh not in (unfinished, finished) and fresh.name.startswith("smoke-")
