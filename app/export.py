@@ -109,6 +109,17 @@ class Translator(tf.Module):
             "target_tokens": self._pieces(self.target_tokenizer, result.tokens),
         }
 
+    @tf.function(input_signature=[tf.TensorSpec([None, None], tf.int32, name="source_ids")], jit_compile=True)
+    def translate_ids(self, source_ids):
+        """`translate_ids`: the accelerator's part, XLA-compiled with static output shapes. Source ids
+        (0-padded, each ending with the end id 2) → greedy output ids `[batch, max_output_tokens]`
+        (0 after the end id), their lengths and scores. Tokenization stays on the host."""
+        source_lengths = tf.reduce_sum(tf.cast(tf.not_equal(source_ids, 0), tf.int32), axis=1)
+        limits = max_output_lengths(source_lengths, *self._length_limits)
+        state = self._decoding.encode(source_ids)
+        result = greedy_search(self._decoding.step, state, limits, output_length=self._length_limits[2])
+        return {"ids": result.tokens, "lengths": result.lengths, "score": result.scores}
+
     @staticmethod
     def _pieces(tokenizer: SubwordTokenizer, ids: tf.Tensor) -> tf.Tensor:
         return tf.where(tf.equal(ids, 0), "", tokenizer.pieces(ids))
@@ -117,6 +128,7 @@ class Translator(tf.Module):
         return {
             "serving_default": self.translate.get_concrete_function(),
             "translate_with_attention": self.translate_with_attention.get_concrete_function(),
+            "translate_ids": self.translate_ids.get_concrete_function(),
         }
 
 

@@ -252,6 +252,8 @@ def model_card(config: Config, data: PreparedData, metrics: dict) -> dict:
             "serving_default": "text: string [batch] -> translation: string [batch], score: float32 [batch]",
             "translate_with_attention": "serving_default's outputs + attention: float32 [batch, tgt, src], "
             "source_tokens: string [batch, src], target_tokens: string [batch, tgt]",
+            "translate_ids": "source_ids: int32 [batch, src] (0-padded, ending with 2) -> ids: int32 "
+            "[batch, decode.max_output_tokens], lengths: int32 [batch], score: float32 [batch]; greedy, XLA",
         },
         "decoding": {
             "beam_width": config.decode.beam_width,

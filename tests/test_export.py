@@ -10,6 +10,7 @@ import pytest
 import tensorflow as tf
 
 from app import export
+from app.config import load_config
 from app.export import export_from_run, load_translator, reload_and_translate
 
 SENTENCES = ["Y lloró Jesús.", "En el principio crió Dios los cielos y la tierra.", "Hola"]
@@ -58,6 +59,7 @@ def test_export_carries_vocabularies_and_a_model_card(trained_run):
     assert set(tf.saved_model.load(str(directory)).signatures) == {
         "serving_default",
         "translate_with_attention",
+        "translate_ids",
     }
 
 
@@ -106,3 +108,22 @@ def test_translate_with_attention_returns_a_plot_ready_matrix(trained_run):
         assert source_tokens[row, source_length - 1] == b"</s>"  # the source's end marker is attended too
         assert (attention[row, :target_length, source_length:] == 0).all()  # padding: exactly zero
         np.testing.assert_allclose(attention[row, :target_length].sum(axis=-1), 1.0, rtol=1e-4)
+
+
+@pytest.mark.slow
+def test_translate_ids_is_xla_compiled_and_matches_greedy_text_decoding(trained_run):
+    greedy = load_translator(trained_run, beam_width=1)
+    source_ids = greedy.source_ids(tf.constant(SENTENCES))
+    expected = greedy.search(source_ids)
+    loaded = tf.saved_model.load(str(trained_run / "export"))
+    out = loaded.signatures["translate_ids"](source_ids=source_ids)
+    max_output = load_config(str(trained_run / "config.yaml")).decode.max_output_tokens
+    assert out["ids"].shape == (len(SENTENCES), max_output)
+    width = expected.tokens.shape[1]
+    np.testing.assert_array_equal(out["ids"].numpy()[:, :width], expected.tokens.numpy())
+    assert (out["ids"].numpy()[:, width:] == 0).all()
+    np.testing.assert_array_equal(out["lengths"].numpy(), expected.lengths.numpy())
+    functions = loaded.signatures["translate_ids"].graph.as_graph_def().library.function
+    assert any(
+        function.attr["_XlaMustCompile"].b for function in functions
+    )  # jit_compile=True survived export

@@ -149,3 +149,18 @@ def test_beam_collects_attention_of_the_chosen_hypothesis():
 def test_beam_handles_an_empty_batch():
     result = beam_search(markov_step(random_table(0)), markov_state(0), tf.zeros([0], tf.int32), beam_width=3)
     assert result.tokens.shape[0] == 0 and result.scores.shape == (0,)
+
+
+def test_fixed_length_greedy_compiles_with_xla_and_matches_the_dynamic_one():
+    step, limits = markov_step(random_table(2)), tf.constant([12, 4, 9])
+    dynamic = greedy_search(step, markov_state(3), limits)
+    compiled = tf.function(
+        lambda lengths: greedy_search(step, markov_state(3), lengths, output_length=16), jit_compile=True
+    )
+    fixed = compiled(limits)
+    assert fixed.tokens.shape == (3, 16)
+    width = dynamic.tokens.shape[1]
+    np.testing.assert_array_equal(fixed.tokens.numpy()[:, :width], dynamic.tokens.numpy())
+    assert (fixed.tokens.numpy()[:, width:] == 0).all()
+    np.testing.assert_array_equal(fixed.lengths.numpy(), dynamic.lengths.numpy())
+    np.testing.assert_allclose(fixed.scores.numpy(), dynamic.scores.numpy(), rtol=1e-5)

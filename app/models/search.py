@@ -32,6 +32,11 @@ def max_output_lengths(source_lengths: tf.Tensor, ratio: float, offset: int, cei
     return tf.minimum(limits, ceiling)
 
 
+def _batch_major_shapes(state: dict):
+    """While-loop shape invariants: every state entry keeps its shape except the batch axis."""
+    return tf.nest.map_structure(lambda tensor: tf.TensorShape([None]).concatenate(tensor.shape[1:]), state)
+
+
 def greedy_search(
     step_fn: StepFunction,
     state: dict,
@@ -39,23 +44,26 @@ def greedy_search(
     start_id: int = START_ID,
     end_id: int = END_ID,
     collect: str | None = None,
+    output_length: int | None = None,
 ) -> SearchResult:
     """Picks the most likely token at each step until every sentence has ended or hit its limit.
 
     A sentence that reaches `max_lengths[i]` tokens without ending is ended there (its last
-    token becomes `end_id`). The loop stops as soon as all sentences have ended.
+    token becomes `end_id`). The loop stops as soon as all sentences have ended. With
+    `output_length`, tokens come back as a fixed `[batch, output_length]` buffer (limits are
+    capped to it), the static shapes XLA and TPUs need; `collect` is not available then.
     """
     batch_size = tf.shape(max_lengths)[0]
+    if output_length is not None:
+        max_lengths = tf.minimum(max_lengths, output_length)
+        outputs = tf.zeros([batch_size, output_length], tf.int32)
+    else:
+        outputs = tf.zeros([batch_size, 0], tf.int32)
     max_steps = tf.maximum(tf.reduce_max(max_lengths), 1)
-    tokens = tf.fill([batch_size], tf.constant(start_id, tf.int32))
-    finished = tf.zeros([batch_size], tf.bool)
-    scores = tf.zeros([batch_size], tf.float32)
-    lengths = tf.zeros([batch_size], tf.int32)
-    outputs = tf.TensorArray(tf.int32, size=0, dynamic_size=True, element_shape=tf.TensorShape([None]))
-    collected = tf.TensorArray(tf.float32, size=0, dynamic_size=True) if collect else None
+    collected = tf.zeros(tf.concat([[batch_size, 0], tf.shape(state[collect])[1:]], 0)) if collect else tf.zeros([0])
 
     def keep_going(step, tokens, finished, scores, lengths, state, outputs, collected):
-        # at least one step, so that an empty batch still stacks to [batch, 1]
+        # at least one step, so that an empty batch still gives [batch, 1]
         unfinished = tf.logical_or(step == 0, tf.logical_not(tf.reduce_all(finished)))
         return tf.logical_and(step < max_steps, unfinished)
 
@@ -69,23 +77,34 @@ def greedy_search(
         lengths += tf.cast(tf.logical_not(finished), tf.int32)
         next_tokens = tf.where(finished, PAD_ID, next_tokens)
         finished = tf.logical_or(finished, tf.equal(next_tokens, end_id))
-        outputs = outputs.write(step, next_tokens)
+        if output_length is not None:  # write column `step` of the fixed buffer
+            outputs += tf.one_hot(step, output_length, dtype=tf.int32)[None, :] * next_tokens[:, None]
+        else:
+            outputs = tf.concat([outputs, next_tokens[:, None]], axis=1)
         if collect:
-            collected = collected.write(step, tf.cast(state[collect], tf.float32))
+            collected = tf.concat([collected, tf.cast(state[collect], tf.float32)[:, None]], axis=1)
         return step + 1, next_tokens, finished, scores, lengths, state, outputs, collected
 
-    loop_vars = (tf.constant(0), tokens, finished, scores, lengths, state, outputs, collected)
-    if collect is None:
-        loop_vars = loop_vars[:-1] + (tf.constant(0),)  # a placeholder the loop carries unchanged
-    _, _, _, scores, lengths, _, outputs, collected = tf.while_loop(keep_going, body, loop_vars)
-    tokens = tf.transpose(outputs.stack())  # [steps, batch] -> [batch, steps]
-    if collect:
-        # [steps, batch, …] -> [batch, steps, …]
-        stacked = collected.stack()
-        collected = tf.transpose(stacked, tf.concat([[1, 0], tf.range(2, tf.rank(stacked))], 0))
-    else:
-        collected = None
-    return SearchResult(tokens, lengths, scores, collected)
+    initial = (
+        tf.constant(0),
+        tf.fill([batch_size], tf.constant(start_id, tf.int32)),
+        tf.zeros([batch_size], tf.bool),  # finished
+        tf.zeros([batch_size], tf.float32),  # scores
+        tf.zeros([batch_size], tf.int32),  # lengths
+        state,
+        outputs,
+        collected,
+    )
+    invariants = (
+        tf.TensorShape([]), tf.TensorShape([None]), tf.TensorShape([None]), tf.TensorShape([None]),
+        tf.TensorShape([None]), _batch_major_shapes(state),
+        tf.TensorShape([None, output_length]),
+        tf.TensorShape([None, None]).concatenate(state[collect].shape[1:]) if collect else tf.TensorShape([0]),
+    )
+    _, _, _, scores, lengths, _, outputs, collected = tf.while_loop(
+        keep_going, body, initial, shape_invariants=invariants
+    )
+    return SearchResult(outputs, lengths, scores, collected if collect else None)
 
 
 def length_penalty(lengths: tf.Tensor, alpha: float) -> tf.Tensor:
@@ -177,7 +196,7 @@ def beam_search(
     invariants = (
         tf.TensorShape([]), tf.TensorShape([None]), tf.TensorShape([None, width]),
         tf.TensorShape([None, width]), tf.TensorShape([None, width]), tf.TensorShape([None, width, None]),
-        tf.nest.map_structure(lambda tensor: tf.TensorShape([None]).concatenate(tensor.shape[1:]), state),
+        _batch_major_shapes(state),
         tf.TensorShape([None, width, None]).concatenate(state[collect].shape[1:]) if collect else tf.TensorShape([0]),
     )
     _, _, log_probs, _, lengths, sequences, _, history = tf.while_loop(
