@@ -5,7 +5,7 @@ PRESET ?= default
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install train prepare test test-all lint tensorboard clean
+.PHONY: install train prepare test lint bench tensorboard clean
 
 install: $(STAMP)
 
@@ -23,6 +23,9 @@ train: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q $(ARGS)
+
+bench: $(STAMP)
+	$(BIN)/attend bench $(ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check app tests

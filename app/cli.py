@@ -39,6 +39,9 @@ def _add_run_commands(commands) -> None:
     train.add_argument(
         "--no-export", action="store_true", help="train only; export later with `attend export`"
     )
+    train.add_argument(
+        "--profile", action="store_true", help="trace steps 10-20 with the TensorBoard profiler (Profile tab)"
+    )
     export = commands.add_parser("export", help="(re-)export a trained run's SavedModel into RUN_DIR/export/")
     export.add_argument("run_dir", type=Path, help="the run folder (holds config.yaml, vocab/, checkpoints/)")
 
@@ -81,6 +84,21 @@ def _add_use_commands(commands) -> None:
     )
 
 
+def _add_bench_command(commands) -> None:
+    bench = commands.add_parser("bench", epilog=EPILOG, help="measure training and decoding speed and memory")
+    bench.add_argument(
+        "--preset", default="bench", help="config preset (default: bench, the tutorial's size)"
+    )
+    bench.add_argument("--quick", action="store_true", help="a tiny model and few steps (under 2 minutes)")
+    bench.add_argument(
+        "--out", type=Path, default=Path("bench.json"), help="the JSON report (default: bench.json)"
+    )
+    bench.add_argument(
+        "--data-dir", type=Path, default=DATA_DIR, help="where corpora are cached (default: data/)"
+    )
+    bench.add_argument("overrides", nargs="*", metavar="section.key=value", help="config overrides")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="attend", description="Sequence-to-sequence NMT with Bahdanau attention."
@@ -88,6 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_run_commands(commands)
     _add_use_commands(commands)
+    _add_bench_command(commands)
     return parser
 
 
@@ -117,7 +136,8 @@ def run_prepare(args: argparse.Namespace) -> int:
 def run_train(args: argparse.Namespace) -> int:
     from app.train import train
 
-    config = load_config(args.preset, args.overrides)
+    profile = ["train.profile_batches=10,20"] if args.profile else []
+    config = load_config(args.preset, [*args.overrides, *profile])
     run_dir = args.run_dir or default_run_dir(args.preset, config)
     if (run_dir / "backup").is_dir():
         print(f"Resuming the interrupted run in {run_dir}")
@@ -184,6 +204,13 @@ def run_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_bench(args: argparse.Namespace) -> int:
+    from app.bench import run_bench as bench
+
+    bench(args.preset, args.overrides, args.quick, args.out, args.data_dir)
+    return 0
+
+
 COMMANDS = {
     "prepare": run_prepare,
     "train": run_train,
@@ -191,6 +218,7 @@ COMMANDS = {
     "translate": run_translate,
     "evaluate": run_evaluate,
     "compare": run_compare,
+    "bench": run_bench,
 }
 
 

@@ -87,6 +87,21 @@ def make_optimizer(train: TrainConfig, total_steps: int) -> keras.optimizers.Opt
     return keras.optimizers.Adam(learning_rate=schedule, clipnorm=train.clipnorm)
 
 
+def compile_model(config: Config, data: PreparedData, total_steps: int) -> keras.Model:
+    """The model for `config`, compiled for training (precision policy, loss, metrics, optimizer)."""
+    keras.mixed_precision.set_global_policy(config.train.precision)
+    model = build_model(
+        data.source_tokenizer.vocab_size, data.target_tokenizer.vocab_size, **dataclasses.asdict(config.model)
+    )
+    model.compile(
+        optimizer=make_optimizer(config.train, total_steps),
+        loss=masked_cross_entropy,
+        metrics=[MaskedTokenAccuracy()],
+        jit_compile=config.train.jit_compile,
+    )
+    return model
+
+
 def make_callbacks(
     run_dir: Path, train: TrainConfig, monitor: keras.callbacks.Callback | None
 ) -> list[keras.callbacks.Callback]:
@@ -111,6 +126,9 @@ def make_callbacks(
         keras.callbacks.EarlyStopping(monitor=metric, mode=mode, patience=train.early_stopping_patience),
         ModelGraphWriter(run_dir / "logs"),
         TensorBoard(
+            profile_batch=tuple(int(step) for step in train.profile_batches.split(","))
+            if train.profile_batches
+            else 0,
             log_dir=str(run_dir / "logs"),
             update_freq=train.log_every_steps,
             histogram_freq=train.histogram_epochs,
@@ -156,15 +174,7 @@ def train(
         f"Training on {data.corpus.report.get('splits', {}).get('train', '?')} pairs: "
         f"{steps_per_epoch} steps per epoch, at most {config.train.epochs} epochs"
     )
-    model = build_model(
-        data.source_tokenizer.vocab_size, data.target_tokenizer.vocab_size, **dataclasses.asdict(config.model)
-    )
-    model.compile(
-        optimizer=make_optimizer(config.train, steps_per_epoch * config.train.epochs),
-        loss=masked_cross_entropy,
-        metrics=[MaskedTokenAccuracy()],
-        jit_compile=config.train.jit_compile,
-    )
+    model = compile_model(config, data, steps_per_epoch * config.train.epochs)
     write_hparams(run_dir / "logs", config.to_dict(), run_dir.name)
     started = time.time()
     history = model.fit(

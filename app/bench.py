@@ -1,0 +1,359 @@
+"""`attend bench`: what training and serving cost on this machine, measured, seeded, in `bench.json`.
+
+Each measurement runs in its own process (`python -m app.bench PHASE …`) so that its peak RSS
+is its own and no precision policy or compiled function leaks between them:
+
+- `train`: one (attention style, precision) pair: time to the first step, steady-state examples/s
+  and target tokens/s (median over windows), achieved model FLOP/s against a float32 matmul
+  peak measured in the same process, dev loss after the same number of steps, peak RSS.
+- `serve`: the exported SavedModels (greedy and beam K=4) reloaded with `tf.saved_model.load`, as
+  a serving program would: sentences/s at batch 64 and p50/p90 latency at batch 1, for short
+  and long sources.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import keras
+import tensorflow as tf
+
+BENCH_STYLES = ("bahdanau", "luong")
+BENCH_PRECISIONS = ("float32", "mixed_bfloat16")
+QUICK_OVERRIDES = [
+    "model.embedding_dim=32",
+    "model.units=32",
+    "model.attention_units=32",
+    "model.readout_units=32",
+    "tokenizer.source_vocab_size=500",
+    "tokenizer.target_vocab_size=500",
+]
+
+
+@dataclasses.dataclass(frozen=True)
+class BenchPlan:
+    """How long each measurement runs (`--quick`: tiny model, few steps: checks shape, not speed)."""
+
+    warmup_steps: int = 30
+    windows: int = 5
+    window_steps: int = 20
+    dev_batches: int = 10
+    latency_calls: int = 30
+    throughput_batches: int = 5
+
+
+QUICK_PLAN = BenchPlan(
+    warmup_steps=3, windows=2, window_steps=3, dev_batches=2, latency_calls=3, throughput_batches=1
+)
+
+
+def model_gflop_per_example(
+    model: dict, source_vocab: int, target_vocab: int, source_tokens: float, target_tokens: float
+) -> float:
+    """Training GFLOP per sentence pair from the layer sizes (2 FLOP per multiply-add; backward = 2×
+    forward). Embedding lookups, element-wise ops and the softmax are left out."""
+    e, h, a = model["embedding_dim"], model["units"], model["attention_units"]
+    r, pieces, gates = model["readout_units"], model["maxout_pieces"], 4 if model["cell"] == "lstm" else 3
+
+    def cell(inputs: int) -> int:
+        return gates * (inputs * h + h * h)
+
+    encoder = source_tokens * (2 * cell(e) + 2 * h * a) + h * h  # both directions, U_a h_j, bridge
+    attention = 0 if model["attention_style"] == "none" else h * a + source_tokens * (a + 2 * h)
+    cell_inputs = e if model["attention_style"] == "luong" else e + 2 * h
+    readout = (h + 2 * h + e) * r * pieces + r * target_vocab
+    decoder = target_tokens * (attention + cell(cell_inputs) + readout)
+    return 3 * 2 * (encoder + decoder) / 1e9
+
+
+def matmul_peak_gflops(size: int = 2048, repeats: int = 10) -> float:
+    """Float32 matmul GFLOP/s of this process on this machine (the best of several timed runs)."""
+    left = tf.random.stateless_normal([size, size], seed=(1, 2))
+    right = tf.random.stateless_normal([size, size], seed=(3, 4))
+    multiply = tf.function(lambda x, y: tf.matmul(x, y))
+    multiply(left, right).numpy()  # trace and warm up
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        multiply(left, right).numpy()
+        best = min(best, time.perf_counter() - started)
+    return 2 * size**3 / best / 1e9
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+class StepTimer(keras.callbacks.Callback):
+    """Records when fit started and when each training step ended."""
+
+    def on_train_begin(self, logs=None):
+        self.started, self.ends = time.perf_counter(), []
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.ends.append(time.perf_counter())
+
+
+def run_train_phase(config, data_dir: Path, plan: BenchPlan, export_dir: Path | None) -> dict:
+    """Trains for warm-up + timed windows on short sentence pairs and reports throughput and FLOP/s."""
+    from app.data.pipeline import make_dataset
+    from app.train import compile_model, prepare_data
+
+    keras.utils.set_random_seed(config.train.seed)
+    data = prepare_data(config, data_dir, log=lambda *_: None)
+    options = {
+        "batch_size": config.train.batch_size,
+        "max_source_tokens": config.train.max_source_tokens,
+        "max_target_tokens": config.train.max_target_tokens,
+        "bucket_width": config.train.bucket_width,
+    }
+    tokenizers = (data.source_tokenizer, data.target_tokenizer)
+    train_set = make_dataset(data.corpus.train, *tokenizers, shuffle_buffer=10_000, seed=1, **options)
+    dev_set = make_dataset(data.corpus.dev, *tokenizers, **options).take(plan.dev_batches)
+    source_tokens, target_tokens = mean_tokens(train_set.take(50))
+    steps = plan.warmup_steps + plan.windows * plan.window_steps
+    peak = matmul_peak_gflops()
+    model = compile_model(config, data, steps)
+    timer = StepTimer()
+    model.fit(train_set.repeat(), epochs=1, steps_per_epoch=steps, callbacks=[timer], verbose=0)
+    examples_per_s = steady_state_rate(timer.ends, plan, config.train.batch_size)
+    gflop = model_gflop_per_example(
+        dataclasses.asdict(config.model),
+        data.source_tokenizer.vocab_size,
+        data.target_tokenizer.vocab_size,
+        source_tokens,
+        target_tokens,
+    )
+    result = {
+        "time_to_first_step_s": round(timer.ends[0] - timer.started, 2),
+        "train_examples_per_s": round(examples_per_s, 1),
+        "train_target_tokens_per_s": round(examples_per_s * target_tokens, 1),
+        "mean_source_tokens": round(source_tokens, 2),
+        "mean_target_tokens": round(target_tokens, 2),
+        "model_gflop_per_example": round(gflop, 4),
+        "achieved_gflops": round(examples_per_s * gflop, 2),
+        "matmul_peak_gflops": round(peak, 1),
+        "utilization": round(examples_per_s * gflop / peak, 4),
+        "steps": steps,
+        "dev_loss_after_steps": round(float(model.evaluate(dev_set, verbose=0)[0]), 4),
+        "parameters": int(model.count_params()),
+    }
+    if export_dir is not None:
+        export_for_serving(model, config, data, export_dir)
+    result["peak_rss_mb"] = round(peak_rss_mb(), 1)
+    return result
+
+
+def mean_tokens(batches) -> tuple[float, float]:
+    """Mean real (non-padding) source and target-output tokens per pair over some batches."""
+    source_total = target_total = pairs = 0
+    for (source, _), target_out in batches:
+        source_total += int((source != 0).numpy().sum())
+        target_total += int((target_out != 0).numpy().sum())
+        pairs += int(source.shape[0])
+    return source_total / max(pairs, 1), target_total / max(pairs, 1)
+
+
+def steady_state_rate(step_ends: list[float], plan: BenchPlan, batch_size: int) -> float:
+    """Median examples/s over the timed windows that follow the warm-up steps."""
+    rates = []
+    for window in range(plan.windows):
+        first = plan.warmup_steps + window * plan.window_steps - 1
+        elapsed = step_ends[first + plan.window_steps] - step_ends[first]
+        rates.append(plan.window_steps * batch_size / elapsed)
+    return statistics.median(rates)
+
+
+def export_for_serving(model, config, data, export_dir: Path) -> None:
+    """Two SavedModels of the same weights: greedy and beam (K=4) `serving_default`."""
+    from app.export import build_translator, export_translator
+
+    for name, width in (("greedy", 1), ("beam4", 4)):
+        run_dir = export_dir / name
+        run_dir.mkdir(parents=True, exist_ok=True)
+        translator = build_translator(
+            model, config, data.vocab_dir, (data.source_tokenizer, data.target_tokenizer), beam_width=width
+        )
+        export_translator(translator, run_dir, {"bench": True}, ["Hola."], log=lambda *_: None)
+
+
+def run_serve_phase(export_dir: Path, short: list[str], long: list[str], plan: BenchPlan) -> dict:
+    """Decoding speed of the reloaded SavedModels."""
+    import tensorflow_text  # noqa: F401  (the SentencePiece ops)
+
+    result = {}
+    for name in ("greedy", "beam4"):
+        serve = tf.saved_model.load(str(export_dir / name / "export")).signatures["serving_default"]
+        for label, sentences in (("short", short), ("long", long)):
+            result[f"{name}_{label}"] = decode_speed(serve, sentences, plan)
+    result["peak_rss_mb"] = round(peak_rss_mb(), 1)
+    return result
+
+
+def decode_speed(serve, sentences: list[str], plan: BenchPlan) -> dict:
+    batch = tf.constant((sentences * 64)[:64])
+    serve(text=batch)  # trace and warm up
+    started = time.perf_counter()
+    for _ in range(plan.throughput_batches):
+        translations = serve(text=batch)["translation"].numpy()
+    per_batch = (time.perf_counter() - started) / plan.throughput_batches
+    latencies = []
+    for index in range(plan.latency_calls):
+        one = tf.constant([sentences[index % len(sentences)]])
+        started = time.perf_counter()
+        serve(text=one)["translation"].numpy()
+        latencies.append(1000 * (time.perf_counter() - started))
+    latencies.sort()
+    return {
+        "sentences_per_s_batch64": round(64 / per_batch, 1),
+        "latency_ms_batch1_p50": round(latencies[len(latencies) // 2], 2),
+        "latency_ms_batch1_p90": round(latencies[int(0.9 * (len(latencies) - 1))], 2),
+        "mean_source_words": round(sum(len(s.split()) for s in sentences) / len(sentences), 1),
+        "mean_output_words": round(sum(len(t.split()) for t in translations) / len(translations), 1),
+    }
+
+
+def pick_sources(config, data_dir: Path) -> tuple[list[str], list[str]]:
+    """Short (≤ 10 words) and long (≥ 30 words) source sentences from the dev and test splits; a corpus
+    without such sentences gives its shortest and longest 64 (the report shows their mean length)."""
+    from app.data.tokenizer import read_side
+
+    directory = data_dir / config.corpus_name
+    sentences = sorted({s for split in ("dev", "test") for s in read_side(directory / f"{split}.tsv", 0)})
+    by_length = sorted(sentences, key=lambda sentence: len(sentence.split()))
+    short = [s for s in sentences if len(s.split()) <= 10][:64] or by_length[:64]
+    long = [s for s in sentences if len(s.split()) >= 30][:64] or by_length[-64:]
+    return short, long
+
+
+def _phase(arguments: list[str]) -> dict:
+    """Runs one phase in a fresh interpreter and returns its JSON."""
+    environment = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    completed = subprocess.run(
+        [sys.executable, "-m", "app.bench", *arguments],
+        capture_output=True,
+        text=True,
+        env=environment,
+        check=False,
+    )
+    if completed.returncode != 0:
+        raise RuntimeError(f"bench phase {arguments[:3]} failed:\n{completed.stderr[-3000:]}")
+    return json.loads(completed.stdout.strip().splitlines()[-1])
+
+
+def run_bench(
+    preset: str, overrides: list[str], quick: bool, output: Path, data_dir: Path, log=print
+) -> dict:
+    """All phases, each in its own process; prints a table and writes `output` (JSON)."""
+    from app.config import load_config
+    from app.train import prepare_data
+
+    overrides = [*(QUICK_OVERRIDES if quick else []), *overrides]
+    config = load_config(preset, overrides)
+    prepare_data(config, data_dir, log=log)  # once, before the timed processes
+    common = ["--preset", preset, "--data-dir", str(data_dir), *(["--quick"] if quick else [])]
+    report = {
+        "machine": machine_description(),
+        "preset": preset,
+        "overrides": overrides,
+        "quick": quick,
+        "train": {},
+        "config": config.to_dict(),
+    }
+    with tempfile.TemporaryDirectory() as scratch:
+        for style in BENCH_STYLES:
+            for precision in BENCH_PRECISIONS:
+                key = f"{style}/{precision}"
+                log(f"bench: training {key} …")
+                extra = ["--export-dir", scratch] if key == "bahdanau/float32" else []
+                settings = [f"model.attention_style={style}", f"train.precision={precision}"]
+                sets = [f"--set={override}" for override in (*overrides, *settings)]
+                report["train"][key] = _phase(["train", *common, *extra, *sets])
+        short, long = pick_sources(config, data_dir)
+        log("bench: decoding with the reloaded SavedModel …")
+        report["serve"] = _phase(
+            [
+                "serve",
+                "--export-dir",
+                scratch,
+                "--sources",
+                json.dumps([short, long]),
+                *(["--quick"] if quick else []),
+            ]
+        )
+    output.write_text(json.dumps(report, indent=2) + "\n")
+    log(format_table(report))
+    log(f"Wrote {output}")
+    return report
+
+
+def machine_description() -> dict:
+    import platform
+
+    return {
+        "cpus": os.cpu_count(),
+        "processor": platform.processor() or platform.machine(),
+        "python": platform.python_version(),
+        "tensorflow": tf.__version__,
+    }
+
+
+def format_table(report: dict) -> str:
+    lines = ["training        examples/s  tokens/s  first step s  GFLOP/s  util  dev loss  RSS MB"]
+    for key, row in report["train"].items():
+        lines.append(
+            f"{key:<24}{row['train_examples_per_s']:>8.0f}{row['train_target_tokens_per_s']:>10.0f}"
+            f"{row['time_to_first_step_s']:>13.1f}{row['achieved_gflops']:>9.1f}"
+            f"{row['utilization']:>6.0%}{row['dev_loss_after_steps']:>10.3f}{row['peak_rss_mb']:>8.0f}"
+        )
+    lines.append("decoding (SavedModel)   sent/s @64   p50 ms @1   p90 ms @1   output words")
+    for key, row in report["serve"].items():
+        if isinstance(row, dict):
+            lines.append(
+                f"{key:<24}{row['sentences_per_s_batch64']:>10.0f}{row['latency_ms_batch1_p50']:>12.1f}"
+                f"{row['latency_ms_batch1_p90']:>12.1f}{row['mean_output_words']:>14.1f}"
+            )
+    lines.append(
+        f"serving peak RSS {report['serve']['peak_rss_mb']:.0f} MB; matmul peak "
+        f"{next(iter(report['train'].values()))['matmul_peak_gflops']:.0f} GFLOP/s (float32)"
+    )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The phases run in their own processes: `python -m app.bench train|serve …`."""
+    parser = argparse.ArgumentParser(prog="python -m app.bench")
+    parser.add_argument("phase", choices=("train", "serve"))
+    parser.add_argument("--preset", default="bench")
+    parser.add_argument("--data-dir", type=Path, default=Path("data"))
+    parser.add_argument("--export-dir", type=Path, default=None)
+    parser.add_argument("--sources", default="[[], []]")
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--set", action="append", default=[], dest="overrides", help="section.key=value")
+    args = parser.parse_args(argv)
+    plan = QUICK_PLAN if args.quick else BenchPlan()
+    if args.phase == "serve":
+        short, long = json.loads(args.sources)
+        result = run_serve_phase(args.export_dir, short, long, plan)
+    else:
+        from app.config import load_config
+
+        result = run_train_phase(
+            load_config(args.preset, args.overrides), args.data_dir, plan, args.export_dir
+        )
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
