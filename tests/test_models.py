@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -76,3 +77,18 @@ def test_loss_and_accuracy_ignore_padding():
     assert float(metric.result()) == 1.0
     metric.update_state(tf.constant([[5, 0]]), tf.one_hot([[6, 5]], 10))
     assert float(metric.result()) == pytest.approx(2 / 3)
+
+
+@pytest.mark.parametrize("style", ["bahdanau", "luong"])
+def test_mixed_bfloat16_trains_and_decodes_with_float32_weights(style):
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        model = tiny_model(style)
+        logits = model([SOURCE, TARGET_IN])
+        assert all(weight.dtype == "float32" for weight in model.weights)
+        decoding = Seq2SeqDecoding(model)
+        state = decoding.encode(tf.constant(SOURCE))
+        step_logits, _ = decoding.step(tf.constant(TARGET_IN[:, 0]), state)
+        np.testing.assert_allclose(step_logits, tf.cast(logits[:, 0], tf.float32), rtol=0.05, atol=0.05)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")

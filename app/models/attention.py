@@ -5,6 +5,8 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from app.models.precision import weight_as
+
 
 @keras.saving.register_keras_serializable(package="attend")
 class AdditiveAttention(keras.layers.Layer):
@@ -50,19 +52,21 @@ class AdditiveAttention(keras.layers.Layer):
 
     def project_keys(self, values: tf.Tensor) -> tf.Tensor:
         # [batch, src, dim] x [dim, units] -> [batch, src, units]
-        return tf.einsum("bsd,du->bsu", values, self.key_kernel) + self.key_bias
+        key_kernel, key_bias = weight_as(self.key_kernel, values.dtype), weight_as(self.key_bias, values.dtype)
+        return tf.einsum("bsd,du->bsu", values, key_kernel) + key_bias
 
     def call(self, query, projected_keys, values, values_mask=None):
-        projected_query = tf.matmul(query, self.query_kernel)  # [batch, (tgt,) units]
+        projected_query = tf.matmul(query, weight_as(self.query_kernel, query.dtype))  # [batch, (tgt,) units]
+        score_vector = weight_as(self.score_vector, query.dtype)
         if query.shape.rank == 2:
             # [batch, 1, units] + [batch, src, units] -> [batch, src]
             hidden = tf.tanh(projected_query[:, None, :] + projected_keys)
-            scores = tf.einsum("bsu,u->bs", hidden, self.score_vector)
+            scores = tf.einsum("bsu,u->bs", hidden, score_vector)
             mask = values_mask
         else:
             # [batch, tgt, 1, units] + [batch, 1, src, units] -> [batch, tgt, src]
             hidden = tf.tanh(projected_query[:, :, None, :] + projected_keys[:, None, :, :])
-            scores = tf.einsum("btsu,u->bts", hidden, self.score_vector)
+            scores = tf.einsum("btsu,u->bts", hidden, score_vector)
             mask = None if values_mask is None else values_mask[:, None, :]
         if mask is not None:
             scores = tf.where(mask, scores, tf.cast(scores.dtype.min, scores.dtype))

@@ -6,6 +6,7 @@ import keras
 import tensorflow as tf
 
 from app.models.attention import AdditiveAttention
+from app.models.recurrence import project_inputs, recurrent_step
 
 ATTENTION_STYLES = ("bahdanau", "luong", "none")
 
@@ -78,6 +79,7 @@ class AttentionDecoder(keras.layers.Layer):
 
     def build(self, target_embeddings_shape, annotations_shape, initial_state_shape=None):
         embedding_dim, annotation_dim = target_embeddings_shape[-1], annotations_shape[-1]
+        self.embedding_rows = embedding_dim
         context_in_cell = self.attention_style in ("bahdanau", "none")
         self.cell.build((None, embedding_dim + annotation_dim if context_in_cell else embedding_dim))
         if self.attention_style != "none":
@@ -100,22 +102,25 @@ class AttentionDecoder(keras.layers.Layer):
         return tf.concat([forward_last, annotations[:, 0, half:]], axis=-1)  # [batch, 2H]
 
     # === The step, shared by training and decoding ===
-    def step(self, previous_embedding, states, projected_keys, annotations, source_mask):
-        """One decoder step: `[batch, embedding_dim]`, states → (new states, context, attention)."""
-        if self.attention_style == "bahdanau":
-            # e_ij from s_{i-1}; c_i enters the recurrence
-            context, weights = self.attention(states[0], projected_keys, annotations, source_mask)
-            _, new_states = self.cell(tf.concat([previous_embedding, context], axis=-1), states)
-        elif self.attention_style == "none":
-            context = self.sentence_context(annotations, source_mask)
-            weights = tf.zeros(tf.shape(source_mask), context.dtype)  # nothing attended
-            _, new_states = self.cell(tf.concat([previous_embedding, context], axis=-1), states)
-        else:
-            _, new_states = self.cell(
-                tf.identity(previous_embedding), states
-            )  # drop the keras mask: no use here
+    def embed_inputs(self, embeddings):
+        """E y · W_e + b, the embedding's share of the cell input, for one or all positions at once."""
+        return project_inputs(self.cell, embeddings, 0, embeddings.shape[-1])
+
+    def step(self, embedding_projection, states, projected_keys, annotations, source_mask):
+        """One decoder step from `embed_inputs(E y_{i-1})` → (new states, context `[batch, 2H]`,
+        attention `[batch, src]`)."""
+        if self.attention_style == "luong":
+            new_states = recurrent_step(self.cell, embedding_projection, states)
             context, weights = self.attention(new_states[0], projected_keys, annotations, source_mask)
-        return list(new_states), context, weights  # [batch, units]…, [batch, 2H], [batch, src]
+            return new_states, context, weights
+        if self.attention_style == "bahdanau":  # e_ij from s_{i-1}; c_i enters the recurrence
+            context, weights = self.attention(states[0], projected_keys, annotations, source_mask)
+        else:  # RNNencdec: the same summary of the sentence at every step, nothing attended
+            context = self.sentence_context(annotations, source_mask)
+            weights = tf.zeros(tf.shape(source_mask), context.dtype)
+        # the kernel's rows after the embedding's multiply c_i
+        context_projection = project_inputs(self.cell, context, self.embedding_rows, with_bias=False)
+        return recurrent_step(self.cell, embedding_projection + context_projection, states), context, weights
 
     def readout(self, state, context, previous_embedding, training=None):
         """Logits from [s_i; c_i; E y_{i-1}]; works on `[batch, …]` and `[batch, tgt, …]` alike."""
@@ -132,42 +137,44 @@ class AttentionDecoder(keras.layers.Layer):
     def decode_step(self, previous_embedding, states, projected_keys, annotations, source_mask):
         """Inference step: (logits `[batch, vocab]`, new states, attention `[batch, src]`)."""
         new_states, context, weights = self.step(
-            previous_embedding, states, projected_keys, annotations, source_mask
+            self.embed_inputs(previous_embedding), states, projected_keys, annotations, source_mask
         )
         return self.readout(new_states[0], context, previous_embedding, training=False), new_states, weights
 
     # === Teacher forcing over all target positions ===
     def call(self, target_embeddings, annotations, initial_state, annotations_mask=None, training=None):
         projected_keys = self.project_keys(annotations)  # once per sentence: [batch, src, A]
+        embedding_projections = self.embed_inputs(target_embeddings)  # one matmul for all steps
         states = list(initial_state)
-        if self.attention_style in ("bahdanau", "none"):
-            decoder_states, contexts = self._scan_steps(
-                target_embeddings, states, projected_keys, annotations, annotations_mask
-            )
-        else:
-            decoder_states = self._run_cell(target_embeddings, states)
+        if self.attention_style == "luong":
+            decoder_states = self._run_cell(embedding_projections, states)
             contexts, _ = self.attention(decoder_states, projected_keys, annotations, annotations_mask)
+        else:
+            decoder_states, contexts = self._scan_steps(
+                embedding_projections, states, projected_keys, annotations, annotations_mask
+            )
         return self.readout(decoder_states, contexts, target_embeddings, training=training)
 
-    def _scan_steps(self, target_embeddings, states, projected_keys, annotations, source_mask):
-        def one_step(carry, previous_embedding):
+    def _scan_steps(self, embedding_projections, states, projected_keys, annotations, source_mask):
+        def one_step(carry, embedding_projection):
             new_states, context, _ = self.step(
-                previous_embedding, carry[0], projected_keys, annotations, source_mask
+                embedding_projection, carry[0], projected_keys, annotations, source_mask
             )
             return new_states, context
 
-        time_major = tf.transpose(target_embeddings, [1, 0, 2])  # [tgt, batch, E]
+        time_major = tf.transpose(embedding_projections, [1, 0, 2])  # [tgt, batch, gates·units]
         context0 = tf.zeros_like(annotations[:, 0, :])  # [batch, 2H]
         all_states, all_contexts = tf.scan(one_step, time_major, initializer=(states, context0))
         # [tgt, batch, units] -> [batch, tgt, units]
         return tf.transpose(all_states[0], [1, 0, 2]), tf.transpose(all_contexts, [1, 0, 2])
 
-    def _run_cell(self, target_embeddings, states):
-        def one_step(carry, previous_embedding):
-            _, new_states = self.cell(previous_embedding, carry)
-            return list(new_states)
-
-        all_states = tf.scan(one_step, tf.transpose(target_embeddings, [1, 0, 2]), initializer=states)
+    def _run_cell(self, embedding_projections, states):
+        """Luong: the recurrence alone inside the loop (its inputs were projected before it)."""
+        all_states = tf.scan(
+            lambda carry, projection: recurrent_step(self.cell, projection, carry),
+            tf.transpose(embedding_projections, [1, 0, 2]),
+            initializer=states,
+        )
         return tf.transpose(all_states[0], [1, 0, 2])  # [batch, tgt, units]
 
     def compute_mask(self, target_embeddings, mask=None):
