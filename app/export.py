@@ -32,6 +32,7 @@ from app.models.seq2seq import Seq2SeqDecoding, build_model
 
 EXPORT_DIR_NAME = "export"
 MODEL_CARD_NAME = "model_card.json"
+BEST_WEIGHTS = "checkpoints/best.weights.h5"  # inside a run folder
 
 
 class Translator(tf.Module):
@@ -229,7 +230,7 @@ def export_translator(
 
 def load_translator(run_dir: Path, beam_width: int | None = None) -> Translator:
     """Rebuilds a trained run's Translator from its folder (config, vocab, best weights)."""
-    weights = run_dir / "checkpoints" / "best.weights.h5"
+    weights = run_dir / BEST_WEIGHTS
     if not weights.is_file():
         raise ValueError(f"{run_dir} has no trained weights ({weights}); train it first: nothing to export")
     config = load_config(str(run_dir / "config.yaml"))

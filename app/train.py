@@ -1,7 +1,7 @@
 """Training: corpus → tokenizers → tf.data → compile + `model.fit` with callbacks → export.
 
 A run folder holds everything of one run: `config.yaml` (resolved), `vocab/`, `logs/`
-(TensorBoard), `checkpoints/` (best dev loss), `backup/` (while unfinished: BackupAndRestore
+(TensorBoard), `checkpoints/` (best dev BLEU, or dev loss), `backup/` (while unfinished: BackupAndRestore
 state, so that starting the same run again resumes it) and `export/` (the SavedModel).
 """
 
@@ -30,11 +30,10 @@ from app.data.tokenizer import (
     round_trip_failures,
 )
 from app.evaluate import read_references
-from app.export import MODEL_CARD_NAME, Translator, build_translator, export_translator
+from app.export import BEST_WEIGHTS, MODEL_CARD_NAME, Translator, build_translator, export_translator
 from app.models.losses import MaskedTokenAccuracy, masked_cross_entropy
 from app.models.seq2seq import build_model
 
-BEST_WEIGHTS = "checkpoints/best.weights.h5"
 BEST_SCORE = "checkpoints/best.json"
 BACKUP_DIR = "backup"
 ROUND_TRIP_SAMPLE = 2000
