@@ -19,14 +19,14 @@ import json
 import os
 import resource
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import keras
 import tensorflow as tf
+
+from app.processes import run_python_for_json
 
 BENCH_STYLES = ("bahdanau", "luong")
 BENCH_PRECISIONS = ("float32", "mixed_bfloat16")
@@ -106,20 +106,12 @@ class StepTimer(keras.callbacks.Callback):
 
 def run_train_phase(config, data_dir: Path, plan: BenchPlan, export_dir: Path | None) -> dict:
     """Trains for warm-up + timed windows on short sentence pairs and reports throughput and FLOP/s."""
-    from app.data.pipeline import make_dataset
-    from app.train import compile_model, prepare_data
+    from app.train import compile_model, make_datasets, prepare_data
 
     keras.utils.set_random_seed(config.train.seed)
     data = prepare_data(config, data_dir, log=lambda *_: None)
-    options = {
-        "batch_size": config.train.batch_size,
-        "max_source_tokens": config.train.max_source_tokens,
-        "max_target_tokens": config.train.max_target_tokens,
-        "bucket_width": config.train.bucket_width,
-    }
-    tokenizers = (data.source_tokenizer, data.target_tokenizer)
-    train_set = make_dataset(data.corpus.train, *tokenizers, shuffle_buffer=10_000, seed=1, **options)
-    dev_set = make_dataset(data.corpus.dev, *tokenizers, **options).take(plan.dev_batches)
+    train_set, dev_set = make_datasets(config, data)
+    dev_set = dev_set.take(plan.dev_batches)
     source_tokens, target_tokens = mean_tokens(train_set.take(50))
     steps = plan.warmup_steps + plan.windows * plan.window_steps
     peak = matmul_peak_gflops()
@@ -238,17 +230,7 @@ def pick_sources(config, data_dir: Path) -> tuple[list[str], list[str]]:
 
 def _phase(arguments: list[str]) -> dict:
     """Runs one phase in a fresh interpreter and returns its JSON."""
-    environment = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    completed = subprocess.run(
-        [sys.executable, "-m", "app.bench", *arguments],
-        capture_output=True,
-        text=True,
-        env=environment,
-        check=False,
-    )
-    if completed.returncode != 0:
-        raise RuntimeError(f"bench phase {arguments[:3]} failed:\n{completed.stderr[-3000:]}")
-    return json.loads(completed.stdout.strip().splitlines()[-1])
+    return run_python_for_json(["-m", "app.bench", *arguments], f"bench phase {arguments[:3]}")
 
 
 def run_bench(

@@ -15,10 +15,7 @@ broken export never replaces a good one.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import keras
@@ -29,6 +26,7 @@ from app.data.pipeline import add_source_end
 from app.data.tokenizer import SubwordTokenizer, load_tokenizer
 from app.models.search import beam_search, greedy_search, max_output_lengths
 from app.models.seq2seq import Seq2SeqDecoding, build_model
+from app.processes import run_python_for_json
 
 EXPORT_DIR_NAME = "export"
 MODEL_CARD_NAME = "model_card.json"
@@ -175,18 +173,9 @@ print(json.dumps({"translation": [t.decode("utf-8") for t in out["translation"].
 
 def reload_and_translate(export_dir: Path, sentences: list[str]) -> dict:
     """Translates `sentences` with the export in a fresh process that imports only TF and TF Text."""
-    environment = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    completed = subprocess.run(
-        [sys.executable, "-c", _RELOAD_CHECK, str(export_dir)],
-        input=json.dumps(sentences),
-        capture_output=True,
-        text=True,
-        env=environment,
-        check=False,
+    return run_python_for_json(
+        ["-c", _RELOAD_CHECK, str(export_dir)], f"Reloading the export at {export_dir}", json.dumps(sentences)
     )
-    if completed.returncode != 0:
-        raise RuntimeError(f"Reloading the export at {export_dir} failed:\n{completed.stderr[-3000:]}")
-    return json.loads(completed.stdout.strip().splitlines()[-1])
 
 
 def check_export(export_dir: Path, translator: Translator, sentences: list[str]) -> list[str]:
