@@ -233,6 +233,20 @@ def _phase(arguments: list[str]) -> dict:
     return run_python_for_json(["-m", "app.bench", *arguments], f"bench phase {arguments[:3]}")
 
 
+def training_variants(quick: bool) -> list[tuple[str, list[str]]]:
+    """Both attention styles in both precisions; the full bench also tries XLA on the faithful one."""
+    variants = [
+        (f"{style}/{precision}", [f"model.attention_style={style}", f"train.precision={precision}"])
+        for style in BENCH_STYLES
+        for precision in BENCH_PRECISIONS
+    ]
+    if not quick:
+        variants.append(
+            ("bahdanau/float32/xla", ["model.attention_style=bahdanau", "train.jit_compile=true"])
+        )
+    return variants
+
+
 def run_bench(
     preset: str, overrides: list[str], quick: bool, output: Path, data_dir: Path, log=print
 ) -> dict:
@@ -253,14 +267,11 @@ def run_bench(
         "config": config.to_dict(),
     }
     with tempfile.TemporaryDirectory() as scratch:
-        for style in BENCH_STYLES:
-            for precision in BENCH_PRECISIONS:
-                key = f"{style}/{precision}"
-                log(f"bench: training {key} …")
-                extra = ["--export-dir", scratch] if key == "bahdanau/float32" else []
-                settings = [f"model.attention_style={style}", f"train.precision={precision}"]
-                sets = [f"--set={override}" for override in (*overrides, *settings)]
-                report["train"][key] = _phase(["train", *common, *extra, *sets])
+        for key, settings in training_variants(quick):
+            log(f"bench: training {key} …")
+            extra = ["--export-dir", scratch] if key == "bahdanau/float32" else []
+            sets = [f"--set={override}" for override in (*overrides, *settings)]
+            report["train"][key] = _phase(["train", *common, *extra, *sets])
         short, long = pick_sources(config, data_dir)
         log("bench: decoding with the reloaded SavedModel …")
         report["serve"] = _phase(
@@ -291,14 +302,20 @@ def machine_description() -> dict:
 
 
 def format_table(report: dict) -> str:
-    lines = ["training        examples/s  tokens/s  first step s  GFLOP/s  util  dev loss  RSS MB"]
+    lines = [
+        f"{'training':<24}{'ex/s':>8}{'tok/s':>10}{'1st step s':>13}{'GFLOP/s':>9}{'util':>6}"
+        f"{'dev loss':>10}{'RSS MB':>8}"
+    ]
     for key, row in report["train"].items():
         lines.append(
             f"{key:<24}{row['train_examples_per_s']:>8.0f}{row['train_target_tokens_per_s']:>10.0f}"
             f"{row['time_to_first_step_s']:>13.1f}{row['achieved_gflops']:>9.1f}"
             f"{row['utilization']:>6.0%}{row['dev_loss_after_steps']:>10.3f}{row['peak_rss_mb']:>8.0f}"
         )
-    lines.append("decoding (SavedModel)   sent/s @64   p50 ms @1   p90 ms @1   output words")
+    lines.append(
+        f"{'decoding (SavedModel)':<24}{'sent/s @64':>10}{'p50 ms @1':>12}{'p90 ms @1':>12}"
+        f"{'output words':>14}"
+    )
     for key, row in report["serve"].items():
         if isinstance(row, dict):
             lines.append(
