@@ -77,14 +77,23 @@ class Translator(tf.Module):
         # an empty batch still needs one time step: recurrent layers cannot run over zero steps
         return tf.pad(dense, [[0, 0], [0, tf.maximum(1 - tf.shape(dense)[1], 0)]])
 
-    def search(self, source_ids: tf.Tensor, collect: str | None = None):
-        """Greedy (beam width 1) or beam search from `[batch, src]` ids."""
+    def search(self, source_ids: tf.Tensor, collect: str | None = None, static_shapes: bool = False):
+        """Greedy (beam width 1) or beam search from `[batch, src]` ids; `static_shapes`: greedy into
+        a `[batch, max_output_tokens]` buffer, for XLA."""
         source_lengths = tf.reduce_sum(tf.cast(tf.not_equal(source_ids, 0), tf.int32), axis=1)
         limits = max_output_lengths(source_lengths, *self._length_limits)
         state = self._decoding.encode(source_ids)
+        if static_shapes:
+            return greedy_search(self._decoding.step, state, limits, output_length=self._length_limits[2])
         if self.beam_width > 1:
             return beam_search(
-                self._decoding.step, state, limits, self.beam_width, self._alpha, collect=collect
+                self._decoding.step,
+                state,
+                limits,
+                self.beam_width,
+                self._alpha,
+                collect=collect,
+                constant_keys=Seq2SeqDecoding.CONSTANT_KEYS,
             )
         return greedy_search(self._decoding.step, state, limits, collect=collect)
 
@@ -113,10 +122,7 @@ class Translator(tf.Module):
         """`translate_ids`: the accelerator's part, XLA-compiled with static output shapes. Source ids
         (0-padded, each ending with the end id 2) → greedy output ids `[batch, max_output_tokens]`
         (0 after the end id), their lengths and scores. Tokenization stays on the host."""
-        source_lengths = tf.reduce_sum(tf.cast(tf.not_equal(source_ids, 0), tf.int32), axis=1)
-        limits = max_output_lengths(source_lengths, *self._length_limits)
-        state = self._decoding.encode(source_ids)
-        result = greedy_search(self._decoding.step, state, limits, output_length=self._length_limits[2])
+        result = self.search(source_ids, static_shapes=True)
         return {"ids": result.tokens, "lengths": result.lengths, "score": result.scores}
 
     @staticmethod

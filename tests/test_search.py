@@ -164,3 +164,21 @@ def test_fixed_length_greedy_compiles_with_xla_and_matches_the_dynamic_one():
     assert (fixed.tokens.numpy()[:, width:] == 0).all()
     np.testing.assert_array_equal(fixed.lengths.numpy(), dynamic.lengths.numpy())
     np.testing.assert_allclose(fixed.scores.numpy(), dynamic.scores.numpy(), rtol=1e-5)
+
+
+def test_constant_state_entries_are_not_reordered_and_change_nothing():
+    table = random_table(4)
+    step = markov_step(table)
+    state = {**markov_state(2), "encoder": tf.constant([[1.0, 2.0], [3.0, 4.0]])}
+
+    def checking_step(tokens, state):
+        # each hypothesis must still see its own sentence's constant row
+        tf.debugging.assert_equal(tf.reduce_sum(state["encoder"], axis=1)[::3], tf.constant([3.0, 7.0]))
+        return step(tokens, state)
+
+    plain = beam_search(step, state, tf.constant([8, 8]), beam_width=3)
+    constant = beam_search(
+        checking_step, state, tf.constant([8, 8]), beam_width=3, constant_keys=("encoder",)
+    )
+    np.testing.assert_array_equal(plain.tokens.numpy(), constant.tokens.numpy())
+    np.testing.assert_allclose(plain.scores.numpy(), constant.scores.numpy())

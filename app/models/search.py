@@ -126,8 +126,12 @@ def beam_search(
     start_id: int = START_ID,
     end_id: int = END_ID,
     collect: str | None = None,
+    constant_keys: tuple[str, ...] = (),
 ) -> SearchResult:
     """Batched beam search; every state entry must be batch-major (first axis = batch).
+
+    `constant_keys` name state entries that steps never change (encoder outputs): they are
+    tiled once and never reordered.
 
     Hypotheses compete by length-normalised score, log P / length_penalty(length, alpha).
     Ended hypotheses stay in the beam with their score frozen (they extend only by padding at
@@ -185,7 +189,9 @@ def beam_search(
         finished = tf.logical_or(was_finished, tf.equal(next_tokens, end_id))
         sequences = tf.concat([tf.gather(sequences, parent, batch_dims=1), next_tokens[:, :, None]], axis=2)
         rows = tf.reshape(parent + tf.range(batch_size)[:, None] * width, [-1])  # rows of [B*K, …]
-        state = tf.nest.map_structure(lambda tensor: tf.gather(tensor, rows), state)
+        # reorder what the hypotheses carry; per-sentence constants are the same in all its beams
+        state = {key: value if key in constant_keys else tf.nest.map_structure(lambda t: tf.gather(t, rows), value)
+                 for key, value in state.items()}
         if collect:
             entry = tf.cast(state[collect], tf.float32)
             entry = tf.reshape(entry, tf.concat([[batch_size, width, 1], tf.shape(entry)[1:]], 0))

@@ -60,6 +60,8 @@ class Seq2SeqDecoding:
     every entry alike, and `attention` (the last step's weights) for plots.
     """
 
+    CONSTANT_KEYS = ("annotations", "keys", "mask")  # unchanged by `step`
+
     def __init__(self, model: keras.Model):
         self.source_embedding = model.get_layer("source_embedding")
         self.target_embedding = model.get_layer("target_embedding")
