@@ -143,8 +143,9 @@ def build_translator(
     vocab_dir: Path,
     tokenizers: tuple[SubwordTokenizer, SubwordTokenizer],
     beam_width: int | None = None,
+    length_penalty_alpha: float | None = None,
 ) -> Translator:
-    """The run's Translator; `beam_width` overrides the config's (1 = greedy)."""
+    """The run's Translator; `beam_width` and `length_penalty_alpha` override the config's."""
     files = {
         f"{side}.{kind}": vocab_dir / f"{side}.{kind}"
         for side in ("source", "target")
@@ -159,7 +160,9 @@ def build_translator(
         max_output_tokens=config.decode.max_output_tokens,
         max_input_tokens=config.decode.max_input_tokens,
         beam_width=config.decode.beam_width if beam_width is None else beam_width,
-        length_penalty_alpha=config.decode.length_penalty_alpha,
+        length_penalty_alpha=config.decode.length_penalty_alpha
+        if length_penalty_alpha is None
+        else length_penalty_alpha,
     )
 
 
@@ -223,7 +226,9 @@ def export_translator(
     return final
 
 
-def load_translator(run_dir: Path, beam_width: int | None = None) -> Translator:
+def load_translator(
+    run_dir: Path, beam_width: int | None = None, length_penalty_alpha: float | None = None
+) -> Translator:
     """Rebuilds a trained run's Translator from its folder (config, vocab, best weights)."""
     weights = run_dir / BEST_WEIGHTS
     if not weights.is_file():
@@ -233,7 +238,7 @@ def load_translator(run_dir: Path, beam_width: int | None = None) -> Translator:
     tokenizers = tuple(load_tokenizer(vocab_dir / f"{side}.model", side) for side in ("source", "target"))
     model = build_model(tokenizers[0].vocab_size, tokenizers[1].vocab_size, **config.to_dict()["model"])
     model.load_weights(str(weights))
-    return build_translator(model, config, vocab_dir, tokenizers, beam_width)
+    return build_translator(model, config, vocab_dir, tokenizers, beam_width, length_penalty_alpha)
 
 
 def export_from_run(run_dir: Path, check_sentences: list[str] | None = None, log=print) -> Path:

@@ -127,3 +127,13 @@ def test_translate_ids_is_xla_compiled_and_matches_greedy_text_decoding(trained_
     assert any(
         function.attr["_XlaMustCompile"].b for function in functions
     )  # jit_compile=True survived export
+
+
+@pytest.mark.slow
+def test_beam_log_probability_is_never_below_greedy_on_a_trained_model(trained_run):
+    sentences = SENTENCES + ["Y dijo Dios: Sea la luz; y fué la luz.", "Jesús lloró.", "¿Quién eres tú?"]
+    greedy_translator = load_translator(trained_run, beam_width=1)  # referenced: tf.function holds it weakly
+    beam_translator = load_translator(trained_run, beam_width=4, length_penalty_alpha=0.0)
+    greedy = greedy_translator.translate(tf.constant(sentences))["score"].numpy()
+    beam = beam_translator.translate(tf.constant(sentences))["score"].numpy()
+    assert (beam >= greedy - 1e-4).all(), (beam, greedy)
