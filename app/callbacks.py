@@ -97,13 +97,18 @@ class DevTranslationMonitor(keras.callbacks.Callback):
         bleu = corpus_scores(hypotheses, self.references)["bleu"]
         if logs is not None:
             logs["val_bleu"] = bleu
-        writer = tf.summary.create_file_writer(str(self.log_dir / "validation"))
-        with writer.as_default(), tf.summary.record_if(True):
+        with self._writer.as_default(), tf.summary.record_if(True):
             tf.summary.scalar("epoch_bleu", bleu, step=epoch)
             tf.summary.text("dev_translations", self._table(hypotheses), step=epoch)
             for index, image in enumerate(self._heatmaps()):
                 tf.summary.image(f"attention/dev_{index}", image[None], step=epoch)
-        writer.close()
+        self._writer.flush()
+
+    def on_train_begin(self, logs=None):
+        self._writer = tf.summary.create_file_writer(str(self.log_dir / "validation"))
+
+    def on_train_end(self, logs=None):
+        self._writer.close()
 
     def _table(self, hypotheses: list[str]) -> str:
         rows = ["| source | reference | translation |", "|---|---|---|"]
