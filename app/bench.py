@@ -247,10 +247,35 @@ def training_variants(quick: bool) -> list[tuple[str, list[str]]]:
     return variants
 
 
+def export_run_for_serving(run_dir: Path, export_dir: Path) -> dict:
+    """Greedy and beam (K=4) SavedModels of a trained run, for decoding speed on real outputs."""
+    from app.export import export_translator, load_translator
+
+    for name, width in (("greedy", 1), ("beam4", 4)):
+        (export_dir / name).mkdir(parents=True, exist_ok=True)
+        translator = load_translator(run_dir, beam_width=width)
+        export_translator(translator, export_dir / name, {"bench": True}, ["Hola."], log=lambda *_: None)
+    return {
+        "run": str(run_dir),
+        "parameters": int(translator.model.count_params()),
+        "source_vocab": translator.source_tokenizer.vocab_size,
+        "target_vocab": translator.target_tokenizer.vocab_size,
+    }
+
+
 def run_bench(
-    preset: str, overrides: list[str], quick: bool, output: Path, data_dir: Path, log=print
+    preset: str,
+    overrides: list[str],
+    quick: bool,
+    output: Path,
+    data_dir: Path,
+    log=print,
+    serve_run: Path | None = None,
 ) -> dict:
-    """All phases, each in its own process; prints a table and writes `output` (JSON)."""
+    """All phases, each in its own process; prints a table and writes `output` (JSON).
+
+    Decoding is timed on `serve_run`'s trained model when given (its outputs have real lengths),
+    else on the bench model after its few timed training steps (which emits short outputs)."""
     from app.config import load_config
     from app.train import prepare_data
 
@@ -272,7 +297,12 @@ def run_bench(
             extra = ["--export-dir", scratch] if key == "bahdanau/float32" else []
             sets = [f"--set={override}" for override in (*overrides, *settings)]
             report["train"][key] = _phase(["train", *common, *extra, *sets])
-        short, long = pick_sources(config, data_dir)
+        if serve_run is not None:
+            report["serve_model"] = export_run_for_serving(serve_run, Path(scratch))
+            short, long = pick_sources(load_config(str(serve_run / "config.yaml")), data_dir)
+        else:
+            report["serve_model"] = {"run": None, "note": "the bench model after its timed training steps"}
+            short, long = pick_sources(config, data_dir)
         log("bench: decoding with the reloaded SavedModel …")
         report["serve"] = _phase(
             [

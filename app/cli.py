@@ -96,6 +96,13 @@ def _add_bench_command(commands) -> None:
     bench.add_argument(
         "--data-dir", type=Path, default=DATA_DIR, help="where corpora are cached (default: data/)"
     )
+    bench.add_argument(
+        "--serve-run",
+        type=Path,
+        default=None,
+        metavar="RUN_DIR",
+        help="time decoding on this trained run (default: the briefly trained bench model)",
+    )
     bench.add_argument("overrides", nargs="*", metavar="section.key=value", help="config overrides")
 
 
@@ -207,7 +214,7 @@ def run_compare(args: argparse.Namespace) -> int:
 def run_bench(args: argparse.Namespace) -> int:
     from app.bench import run_bench as bench
 
-    bench(args.preset, args.overrides, args.quick, args.out, args.data_dir)
+    bench(args.preset, args.overrides, args.quick, args.out, args.data_dir, serve_run=args.serve_run)
     return 0
 
 
