@@ -139,6 +139,13 @@ def run_train_phase(config, data_dir: Path, plan: BenchPlan, export_dir: Path | 
         "steps": steps,
         "dev_loss_after_steps": round(float(model.evaluate(dev_set, verbose=0)[0]), 4),
         "parameters": int(model.count_params()),
+        "step_breakdown_ms": step_breakdown(
+            dataclasses.asdict(config.model),
+            data.target_tokenizer.vocab_size,
+            config.train.batch_size,
+            round(target_tokens) + 1,
+            plan.window_steps,
+        ),
     }
     if export_dir is not None:
         export_for_serving(model, config, data, export_dir)
@@ -320,6 +327,74 @@ def run_bench(
     return report
 
 
+def step_breakdown(
+    model_settings: dict, vocab_size: int, batch_size: int = 64, length: int = 11, repeats: int = 30
+) -> dict:
+    """Milliseconds of forward + backward for the whole model and for its parts timed alone
+    (encoder, decoder recurrence, readout + loss) on random ids: where a training step's time goes."""
+    from app.models.losses import masked_cross_entropy
+    from app.models.seq2seq import build_model
+
+    model = build_model(vocab_size, vocab_size, **{**model_settings, "dropout": 0.0})
+    ids = tf.random.stateless_uniform([batch_size, length], (1, 2), 4, vocab_size, tf.int32)
+    encoder, decoder = model.get_layer("encoder"), model.get_layer("decoder")
+    source_embedding, target_embedding = (
+        model.get_layer("source_embedding"),
+        model.get_layer("target_embedding"),
+    )
+    annotations, *initial = encoder(source_embedding(ids))
+    embedded, mask = target_embedding(ids), tf.ones([batch_size, length], tf.bool)
+
+    def recurrence():
+        keys, projections = decoder.project_keys(annotations), decoder.embed_inputs(embedded)
+        if decoder.attention_style == "luong":
+            states = decoder._run_cell(projections, initial)
+            contexts, _ = decoder.attention(states, keys, annotations, mask)
+        else:
+            states, contexts = decoder._scan_steps(projections, initial, keys, annotations, mask)
+        return tf.reduce_sum(states) + tf.reduce_sum(contexts)
+
+    states, contexts = (
+        tf.ones([batch_size, length, decoder.units], annotations.dtype),
+        tf.ones_like(annotations),
+    )
+    parts = {
+        "full": (
+            lambda: masked_cross_entropy(ids, model([ids, ids], training=True)),
+            model.trainable_variables,
+        ),
+        "encoder": (lambda: tf.reduce_sum(encoder(source_embedding(ids))[0]), encoder.trainable_variables),
+        "decoder_recurrence": (
+            recurrence,
+            decoder.cell.trainable_variables + decoder.attention.trainable_variables,
+        ),
+        "readout_and_loss": (
+            lambda: masked_cross_entropy(ids, decoder.readout(states, contexts, embedded)),
+            decoder.deep_output.trainable_variables + decoder.output_projection.trainable_variables,
+        ),
+    }
+    return {
+        name: round(_time_gradient(loss, variables, repeats), 2) for name, (loss, variables) in parts.items()
+    }
+
+
+def _time_gradient(loss_fn, variables, repeats: int) -> float:
+    @tf.function
+    def step():
+        with tf.GradientTape() as tape:
+            loss = loss_fn()
+        return [tf.convert_to_tensor(g) for g in tape.gradient(loss, variables) if g is not None]
+
+    for _ in range(3):
+        step()
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        [gradient.numpy() for gradient in step()]
+        times.append(1000 * (time.perf_counter() - started))
+    return statistics.median(times)
+
+
 def machine_description() -> dict:
     import platform
 
@@ -341,6 +416,15 @@ def format_table(report: dict) -> str:
             f"{key:<24}{row['train_examples_per_s']:>8.0f}{row['train_target_tokens_per_s']:>10.0f}"
             f"{row['time_to_first_step_s']:>13.1f}{row['achieved_gflops']:>9.1f}"
             f"{row['utilization']:>6.0%}{row['dev_loss_after_steps']:>10.3f}{row['peak_rss_mb']:>8.0f}"
+        )
+    lines.append(
+        "forward+backward ms, parts timed alone: full = encoder + decoder recurrence + readout/loss + rest"
+    )
+    for key, row in report["train"].items():
+        parts = row["step_breakdown_ms"]
+        lines.append(
+            f"{key:<24}full {parts['full']:.1f} = {parts['encoder']:.1f} + "
+            f"{parts['decoder_recurrence']:.1f} + {parts['readout_and_loss']:.1f} + rest"
         )
     lines.append(
         f"{'decoding (SavedModel)':<24}{'sent/s @64':>10}{'p50 ms @1':>12}{'p90 ms @1':>12}"
