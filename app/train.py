@@ -109,7 +109,7 @@ def make_callbacks(
     metric, mode = ("val_bleu", "max") if monitor else ("val_loss", "min")
     best_path = run_dir / BEST_SCORE
     best = json.loads(best_path.read_text())["value"] if best_path.is_file() else None
-    callbacks = [
+    return [
         keras.callbacks.BackupAndRestore(str(run_dir / BACKUP_DIR)),
         keras.callbacks.TerminateOnNaN(),
         *([monitor] if monitor else []),
@@ -133,7 +133,6 @@ def make_callbacks(
             histogram_freq=train.histogram_epochs,
         ),
     ]
-    return callbacks
 
 
 def make_dev_monitor(model: keras.Model, config: Config, data: PreparedData, run_dir: Path):
@@ -160,7 +159,8 @@ def check_resumable(run_dir: Path, config: Config) -> None:
 def train(
     config: Config, run_dir: Path, data_dir: Path = Path("data"), log=print, export: bool = True
 ) -> dict:
-    """Trains (resuming an interrupted run in `run_dir`), keeps the best dev-loss weights, exports."""
+    """Trains (resuming an interrupted run in `run_dir`), keeps the best weights (dev BLEU, or dev
+    loss when `train.bleu_sentences=0`), exports."""
     check_resumable(run_dir, config)
     (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
     save_config(config, run_dir / "config.yaml")
@@ -202,7 +202,7 @@ def train(
 
 
 def log_sample_translations(translator: Translator, dev_tsv: Path, log=print, count: int = 10) -> None:
-    """Greedy translations of the first dev sentences beside their references."""
+    """Translations (the run's decoding) of the first dev sentences beside their references."""
     sources, references = list(read_side(dev_tsv, 0, count)), list(read_side(dev_tsv, 1, count))
     translations = translator.translate(tf.constant(sources))["translation"].numpy()
     for source, reference, translation in zip(sources, references, translations, strict=True):

@@ -29,6 +29,21 @@ def attend(*args: str, input: str | None = None, cwd: Path | None = None) -> sub
     )
 
 
+def train_arguments(tmp_path: Path, *options: str, **overrides: object) -> list[str]:
+    """`attend train` of the smoke preset on the fixture corpus, in `tmp_path/run`."""
+    return [
+        "train",
+        "--preset",
+        "smoke",
+        "--run-dir",
+        str(tmp_path / "run"),
+        "--data-dir",
+        str(tmp_path / "data"),
+        *options,
+        *tiny_overrides(**overrides),
+    ]
+
+
 def summary_tags(log_dir: Path) -> set[str]:
     """Every summary tag TensorBoard finds under a run's log folder (scalars, text, images, hparams)."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -44,16 +59,7 @@ def summary_tags(log_dir: Path) -> set[str]:
 @pytest.mark.slow
 def test_train_smoke_end_to_end_then_translate(tmp_path):
     run_dir = tmp_path / "run"
-    trained = attend(
-        "train",
-        "--preset",
-        "smoke",
-        "--run-dir",
-        str(run_dir),
-        "--data-dir",
-        str(tmp_path / "data"),
-        *tiny_overrides(),
-    )
+    trained = attend(*train_arguments(tmp_path))
     assert trained.returncode == 0, trained.stderr[-3000:]
     for path in (
         "config.yaml",
@@ -111,21 +117,20 @@ def test_train_smoke_end_to_end_then_translate(tmp_path):
     assert compared.returncode == 0, compared.stderr[-2000:]
     assert figure.read_bytes()[:4] == b"\x89PNG"
 
+    first_export = (run_dir / "export" / "saved_model.pb").stat().st_mtime_ns
+    reexported = attend("export", str(run_dir))
+    assert reexported.returncode == 0, reexported.stderr[-2000:]
+    assert (run_dir / "export" / "saved_model.pb").stat().st_mtime_ns > first_export
+    assert not (run_dir / "export.staging").exists() and not (run_dir / "export.previous").exists()
+    assert attend("translate", str(run_dir), "Y lloró Jesús.", "Hola").stdout == by_argument.stdout
+
 
 @pytest.mark.slow
 def test_interrupted_run_resumes_from_its_last_epoch(tmp_path):
     run_dir = tmp_path / "run"
-    arguments = [
-        "train",
-        "--preset",
-        "smoke",
-        "--run-dir",
-        str(run_dir),
-        "--data-dir",
-        str(tmp_path / "data"),
-        "--no-export",
-        *tiny_overrides(**{"train.epochs": 4, "train.early_stopping_patience": 10}),
-    ]
+    arguments = train_arguments(
+        tmp_path, "--no-export", **{"train.epochs": 4, "train.early_stopping_patience": 10}
+    )
     process = subprocess.Popen(
         [sys.executable, "-m", "app", *arguments],
         env=ENVIRONMENT,
