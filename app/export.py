@@ -24,7 +24,7 @@ import tensorflow as tf
 from app.config import Config, load_config
 from app.data.pipeline import add_source_end
 from app.data.tokenizer import SubwordTokenizer, load_tokenizer
-from app.models.search import beam_search, greedy_search, max_output_lengths
+from app.models.search import beam_search, fixed_length_greedy_search, greedy_search, max_output_lengths
 from app.models.seq2seq import Seq2SeqDecoding, build_model
 from app.processes import run_python_for_json
 
@@ -84,7 +84,7 @@ class Translator(tf.Module):
         limits = max_output_lengths(source_lengths, *self._length_limits)
         state = self._decoding.encode(source_ids)
         if static_shapes:
-            return greedy_search(self._decoding.step, state, limits, output_length=self._length_limits[2])
+            return fixed_length_greedy_search(self._decoding.step, state, limits, self._length_limits[2])
         if self.beam_width > 1:
             return beam_search(
                 self._decoding.step,

@@ -6,27 +6,38 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from app.models.search import END_ID, beam_search, greedy_search, max_output_lengths
+from app.models.search import (
+    END_ID,
+    beam_search,
+    fixed_length_greedy_search,
+    greedy_search,
+    max_output_lengths,
+)
 
 VOCAB = 6
 
 
 def scripted_step(script: np.ndarray):
-    """step_fn whose logits at step t put probability 0.5 on `script[row, t]`, the rest spread evenly."""
+    """step_fn whose logits at step t put probability 0.5 on `script[sentence, t]`, the rest spread
+    evenly; the state carries each row's sentence, since ended sentences leave the batch."""
     script = tf.constant(script, tf.int32)
     rest = np.log(0.5 / (VOCAB - 1))
 
     def step(tokens, state):
-        position = state["position"]
-        wanted = tf.gather(script, tf.minimum(position, script.shape[1] - 1), axis=1)
+        position = tf.minimum(state["position"], script.shape[1] - 1)
+        wanted = tf.gather_nd(script, tf.stack([state["sentence"], position], axis=1))
         logits = tf.where(tf.one_hot(wanted, VOCAB) > 0, np.log(0.5), rest)
-        return tf.cast(logits, tf.float32), {**state, "position": position + 1, "seen": tokens}
+        return tf.cast(logits, tf.float32), {**state, "position": state["position"] + 1, "seen": tokens}
 
     return step
 
 
 def initial_state(batch: int) -> dict:
-    return {"position": tf.constant(0), "seen": tf.zeros([batch], tf.int32)}
+    return {
+        "sentence": tf.range(batch),
+        "position": tf.zeros([batch], tf.int32),
+        "seen": tf.zeros([batch], tf.int32),
+    }
 
 
 def test_follows_the_most_likely_tokens_and_stops_each_sentence_at_its_end():
@@ -37,9 +48,11 @@ def test_follows_the_most_likely_tokens_and_stops_each_sentence_at_its_end():
     np.testing.assert_allclose(result.scores.numpy(), [3 * np.log(0.5), 2 * np.log(0.5)], rtol=1e-5)
 
 
-def test_loop_stops_when_every_sentence_has_ended():
+@pytest.mark.parametrize("in_graph", [False, True])
+def test_loop_stops_when_every_sentence_has_ended(in_graph):
     script = np.array([[3, END_ID] + [3] * 8, [END_ID] + [3] * 9])
-    result = greedy_search(scripted_step(script), initial_state(2), tf.constant([50, 50]))
+    search = tf.function(greedy_search, autograph=False) if in_graph else greedy_search
+    result = search(scripted_step(script), initial_state(2), tf.constant([50, 50]))
     assert result.tokens.shape == (2, 2)  # two steps, not fifty
 
 
@@ -57,6 +70,29 @@ def test_collects_a_state_entry_per_step_and_handles_an_empty_batch():
     np.testing.assert_array_equal(result.collected.numpy(), [[1, 4]])  # the tokens fed at each step
     empty = greedy_search(scripted_step(np.zeros((0, 2), int)), initial_state(0), tf.zeros([0], tf.int32))
     assert empty.tokens.shape[0] == 0
+
+
+def counting_rows(step_fn):
+    """step_fn that also counts the rows it is run on, and that counter."""
+    rows_stepped = tf.Variable(0)
+
+    def step(tokens, state):
+        rows_stepped.assign_add(tf.shape(tokens)[0])
+        return step_fn(tokens, state)
+
+    return step, rows_stepped
+
+
+@pytest.mark.parametrize("in_graph", [False, True])
+def test_ended_sentences_leave_the_batch(in_graph):
+    # sentence 0 ends after one step, sentence 1 after two, sentence 2 runs to its limit of 10
+    script = np.array([[END_ID] + [3] * 9, [3, END_ID] + [3] * 8, [3] * 10])
+    step, rows_stepped = counting_rows(scripted_step(script))
+    search = tf.function(greedy_search, autograph=False) if in_graph else greedy_search
+    result = search(step, initial_state(3), tf.constant([10, 10, 10]))
+    assert result.lengths.numpy().tolist() == [1, 2, 10]
+    np.testing.assert_array_equal(result.tokens.numpy()[:2, :3], [[END_ID, 0, 0], [3, END_ID, 0]])
+    assert int(rows_stepped.numpy()) == 1 + 2 + 10  # not 3 sentences × 10 steps
 
 
 def test_output_limit_is_tied_to_the_source_length():
@@ -121,11 +157,13 @@ def test_beam_log_probability_is_never_below_greedy(seed):
     assert (beam.scores.numpy() >= greedy.scores.numpy() - 1e-5).all()
 
 
-def test_beam_stops_when_every_hypothesis_has_ended_and_respects_limits():
+@pytest.mark.parametrize("in_graph", [False, True])
+def test_beam_stops_when_every_hypothesis_has_ended_and_respects_limits(in_graph):
     table = random_table(3)
     table[:, END_ID] = 5.0  # ending is overwhelmingly likely
     table -= np.log(np.exp(table).sum(axis=1, keepdims=True))
-    result = beam_search(markov_step(table), markov_state(2), tf.constant([40, 40]), beam_width=3)
+    search = tf.function(beam_search, autograph=False) if in_graph else beam_search
+    result = search(markov_step(table), markov_state(2), tf.constant([40, 40]), beam_width=3)
     assert result.tokens.shape[1] <= 2  # not 40
     limited = beam_search(markov_step(random_table(5)), markov_state(2), tf.constant([3, 5]), beam_width=3)
     lengths = limited.lengths.numpy()
@@ -133,6 +171,20 @@ def test_beam_stops_when_every_hypothesis_has_ended_and_respects_limits():
     for row, length in enumerate(lengths):
         assert limited.tokens.numpy()[row, length - 1] == END_ID
         assert (limited.tokens.numpy()[row, length:] == 0).all()
+
+
+@pytest.mark.parametrize("in_graph", [False, True])
+def test_beam_sentences_leave_the_batch_when_all_their_hypotheses_have_ended(in_graph):
+    table = random_table(6)
+    table[:, END_ID] = -30.0  # never ends by choice: each sentence runs to its limit
+    step, rows_stepped = counting_rows(markov_step(table))
+    search = tf.function(beam_search, autograph=False) if in_graph else beam_search
+    result = search(step, markov_state(2), tf.constant([2, 8]), beam_width=4)
+    assert result.lengths.numpy().tolist() == [2, 8]
+    assert result.tokens.shape[1] == 8 and (result.tokens.numpy()[0, 2:] == 0).all()
+    assert int(rows_stepped.numpy()) == 4 * (2 + 8)  # not 4 beams × 2 sentences × 8 steps
+    alone = beam_search(markov_step(table), markov_state(1), tf.constant([8]), beam_width=4)
+    np.testing.assert_array_equal(result.tokens.numpy()[1], alone.tokens.numpy()[0])
 
 
 def test_beam_collects_attention_of_the_chosen_hypothesis():
@@ -155,7 +207,7 @@ def test_fixed_length_greedy_compiles_with_xla_and_matches_the_dynamic_one():
     step, limits = markov_step(random_table(2)), tf.constant([12, 4, 9])
     dynamic = greedy_search(step, markov_state(3), limits)
     compiled = tf.function(
-        lambda lengths: greedy_search(step, markov_state(3), lengths, output_length=16), jit_compile=True
+        lambda lengths: fixed_length_greedy_search(step, markov_state(3), lengths, 16), jit_compile=True
     )
     fixed = compiled(limits)
     assert fixed.tokens.shape == (3, 16)
