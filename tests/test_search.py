@@ -12,6 +12,7 @@ from app.models.search import (
     fixed_length_greedy_search,
     greedy_search,
     max_output_lengths,
+    top_k,
 )
 
 VOCAB = 6
@@ -234,3 +235,11 @@ def test_constant_state_entries_are_not_reordered_and_change_nothing():
     )
     np.testing.assert_array_equal(plain.tokens.numpy(), constant.tokens.numpy())
     np.testing.assert_allclose(plain.scores.numpy(), constant.scores.numpy())
+
+
+@pytest.mark.parametrize("size", [7, 1000, 5003])
+def test_blocked_top_k_equals_tf_top_k(size):
+    values = tf.constant(np.random.default_rng(size).normal(size=(6, size)), tf.float32)
+    got, expected = top_k(values, 4), tf.math.top_k(values, 4)
+    np.testing.assert_array_equal(got[0].numpy(), expected.values.numpy())
+    np.testing.assert_array_equal(got[1].numpy(), expected.indices.numpy())
