@@ -155,25 +155,27 @@ def run_train_phase(config, data_dir: Path, plan: BenchPlan, export_dir: Path | 
             plan.window_steps,
         ),
     }
-    result["peak_rss_mb"] = round(peak_rss_mb(), 1)  # of the timed training alone
     if export_dir is not None:
-        if plan.serving_steps:
-            model = train_for_serving(config, data, train_set, plan.serving_steps)
-            result["serving_model_steps"] = plan.serving_steps
-            result["serving_model_dev_loss"] = round(float(model.evaluate(dev_set, verbose=0)[0]), 4)
         export_for_serving(model, config, data, export_dir)
+    result["peak_rss_mb"] = round(peak_rss_mb(), 1)
     return result
 
 
-def train_for_serving(config, data, train_set: tf.data.Dataset, steps: int) -> keras.Model:
-    """A fresh model trained for `steps`: after the few timed steps a model emits one or two words
-    per sentence, which would flatter decoding; this one emits sentence-length translations."""
-    from app.train import compile_model
+def run_serving_model_phase(config, data_dir: Path, plan: BenchPlan, export_dir: Path) -> dict:
+    """Trains and exports the model decoding is timed on: after the few timed steps a model emits
+    one or two words per sentence, which would flatter decoding; this one emits sentence-length
+    translations. (Its own process: a second model trained beside the timed one lost the
+    SentencePiece resource of the tokenizers they share.)"""
+    from app.train import compile_model, make_datasets, prepare_data
 
     keras.utils.set_random_seed(config.train.seed)
-    model = compile_model(config, data, steps)
-    model.fit(train_set.repeat(), epochs=1, steps_per_epoch=steps, verbose=0)
-    return model
+    data = prepare_data(config, data_dir, log=lambda *_: None)
+    train_set, dev_set = make_datasets(config, data)
+    model = compile_model(config, data, plan.serving_steps)
+    model.fit(train_set.repeat(), epochs=1, steps_per_epoch=plan.serving_steps, verbose=0)
+    export_for_serving(model, config, data, export_dir)
+    dev_loss = float(model.evaluate(dev_set.take(plan.dev_batches), verbose=0)[0])
+    return {"steps": plan.serving_steps, "dev_loss": round(dev_loss, 4)}
 
 
 def mean_tokens(batches) -> tuple[float, float]:
@@ -321,19 +323,26 @@ def run_bench(
         "train": {},
         "config": config.to_dict(),
     }
+    plan = QUICK_PLAN if quick else BenchPlan()
     with tempfile.TemporaryDirectory() as scratch:
         for key, settings in training_variants(quick):
             log(f"bench: training {key} …")
-            extra = ["--export-dir", scratch] if key == "bahdanau/float32" else []
+            export_timed = key == "bahdanau/float32" and serve_run is None and not plan.serving_steps
+            extra = ["--export-dir", scratch] if export_timed else []
             sets = [f"--set={override}" for override in (*overrides, *settings)]
             report["train"][key] = _phase(["train", *common, *extra, *sets])
         if serve_run is not None:
             report["serve_model"] = export_run_for_serving(serve_run, Path(scratch))
             short, long = pick_sources(load_config(str(serve_run / "config.yaml")), data_dir)
         else:
-            plan = QUICK_PLAN if quick else BenchPlan()
             steps = plan.serving_steps or "its timed"
             report["serve_model"] = {"run": None, "note": f"the bench model after {steps} training steps"}
+            if plan.serving_steps:
+                log(f"bench: training the decoding model ({plan.serving_steps} steps) …")
+                sets = [f"--set={override}" for override in overrides]
+                report["serve_model"].update(
+                    _phase(["serving-model", *common, "--export-dir", scratch, *sets])
+                )
             short, long = pick_sources(config, data_dir)
         log("bench: decoding with the reloaded SavedModel …")
         report["serve"] = _phase(
@@ -473,7 +482,7 @@ def format_table(report: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     """The phases run in their own processes: `python -m app.bench train|serve …`."""
     parser = argparse.ArgumentParser(prog="python -m app.bench")
-    parser.add_argument("phase", choices=("train", "serve"))
+    parser.add_argument("phase", choices=("train", "serving-model", "serve"))
     parser.add_argument("--preset", default="bench")
     parser.add_argument("--data-dir", type=Path, default=Path("data"))
     parser.add_argument("--export-dir", type=Path, default=None)
@@ -488,9 +497,11 @@ def main(argv: list[str] | None = None) -> int:
     else:
         from app.config import load_config
 
-        result = run_train_phase(
-            load_config(args.preset, args.overrides), args.data_dir, plan, args.export_dir
-        )
+        config = load_config(args.preset, args.overrides)
+        if args.phase == "serving-model":
+            result = run_serving_model_phase(config, args.data_dir, plan, args.export_dir)
+        else:
+            result = run_train_phase(config, args.data_dir, plan, args.export_dir)
     print(json.dumps(result))
     return 0
 
