@@ -380,12 +380,7 @@ def step_breakdown(
     embedded, mask = target_embedding(ids), tf.ones([batch_size, length], tf.bool)
 
     def recurrence():
-        keys, projections = decoder.project_keys(annotations), decoder.embed_inputs(embedded)
-        if decoder.attention_style == "luong":
-            states = decoder._run_cell(projections, initial)
-            contexts, _ = decoder.attention(states, keys, annotations, mask)
-        else:
-            states, contexts = decoder._scan_steps(projections, initial, keys, annotations, mask)
+        states, contexts = decoder.run_recurrence(decoder.embed_inputs(embedded), initial, annotations, mask)
         return tf.reduce_sum(states) + tf.reduce_sum(contexts)
 
     states, contexts = (

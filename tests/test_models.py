@@ -51,6 +51,23 @@ def test_decoding_step_reproduces_teacher_forcing(style, cell):
     assert (state["attention"].numpy()[1, 3:] == 0.0).all()  # padding gets zero attention
 
 
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_bahdanau_step_feeds_the_cell_the_projection_of_its_context(cell):
+    """Σ_j α_ij (W_c h_j) with W_c h_j projected once per sentence is W_c c_i: the paper's cell input."""
+    from app.models.recurrence import project_inputs, recurrent_step
+
+    model = tiny_model("bahdanau", cell)
+    decoder, state = model.get_layer("decoder"), Seq2SeqDecoding(model).encode(tf.constant(SOURCE))
+    embedded = model.get_layer("target_embedding")(tf.constant(TARGET_IN[:, 1]))
+    projection = decoder.embed_inputs(embedded)
+    args = (state["keys"], state["values"], state["annotations"], state["mask"])
+    new_states, context, _ = decoder.step(projection, state["states"], *args)
+    context_input = project_inputs(decoder.cell, context, decoder.embedding_rows, with_bias=False)
+    expected = recurrent_step(decoder.cell, projection + context_input, state["states"])
+    for got, want in zip(new_states, expected, strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
 def test_initial_state_comes_from_the_backward_encoder():
     model = tiny_model()
     encoder = model.get_layer("encoder")

@@ -55,7 +55,8 @@ class AdditiveAttention(keras.layers.Layer):
         key_kernel, key_bias = weight_as(self.key_kernel, values.dtype), weight_as(self.key_bias, values.dtype)
         return tf.einsum("bsd,du->bsu", values, key_kernel) + key_bias
 
-    def call(self, query, projected_keys, values, values_mask=None):
+    def attention_weights(self, query, projected_keys, values_mask=None):
+        """α over the source positions: `[batch, src]` for a 2-D query, `[batch, tgt, src]` for a 3-D one."""
         projected_query = tf.matmul(query, weight_as(self.query_kernel, query.dtype))  # [batch, (tgt,) units]
         score_vector = weight_as(self.score_vector, query.dtype)
         if query.shape.rank == 2:
@@ -73,11 +74,18 @@ class AdditiveAttention(keras.layers.Layer):
         weights = tf.nn.softmax(scores, axis=-1)
         if mask is not None:
             weights = tf.where(mask, weights, tf.zeros_like(weights))  # exactly zero, whatever the dtype
-        if query.shape.rank == 2:
-            context = tf.einsum("bs,bsd->bd", weights, values)  # [batch, dim]
-        else:
-            context = tf.einsum("bts,bsd->btd", weights, values)  # [batch, tgt, dim]
-        return context, weights
+        return weights
+
+    @staticmethod
+    def weighted_sum(weights, values):
+        """Σ_j α_j v_j: `[batch, src]` × `[batch, src, dim]` → `[batch, dim]`, or with a `tgt` axis."""
+        if weights.shape.rank == 2:
+            return tf.einsum("bs,bsd->bd", weights, values)
+        return tf.einsum("bts,bsd->btd", weights, values)
+
+    def call(self, query, projected_keys, values, values_mask=None):
+        weights = self.attention_weights(query, projected_keys, values_mask)
+        return self.weighted_sum(weights, values), weights
 
     def compute_output_shape(self, query_shape, projected_keys_shape, values_shape, values_mask_shape=None):
         return (*query_shape[:-1], values_shape[-1]), (*query_shape[:-1], values_shape[1])

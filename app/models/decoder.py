@@ -28,7 +28,9 @@ class AttentionDecoder(keras.layers.Layer):
     Keras 3's RNN layer takes no `constants`, so this layer runs its own `tf.scan` over the
     target positions (XLA-compilable; the attention and cell work on 2-D tensors inside it).
     `"luong"` runs the cell over all positions first and attends from s_i afterwards, all at
-    once — faster to train, the TensorFlow tutorial's shape. Both read out the same way.
+    once — faster to train, the TensorFlow tutorial's shape. Inside the loop a bahdanau step
+    computes only the attention weights and Σ_j α_ij W_c h_j (`project_values`); the contexts
+    c_i the readout needs are one batched product after the loop. Both read out the same way.
     `"none"` is the paper's RNNencdec baseline: no attention, every step gets the same context
     c = [forward h_T; backward h_1], the encoder's summary of the whole sentence.
 
@@ -106,21 +108,40 @@ class AttentionDecoder(keras.layers.Layer):
         """E y · W_e + b, the embedding's share of the cell input, for one or all positions at once."""
         return project_inputs(self.cell, embeddings, 0, embeddings.shape[-1])
 
-    def step(self, embedding_projection, states, projected_keys, annotations, source_mask):
-        """One decoder step from `embed_inputs(E y_{i-1})` → (new states, context `[batch, 2H]`,
-        attention `[batch, src]`)."""
+    def project_values(self, annotations):
+        """W_c h_j: every annotation through the cell-input kernel's context rows, once per sentence
+        (`[batch, src, gates·units]`; empty unless bahdanau). W_c c_i = Σ_j α_ij W_c h_j, so a step
+        needs a weighted sum over the source, not a [2H × gates·units] matmul of its context."""
+        if self.attention_style != "bahdanau":
+            return annotations[:, :, :0]
+        return project_inputs(self.cell, annotations, self.embedding_rows, with_bias=False)
+
+    def recur(self, embedding_projection, states, projected_keys, projected_values, annotations, source_mask):
+        """The recurrence of one step from `embed_inputs(E y_{i-1})` → (new states, the attention
+        `[batch, src]` the cell input was built with; None for luong, which attends afterwards)."""
         if self.attention_style == "luong":
-            new_states = recurrent_step(self.cell, embedding_projection, states)
-            context, weights = self.attention(new_states[0], projected_keys, annotations, source_mask)
-            return new_states, context, weights
+            return recurrent_step(self.cell, embedding_projection, states), None
         if self.attention_style == "bahdanau":  # e_ij from s_{i-1}; c_i enters the recurrence
-            context, weights = self.attention(states[0], projected_keys, annotations, source_mask)
+            weights = self.attention.attention_weights(states[0], projected_keys, source_mask)
+            context_projection = self.attention.weighted_sum(weights, projected_values)
         else:  # RNNencdec: the same summary of the sentence at every step, nothing attended
             context = self.sentence_context(annotations, source_mask)
-            weights = tf.zeros(tf.shape(source_mask), context.dtype)
-        # the kernel's rows after the embedding's multiply c_i
-        context_projection = project_inputs(self.cell, context, self.embedding_rows, with_bias=False)
-        return recurrent_step(self.cell, embedding_projection + context_projection, states), context, weights
+            context_projection = project_inputs(self.cell, context, self.embedding_rows, with_bias=False)
+            weights = tf.zeros(tf.shape(source_mask), embedding_projection.dtype)
+        return recurrent_step(self.cell, embedding_projection + context_projection, states), weights
+
+    def step(self, embedding_projection, states, projected_keys, projected_values, annotations, source_mask):
+        """One decoder step → (new states, context `[batch, 2H]`, attention `[batch, src]`)."""
+        new_states, weights = self.recur(
+            embedding_projection, states, projected_keys, projected_values, annotations, source_mask
+        )
+        if self.attention_style == "luong":
+            context, weights = self.attention(new_states[0], projected_keys, annotations, source_mask)
+        elif self.attention_style == "bahdanau":
+            context = self.attention.weighted_sum(weights, annotations)
+        else:
+            context = self.sentence_context(annotations, source_mask)
+        return new_states, context, weights
 
     def readout(self, state, context, previous_embedding, training=None):
         """Logits from [s_i; c_i; E y_{i-1}]; works on `[batch, …]` and `[batch, tgt, …]` alike."""
@@ -134,48 +155,46 @@ class AttentionDecoder(keras.layers.Layer):
             hidden = tf.tanh(hidden)
         return self.output_projection(self.readout_dropout(hidden, training=training))
 
-    def decode_step(self, previous_embedding, states, projected_keys, annotations, source_mask):
+    def decode_step(self, previous_embedding, states, projected_keys, projected_values, annotations, source_mask):
         """Inference step: (logits `[batch, vocab]`, new states, attention `[batch, src]`)."""
         new_states, context, weights = self.step(
-            self.embed_inputs(previous_embedding), states, projected_keys, annotations, source_mask
+            self.embed_inputs(previous_embedding), states, projected_keys, projected_values, annotations, source_mask
         )
         return self.readout(new_states[0], context, previous_embedding, training=False), new_states, weights
 
     # === Teacher forcing over all target positions ===
     def call(self, target_embeddings, annotations, initial_state, annotations_mask=None, training=None):
-        projected_keys = self.project_keys(annotations)  # once per sentence: [batch, src, A]
-        embedding_projections = self.embed_inputs(target_embeddings)  # one matmul for all steps
-        states = list(initial_state)
-        if self.attention_style == "luong":
-            decoder_states = self._run_cell(embedding_projections, states)
-            contexts, _ = self.attention(decoder_states, projected_keys, annotations, annotations_mask)
-        else:
-            decoder_states, contexts = self._scan_steps(
-                embedding_projections, states, projected_keys, annotations, annotations_mask
-            )
+        decoder_states, contexts = self.run_recurrence(
+            self.embed_inputs(target_embeddings), list(initial_state), annotations, annotations_mask
+        )
         return self.readout(decoder_states, contexts, target_embeddings, training=training)
 
-    def _scan_steps(self, embedding_projections, states, projected_keys, annotations, source_mask):
-        def one_step(carry, embedding_projection):
-            new_states, context, _ = self.step(
-                embedding_projection, carry[0], projected_keys, annotations, source_mask
+    def run_recurrence(self, embedding_projections, states, annotations, source_mask):
+        """All target positions from `embed_inputs` of the decoder inputs (one matmul for all steps)
+        → (decoder states `[batch, tgt, units]`, contexts `[batch, tgt, 2H]`)."""
+        projected_keys = self.project_keys(annotations)  # once per sentence: [batch, src, A]
+        if self.attention_style == "luong":  # the cell alone in the loop, attention over all states after it
+            all_states = tf.scan(
+                lambda carry, projection: recurrent_step(self.cell, projection, carry),
+                tf.transpose(embedding_projections, [1, 0, 2]),
+                initializer=states,
             )
-            return new_states, context
+            decoder_states = tf.transpose(all_states[0], [1, 0, 2])  # [batch, tgt, units]
+            contexts, _ = self.attention(decoder_states, projected_keys, annotations, source_mask)
+            return decoder_states, contexts
+        projected_values = self.project_values(annotations)
+
+        def one_step(carry, embedding_projection):
+            return self.recur(embedding_projection, carry[0], projected_keys, projected_values, annotations, source_mask)
 
         time_major = tf.transpose(embedding_projections, [1, 0, 2])  # [tgt, batch, gates·units]
-        context0 = tf.zeros_like(annotations[:, 0, :])  # [batch, 2H]
-        all_states, all_contexts = tf.scan(one_step, time_major, initializer=(states, context0))
-        # [tgt, batch, units] -> [batch, tgt, units]
-        return tf.transpose(all_states[0], [1, 0, 2]), tf.transpose(all_contexts, [1, 0, 2])
-
-    def _run_cell(self, embedding_projections, states):
-        """Luong: the recurrence alone inside the loop (its inputs were projected before it)."""
-        all_states = tf.scan(
-            lambda carry, projection: recurrent_step(self.cell, projection, carry),
-            tf.transpose(embedding_projections, [1, 0, 2]),
-            initializer=states,
-        )
-        return tf.transpose(all_states[0], [1, 0, 2])  # [batch, tgt, units]
+        weights0 = tf.zeros(tf.shape(annotations)[:2], embedding_projections.dtype)  # [batch, src]
+        all_states, all_weights = tf.scan(one_step, time_major, initializer=(states, weights0))
+        decoder_states = tf.transpose(all_states[0], [1, 0, 2])  # [tgt, batch, units] -> [batch, tgt, units]
+        if self.attention_style == "bahdanau":  # the contexts of all steps in one batched product
+            return decoder_states, self.attention.weighted_sum(tf.transpose(all_weights, [1, 0, 2]), annotations)
+        context = self.sentence_context(annotations, source_mask)[:, None, :]  # RNNencdec: one per sentence
+        return decoder_states, tf.broadcast_to(context, tf.concat([tf.shape(decoder_states)[:2], tf.shape(context)[2:]], 0))
 
     def compute_mask(self, target_embeddings, mask=None):
         return None

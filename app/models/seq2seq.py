@@ -60,7 +60,7 @@ class Seq2SeqDecoding:
     every entry alike, and `attention` (the last step's weights) for plots.
     """
 
-    CONSTANT_KEYS = ("annotations", "keys", "mask")  # unchanged by `step`
+    CONSTANT_KEYS = ("annotations", "keys", "values", "mask")  # unchanged by `step`
 
     def __init__(self, model: keras.Model):
         self.source_embedding = model.get_layer("source_embedding")
@@ -76,6 +76,7 @@ class Seq2SeqDecoding:
             "states": states,
             "annotations": annotations,  # [batch, src, 2H]
             "keys": self.decoder.project_keys(annotations),  # [batch, src, A]
+            "values": self.decoder.project_values(annotations),  # [batch, src, gates·units]
             "mask": mask,  # [batch, src]
             "attention": tf.zeros(tf.shape(source_ids), annotations.dtype),
         }
@@ -83,6 +84,11 @@ class Seq2SeqDecoding:
     def step(self, tokens: tf.Tensor, state: dict) -> tuple[tf.Tensor, dict]:
         """`step_fn(tokens [batch], state) → (logits [batch, vocab], state)` for the search functions."""
         logits, states, weights = self.decoder.decode_step(
-            self.target_embedding(tokens), state["states"], state["keys"], state["annotations"], state["mask"]
+            self.target_embedding(tokens),
+            state["states"],
+            state["keys"],
+            state["values"],
+            state["annotations"],
+            state["mask"],
         )
         return tf.cast(logits, tf.float32), {**state, "states": states, "attention": weights}
