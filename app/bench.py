@@ -200,8 +200,9 @@ def steady_state_rate(step_ends: list[float], plan: BenchPlan, batch_size: int) 
 
 def export_for_serving(model, config, data, export_dir: Path) -> None:
     """Two SavedModels of the same weights: greedy and beam (K=4) `serving_default`."""
-    from app.export import build_translator, export_translator
+    from app.export import build_translator, export_translator, float32_model
 
+    model = float32_model(model, config)
     for name, width in (("greedy", 1), ("beam4", 4)):
         run_dir = export_dir / name
         run_dir.mkdir(parents=True, exist_ok=True)

@@ -82,7 +82,7 @@ class TrainConfig:
     log_every_steps: int = 50
     histogram_epochs: int = 1  # weight histograms every N epochs (0 = never)
     jit_compile: bool = False  # XLA for the training step (measured slower on 2 CPU cores: see the bench)
-    precision: str = "float32"  # float32 | mixed_bfloat16
+    precision: str = "float32"  # float32 | mixed_bfloat16 | auto (bfloat16 where the CPU computes it)
     profile_batches: str = (
         ""  # e.g. "10,20": TensorBoard profiler trace of those steps (`attend train --profile`)
     )
@@ -163,7 +163,7 @@ def validate(config: Config) -> None:
         "model.cell": (config.model.cell, ("gru", "lstm")),
         "model.attention_style": (config.model.attention_style, ("bahdanau", "luong", "none")),
         "tokenizer.model_type": (config.tokenizer.model_type, ("unigram", "bpe")),
-        "train.precision": (config.train.precision, ("float32", "mixed_bfloat16")),
+        "train.precision": (config.train.precision, ("float32", "mixed_bfloat16", "auto")),
     }
     for key, (value, allowed) in choices.items():
         if value not in allowed:

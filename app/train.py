@@ -30,8 +30,16 @@ from app.data.tokenizer import (
     round_trip_failures,
 )
 from app.evaluate import read_references
-from app.export import BEST_WEIGHTS, MODEL_CARD_NAME, Translator, build_translator, export_translator
+from app.export import (
+    BEST_WEIGHTS,
+    MODEL_CARD_NAME,
+    Translator,
+    build_translator,
+    export_translator,
+    float32_model,
+)
 from app.models.losses import MaskedTokenAccuracy, masked_cross_entropy
+from app.models.precision import training_policy
 from app.models.seq2seq import build_model
 
 BEST_SCORE = "checkpoints/best.json"
@@ -88,7 +96,7 @@ def make_optimizer(train: TrainConfig, total_steps: int) -> keras.optimizers.Opt
 
 def compile_model(config: Config, data: PreparedData, total_steps: int) -> keras.Model:
     """The model for `config`, compiled for training (precision policy, loss, metrics, optimizer)."""
-    keras.mixed_precision.set_global_policy(config.train.precision)
+    keras.mixed_precision.set_global_policy(training_policy(config.train.precision))
     model = build_model(
         data.source_tokenizer.vocab_size, data.target_tokenizer.vocab_size, **dataclasses.asdict(config.model)
     )
@@ -194,7 +202,7 @@ def train(
     card = model_card(config, data, metrics)
     (run_dir / MODEL_CARD_NAME).write_text(json.dumps(card, indent=2, ensure_ascii=False) + "\n")
     tokenizers = (data.source_tokenizer, data.target_tokenizer)
-    translator = build_translator(model, config, run_dir / "vocab", tokenizers)
+    translator = build_translator(float32_model(model, config), config, run_dir / "vocab", tokenizers)
     log_sample_translations(translator, data.corpus.dev, log)
     if export:
         export_translator(translator, run_dir, card, list(read_side(data.corpus.dev, 0, 8)), log=log)
@@ -256,6 +264,7 @@ def model_card(config: Config, data: PreparedData, metrics: dict) -> dict:
             "round_trip_failures": data.round_trip_failures,
         },
         "config": config.to_dict(),
+        "training_policy": training_policy(config.train.precision),  # what train.precision resolved to
         "metrics": {key: value for key, value in metrics.items() if key != "history"},
         "signatures": {
             "serving_default": "text: string [batch] -> translation: string [batch], score: float32 [batch]",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -193,3 +194,23 @@ def test_make_train_again_resumes_the_unfinished_run_with_the_same_settings(tmp_
     changed = load_config("smoke", ["train.epochs=9"])
     fresh = default_run_dir("smoke", changed, tmp_path)
     assert fresh not in (unfinished, finished) and fresh.name.startswith("smoke-")
+
+
+@pytest.mark.slow
+def test_bfloat16_training_exports_a_float32_translator(tmp_path):
+    import tensorflow as tf
+    import tensorflow_text  # noqa: F401  (the SentencePiece ops)
+
+    options = {"train.precision": "mixed_bfloat16", "train.epochs": 1}
+    trained = attend(*train_arguments(tmp_path, **options))
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    export = tmp_path / "run" / "export"
+    assert json.loads((export / "model_card.json").read_text())["training_policy"] == "mixed_bfloat16"
+    graph = tf.saved_model.load(str(export)).signatures["serving_default"].graph.as_graph_def()
+    dtypes = {
+        attr.type
+        for function in graph.library.function
+        for node in function.node_def
+        for attr in node.attr.values()
+    }
+    assert tf.float32.as_datatype_enum in dtypes and tf.bfloat16.as_datatype_enum not in dtypes

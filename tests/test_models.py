@@ -109,3 +109,40 @@ def test_mixed_bfloat16_trains_and_decodes_with_float32_weights(style):
         np.testing.assert_allclose(step_logits, tf.cast(logits[:, 0], tf.float32), rtol=0.05, atol=0.05)
     finally:
         keras.mixed_precision.set_global_policy("float32")
+
+
+def test_auto_precision_is_bfloat16_only_on_a_cpu_that_computes_it(tmp_path, monkeypatch):
+    from app.models import precision
+
+    with_bf16, plain = tmp_path / "bf16", tmp_path / "plain"
+    with_bf16.write_text("flags\t\t: fpu avx512f avx512_bf16 amx_tile\n")
+    plain.write_text("flags\t\t: fpu avx2 avx512f\n")
+    assert precision.cpu_computes_bfloat16(with_bf16) and not precision.cpu_computes_bfloat16(plain)
+    assert not precision.cpu_computes_bfloat16(tmp_path / "missing")
+    monkeypatch.setattr(precision, "cpu_computes_bfloat16", lambda: True)
+    assert precision.training_policy("auto") == "mixed_bfloat16"
+    assert precision.training_policy("float32") == "float32"
+    monkeypatch.setattr(precision, "cpu_computes_bfloat16", lambda: False)
+    assert precision.training_policy("auto") == "float32"
+    assert precision.training_policy("mixed_bfloat16") == "mixed_bfloat16"
+
+
+def test_a_bfloat16_model_is_served_by_a_float32_copy_of_its_weights():
+    from app.config import load_config
+    from app.export import float32_model
+
+    sizes = ["model.embedding_dim=8", "model.units=6", "model.attention_units=5", "model.readout_units=4"]
+    config = load_config("smoke", sizes)
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        trained = build_model(30, 40, **config.to_dict()["model"])
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    served = float32_model(trained, config)
+    assert served.get_layer("decoder").compute_dtype == "float32"
+    for got, want in zip(served.get_weights(), trained.get_weights(), strict=True):
+        np.testing.assert_array_equal(got, want)
+    reference = build_model(30, 40, **config.to_dict()["model"])
+    reference.set_weights(trained.get_weights())
+    np.testing.assert_array_equal(served([SOURCE, TARGET_IN]), reference([SOURCE, TARGET_IN]))
+    assert float32_model(reference, config) is reference  # already float32: served as it is
