@@ -104,9 +104,8 @@ def prepare_corpus(
     inputs = fingerprint_inputs(config.data)
     if not force and _is_up_to_date(directory, _digest(inputs)):
         prepared = _load_prepared(directory)
-        log(
-            f"Reusing the prepared corpus in {directory} ({_sizes(prepared.report)}): same source and settings"
-        )
+        sizes = _sizes(prepared.report)
+        log(f"Reusing the prepared corpus in {directory} ({sizes}): same source and settings")
         return prepared
     started = time.perf_counter()
     _build(config, Path(data_dir), directory, inputs, log)

@@ -53,7 +53,9 @@ class SubwordTokenizer(tf.Module):
         # Kernel resources are shared by name inside a process: name each after its model's content
         # so that two tokenizers (or two loaded exports) never swap models.
         resource_name = f"sentencepiece_{hashlib.sha256(model_proto).hexdigest()[:16]}"
-        self._sentencepiece = tf_text.SentencepieceTokenizer(model=model_proto, out_type=tf.int32, name=resource_name)
+        self._sentencepiece = tf_text.SentencepieceTokenizer(
+            model=model_proto, out_type=tf.int32, name=resource_name
+        )
         processor = sentencepiece.SentencePieceProcessor(model_proto=model_proto)
         self.vocab_size = int(processor.get_piece_size())
         self._check_reserved_ids(processor)
@@ -97,8 +99,9 @@ def train_sentencepiece(
     return model.getvalue()
 
 
-def _train(sentences: Iterable[str], model: io.BytesIO, vocab_size: int, model_type: str,
-           character_coverage: float) -> None:
+def _train(
+    sentences: Iterable[str], model: io.BytesIO, vocab_size: int, model_type: str, character_coverage: float
+) -> None:
     sentencepiece.SentencePieceTrainer.train(
         sentence_iterator=iter(sentences),
         model_writer=model,
@@ -156,10 +159,10 @@ def fit_tokenizers(train_tsv: Path, vocab_dir: Path, settings: dict, log=print) 
     fingerprint = _fingerprint(train_tsv, settings)
     paths = {side: vocab_dir / f"{side}.model" for side in ("source", "target")}
     manifest = vocab_dir / "manifest.json"
-    if manifest.is_file() and json.loads(manifest.read_text()).get("fingerprint") == fingerprint:
-        if all(path.is_file() for path in paths.values()):
-            log(f"Reusing tokenizers in {vocab_dir}")
-            return paths
+    same = manifest.is_file() and json.loads(manifest.read_text()).get("fingerprint") == fingerprint
+    if same and all(path.is_file() for path in paths.values()):
+        log(f"Reusing tokenizers in {vocab_dir}")
+        return paths
     staging = vocab_dir.with_name(vocab_dir.name + ".tmp")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)

@@ -52,7 +52,10 @@ class AdditiveAttention(keras.layers.Layer):
 
     def project_keys(self, values: tf.Tensor) -> tf.Tensor:
         # [batch, src, dim] x [dim, units] -> [batch, src, units]
-        key_kernel, key_bias = weight_as(self.key_kernel, values.dtype), weight_as(self.key_bias, values.dtype)
+        key_kernel, key_bias = (
+            weight_as(self.key_kernel, values.dtype),
+            weight_as(self.key_bias, values.dtype),
+        )
         return tf.einsum("bsd,du->bsu", values, key_kernel) + key_bias
 
     def attention_weights(self, query, projected_keys, values_mask=None):

@@ -90,7 +90,7 @@ class AttentionDecoder(keras.layers.Layer):
         self.output_projection.build((None, self.readout_units))
 
     def project_keys(self, annotations):
-        """U_a h_j for all source positions, once per sentence (an empty `[batch, src, 0]` without attention)."""
+        """U_a h_j for all source positions, once per sentence (empty `[batch, src, 0]` without attention)."""
         if self.attention_style == "none":
             return annotations[:, :, :0]
         return self.attention.project_keys(annotations)
@@ -155,10 +155,17 @@ class AttentionDecoder(keras.layers.Layer):
             hidden = tf.tanh(hidden)
         return self.output_projection(self.readout_dropout(hidden, training=training))
 
-    def decode_step(self, previous_embedding, states, projected_keys, projected_values, annotations, source_mask):
+    def decode_step(
+        self, previous_embedding, states, projected_keys, projected_values, annotations, source_mask
+    ):
         """Inference step: (logits `[batch, vocab]`, new states, attention `[batch, src]`)."""
         new_states, context, weights = self.step(
-            self.embed_inputs(previous_embedding), states, projected_keys, projected_values, annotations, source_mask
+            self.embed_inputs(previous_embedding),
+            states,
+            projected_keys,
+            projected_values,
+            annotations,
+            source_mask,
         )
         return self.readout(new_states[0], context, previous_embedding, training=False), new_states, weights
 
@@ -185,16 +192,22 @@ class AttentionDecoder(keras.layers.Layer):
         projected_values = self.project_values(annotations)
 
         def one_step(carry, embedding_projection):
-            return self.recur(embedding_projection, carry[0], projected_keys, projected_values, annotations, source_mask)
+            return self.recur(
+                embedding_projection, carry[0], projected_keys, projected_values, annotations, source_mask
+            )
 
         time_major = tf.transpose(embedding_projections, [1, 0, 2])  # [tgt, batch, gates·units]
         weights0 = tf.zeros(tf.shape(annotations)[:2], embedding_projections.dtype)  # [batch, src]
         all_states, all_weights = tf.scan(one_step, time_major, initializer=(states, weights0))
         decoder_states = tf.transpose(all_states[0], [1, 0, 2])  # [tgt, batch, units] -> [batch, tgt, units]
         if self.attention_style == "bahdanau":  # the contexts of all steps in one batched product
-            return decoder_states, self.attention.weighted_sum(tf.transpose(all_weights, [1, 0, 2]), annotations)
+            return decoder_states, self.attention.weighted_sum(
+                tf.transpose(all_weights, [1, 0, 2]), annotations
+            )
         context = self.sentence_context(annotations, source_mask)[:, None, :]  # RNNencdec: one per sentence
-        return decoder_states, tf.broadcast_to(context, tf.concat([tf.shape(decoder_states)[:2], tf.shape(context)[2:]], 0))
+        return decoder_states, tf.broadcast_to(
+            context, tf.concat([tf.shape(decoder_states)[:2], tf.shape(context)[2:]], 0)
+        )
 
     def compute_mask(self, target_embeddings, mask=None):
         return None

@@ -14,8 +14,9 @@ import tensorflow as tf
 from app.models.precision import weight_as
 
 
-def project_inputs(cell: keras.layers.Layer, inputs: tf.Tensor, first: int, count: int | None = None,
-                   with_bias: bool = True) -> tf.Tensor:
+def project_inputs(
+    cell: keras.layers.Layer, inputs: tf.Tensor, first: int, count: int | None = None, with_bias: bool = True
+) -> tf.Tensor:
     """inputs · kernel[first:first + count] (+ the input bias): `[…, dim]` → `[…, gates · units]`."""
     kernel = weight_as(cell.kernel, inputs.dtype)[first : None if count is None else first + count]
     projected = tf.tensordot(inputs, kernel, axes=1) if inputs.shape.rank > 2 else tf.matmul(inputs, kernel)

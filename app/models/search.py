@@ -106,8 +106,11 @@ def greedy_search(
 
         def drop_ended():
             keep = tf.where(decoding)[:, 0]
-            return tf.gather(rows, keep), tf.gather(next_tokens, keep), tf.gather(limits, keep), _gather_rows(
-                state, keep
+            return (
+                tf.gather(rows, keep),
+                tf.gather(next_tokens, keep),
+                tf.gather(limits, keep),
+                _gather_rows(state, keep),
             )
 
         rows, tokens, limits, state = tf.cond(
@@ -116,9 +119,15 @@ def greedy_search(
         return step + 1, rows, tokens, limits, state, scores, lengths, token_steps, collected_steps
 
     invariants = (
-        tf.TensorShape([]), tf.TensorShape([None]), tf.TensorShape([None]), tf.TensorShape([None]),
-        _batch_major_shapes(state), tf.TensorShape([None]), tf.TensorShape([None]),
-        tf.TensorShape(None), tf.TensorShape(None) if collect else tf.TensorShape([0]),
+        tf.TensorShape([]),
+        tf.TensorShape([None]),
+        tf.TensorShape([None]),
+        tf.TensorShape([None]),
+        _batch_major_shapes(state),
+        tf.TensorShape([None]),
+        tf.TensorShape([None]),
+        tf.TensorShape(None),
+        tf.TensorShape(None) if collect else tf.TensorShape([0]),
     )
     *_, scores, lengths, token_steps, collected_steps = tf.while_loop(
         keep_going, body, initial, shape_invariants=invariants
@@ -157,7 +166,8 @@ def fixed_length_greedy_search(
         lengths += tf.cast(tf.logical_not(finished), tf.int32)
         next_tokens = tf.where(finished, PAD_ID, next_tokens)
         finished = tf.logical_or(finished, tf.equal(next_tokens, end_id))
-        outputs += tf.one_hot(step, output_length, dtype=tf.int32)[None, :] * next_tokens[:, None]  # column `step`
+        column = tf.one_hot(step, output_length, dtype=tf.int32)  # write column `step` of the buffer
+        outputs += column[None, :] * next_tokens[:, None]
         return step + 1, next_tokens, finished, scores, lengths, state, outputs
 
     initial = (
@@ -174,7 +184,7 @@ def fixed_length_greedy_search(
 
 
 def length_penalty(lengths: tf.Tensor, alpha: float) -> tf.Tensor:
-    """GNMT length penalty ((5 + length) / 6) ** alpha (Wu et al., 2016); alpha = 0 ranks by log-probability."""
+    """GNMT length penalty ((5 + length) / 6) ** alpha (Wu et al., 2016); alpha = 0: by log-probability."""
     return tf.pow((5.0 + tf.cast(lengths, tf.float32)) / 6.0, alpha)
 
 
@@ -275,14 +285,20 @@ def beam_search(
         token_log_probs = tf.where(active_finished, only_first, token_log_probs)
         top_tokens = tf.where(active_finished, PAD_ID, top_tokens)
         candidates = tf.gather(log_probs, sentences)[:, :, None] + token_log_probs  # [n, K, K]
-        candidate_lengths = tf.gather(lengths, sentences) + tf.cast(tf.logical_not(active_finished[:, :, 0]), tf.int32)
+        candidate_lengths = tf.gather(lengths, sentences) + tf.cast(
+            tf.logical_not(active_finished[:, :, 0]), tf.int32
+        )
         normalised = candidates / length_penalty(candidate_lengths, alpha)[:, :, None]
         _, flat_choice = tf.math.top_k(tf.reshape(normalised, [count, width * width]), k=width)  # [n, K]
         parent = flat_choice // width
         next_tokens = tf.gather(tf.reshape(top_tokens, [count, width * width]), flat_choice, batch_dims=1)
-        chosen_log_probs = tf.gather(tf.reshape(candidates, [count, width * width]), flat_choice, batch_dims=1)
+        chosen_log_probs = tf.gather(
+            tf.reshape(candidates, [count, width * width]), flat_choice, batch_dims=1
+        )
         active_finished = active_finished[:, :, 0]
-        now_finished = tf.logical_or(tf.gather(active_finished, parent, batch_dims=1), tf.equal(next_tokens, end_id))
+        now_finished = tf.logical_or(
+            tf.gather(active_finished, parent, batch_dims=1), tf.equal(next_tokens, end_id)
+        )
         at = sentences[:, None]
         log_probs = tf.tensor_scatter_nd_update(log_probs, at, chosen_log_probs)
         lengths = tf.tensor_scatter_nd_update(lengths, at, tf.gather(candidate_lengths, parent, batch_dims=1))
@@ -293,7 +309,9 @@ def beam_search(
         sequences = tf.concat([tf.gather(sequences, parents, batch_dims=1), appended], axis=2)
         rows = tf.reshape(parent + tf.range(count)[:, None] * width, [-1])  # rows of [n*K, …]
         # reorder what the hypotheses carry; per-sentence constants are the same in all its beams
-        state = {key: value if key in constant_keys else _gather_rows(value, rows) for key, value in state.items()}
+        state = {
+            key: value if key in constant_keys else _gather_rows(value, rows) for key, value in state.items()
+        }
         if collect:
             entry = tf.cast(state[collect], tf.float32)
             entry = tf.reshape(entry, tf.concat([[count, width, 1], tf.shape(entry)[1:]], 0))
@@ -311,10 +329,17 @@ def beam_search(
         return step + 1, sentences, fed, state, log_probs, finished, lengths, sequences, history
 
     invariants = (
-        tf.TensorShape([]), tf.TensorShape([None]), tf.TensorShape([None]), _batch_major_shapes(state),
-        tf.TensorShape([None, width]), tf.TensorShape([None, width]), tf.TensorShape([None, width]),
+        tf.TensorShape([]),
+        tf.TensorShape([None]),
+        tf.TensorShape([None]),
+        _batch_major_shapes(state),
+        tf.TensorShape([None, width]),
+        tf.TensorShape([None, width]),
+        tf.TensorShape([None, width]),
         tf.TensorShape([None, width, None]),
-        tf.TensorShape([None, width, None]).concatenate(state[collect].shape[1:]) if collect else tf.TensorShape([0]),
+        tf.TensorShape([None, width, None]).concatenate(state[collect].shape[1:])
+        if collect
+        else tf.TensorShape([0]),
     )
     *_, log_probs, _, lengths, sequences, history = tf.while_loop(
         keep_going, body, initial, shape_invariants=invariants
