@@ -6,10 +6,11 @@ is its own and no precision policy or compiled function leaks between them:
 - `train`: one (attention style, precision) pair: time to the first step, steady-state examples/s
   and target tokens/s (median over windows), achieved model FLOP/s against a float32 matmul
   peak measured in the same process, dev loss after the same number of steps, peak RSS.
-- `serve`: the exported SavedModels (greedy and beam K=4) reloaded with `tf.saved_model.load`, as
-  a serving program would: sentences/s at batch 64 and p50/p90 latency at batch 1, for short
-  and long sources. Decoding costs what the outputs' lengths cost, so the model it times is
-  trained further than the timed steps (`serving_steps`), until it emits sentence-length output.
+- `serving-model`: a model of the same size trained for `BenchPlan.serving_steps` and exported
+  (greedy and beam K=4): decoding costs what the outputs' lengths cost, and after the few timed
+  steps a model emits only a word or two per sentence.
+- `serve`: those SavedModels reloaded with `tf.saved_model.load`, as a serving program would:
+  sentences/s at batch 64 and p50/p90 latency at batch 1, for short and long sources.
 """
 
 from __future__ import annotations
@@ -476,7 +477,7 @@ def format_table(report: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """The phases run in their own processes: `python -m app.bench train|serve …`."""
+    """The phases run in their own processes: `python -m app.bench train|serving-model|serve …`."""
     parser = argparse.ArgumentParser(prog="python -m app.bench")
     parser.add_argument("phase", choices=("train", "serving-model", "serve"))
     parser.add_argument("--preset", default="bench")
