@@ -52,7 +52,7 @@ class BenchPlan:
     dev_batches: int = 10
     latency_calls: int = 30
     throughput_batches: int = 5
-    serving_steps: int = 800  # training steps of the model decoding is timed on; 0: the timed model
+    serving_steps: int = 800  # training steps of the model decoding is timed on
 
 
 QUICK_PLAN = BenchPlan(
@@ -62,7 +62,7 @@ QUICK_PLAN = BenchPlan(
     dev_batches=2,
     latency_calls=3,
     throughput_batches=1,
-    serving_steps=0,
+    serving_steps=5,
 )
 
 
@@ -113,7 +113,7 @@ class StepTimer(keras.callbacks.Callback):
         self.ends.append(time.perf_counter())
 
 
-def run_train_phase(config, data_dir: Path, plan: BenchPlan, export_dir: Path | None) -> dict:
+def run_train_phase(config, data_dir: Path, plan: BenchPlan) -> dict:
     """Trains for warm-up + timed windows on short sentence pairs and reports throughput and FLOP/s."""
     from app.train import compile_model, make_datasets, prepare_data
 
@@ -156,8 +156,6 @@ def run_train_phase(config, data_dir: Path, plan: BenchPlan, export_dir: Path | 
             plan.window_steps,
         ),
     }
-    if export_dir is not None:
-        export_for_serving(model, config, data, export_dir)
     result["peak_rss_mb"] = round(peak_rss_mb(), 1)
     return result
 
@@ -309,7 +307,7 @@ def run_bench(
     """All phases, each in its own process; prints a table and writes `output` (JSON).
 
     Decoding is timed on `serve_run`'s trained model when given, else on a bench-preset model
-    trained for `BenchPlan.serving_steps` (the timed model with `--quick`)."""
+    trained for `BenchPlan.serving_steps`."""
     from app.config import load_config
     from app.train import prepare_data
 
@@ -329,22 +327,17 @@ def run_bench(
     with tempfile.TemporaryDirectory() as scratch:
         for key, settings in training_variants(quick):
             log(f"bench: training {key} …")
-            export_timed = key == "bahdanau/float32" and serve_run is None and not plan.serving_steps
-            extra = ["--export-dir", scratch] if export_timed else []
             sets = [f"--set={override}" for override in (*overrides, *settings)]
-            report["train"][key] = _phase(["train", *common, *extra, *sets])
+            report["train"][key] = _phase(["train", *common, *sets])
         if serve_run is not None:
             report["serve_model"] = export_run_for_serving(serve_run, Path(scratch))
             short, long = pick_sources(load_config(str(serve_run / "config.yaml")), data_dir)
         else:
-            steps = plan.serving_steps or "its timed"
-            report["serve_model"] = {"run": None, "note": f"the bench model after {steps} training steps"}
-            if plan.serving_steps:
-                log(f"bench: training the decoding model ({plan.serving_steps} steps) …")
-                sets = [f"--set={override}" for override in overrides]
-                report["serve_model"].update(
-                    _phase(["serving-model", *common, "--export-dir", scratch, *sets])
-                )
+            log(f"bench: training the decoding model ({plan.serving_steps} steps) …")
+            note = f"the bench model after {plan.serving_steps} training steps"
+            sets = [f"--set={override}" for override in overrides]
+            serving = _phase(["serving-model", *common, "--export-dir", scratch, *sets])
+            report["serve_model"] = {"run": None, "note": note, **serving}
             short, long = pick_sources(config, data_dir)
         log("bench: decoding with the reloaded SavedModel …")
         report["serve"] = _phase(
@@ -498,7 +491,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.phase == "serving-model":
             result = run_serving_model_phase(config, args.data_dir, plan, args.export_dir)
         else:
-            result = run_train_phase(config, args.data_dir, plan, args.export_dir)
+            result = run_train_phase(config, args.data_dir, plan)
     print(json.dumps(result))
     return 0
 

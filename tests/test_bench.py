@@ -84,6 +84,7 @@ def test_quick_bench_writes_a_sane_report(tmp_path):
         assert speed["sentences_per_s_batch64"] > 0
         assert 0 < speed["latency_ms_batch1_p50"] <= speed["latency_ms_batch1_p90"]
     assert report["serve"]["peak_rss_mb"] > 100
+    assert report["serve_model"]["steps"] == 5 and report["serve_model"]["dev_loss"] > 0  # its own model
     assert (
         "bahdanau/float32" in completed.stdout
         and "sent/s" in completed.stdout

@@ -75,7 +75,6 @@ def greedy_search(
     """
     batch_size = tf.shape(max_lengths)[0]
     max_steps = tf.maximum(tf.reduce_max(max_lengths), 1)
-    collect_dtype = tf.float32
     initial = (
         tf.constant(0),
         tf.range(batch_size),  # rows: each decoding row's sentence
@@ -85,7 +84,7 @@ def greedy_search(
         tf.zeros([batch_size], tf.float32),  # scores
         tf.zeros([batch_size], tf.int32),  # lengths
         tf.TensorArray(tf.int32, size=0, dynamic_size=True, element_shape=[None]),
-        tf.TensorArray(collect_dtype, size=0, dynamic_size=True) if collect else tf.zeros([0]),
+        tf.TensorArray(tf.float32, size=0, dynamic_size=True) if collect else tf.zeros([0]),
     )
 
     def keep_going(step, rows, tokens, *_):
@@ -100,7 +99,7 @@ def greedy_search(
         lengths = tf.tensor_scatter_nd_add(lengths, rows[:, None], tf.ones_like(rows))
         token_steps = token_steps.write(step, _scatter_rows(rows, next_tokens, batch_size))
         if collect:
-            entry = _scatter_rows(rows, tf.cast(state[collect], collect_dtype), batch_size)
+            entry = _scatter_rows(rows, tf.cast(state[collect], tf.float32), batch_size)
             collected_steps = collected_steps.write(step, entry)
         decoding = tf.not_equal(next_tokens, end_id)
 

@@ -56,8 +56,9 @@ class Seq2SeqDecoding:
     """Encode-once and step functions over a trained model's layers, for greedy and beam search.
 
     The decoding state is a dict: decoder `states` plus the encoder tensors the steps attend
-    over (`annotations`, `keys` = U_a h projected once, `mask`), so that beam search can tile
-    every entry alike, and `attention` (the last step's weights) for plots.
+    over (`annotations`, `keys` = U_a h and `values` = W_c h, both projected once, `mask`), so
+    that beam search can tile and drop every entry alike, and `attention` (the last step's
+    weights) for plots.
     """
 
     CONSTANT_KEYS = ("annotations", "keys", "values", "mask")  # unchanged by `step`
