@@ -30,6 +30,7 @@ bench: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check app tests
 	$(BIN)/ruff format --check app tests
+	$(BIN)/lint-imports
 
 tensorboard: $(STAMP)
 	$(BIN)/tensorboard --logdir models/

@@ -28,10 +28,16 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
+from app.models.cost import model_gflop_per_example, step_breakdown
 from app.processes import run_python_for_json
 
 BENCH_STYLES = ("bahdanau", "luong")
 BENCH_PRECISIONS = ("float32", "mixed_bfloat16")
+# The bench trains on short pairs; at small vocabularies (more pieces per sentence) the preset's token
+# limit is raised in steps of `train.bucket_width` until at least this many pairs remain.
+MIN_TRAIN_PAIRS = 256  # four batches of 64 distinct pairs
+MIN_DEV_PAIRS = 32
+SERVING_EXPORTS = (("greedy", 1), ("beam4", 4))  # (SavedModel folder, beam width) that decoding is timed on
 QUICK_OVERRIDES = [
     "model.embedding_dim=32",
     "model.units=32",
@@ -66,25 +72,6 @@ QUICK_PLAN = BenchPlan(
 )
 
 
-def model_gflop_per_example(
-    model: dict, source_vocab: int, target_vocab: int, source_tokens: float, target_tokens: float
-) -> float:
-    """Training GFLOP per sentence pair from the layer sizes (2 FLOP per multiply-add; backward = 2×
-    forward). Embedding lookups, element-wise ops and the softmax are left out."""
-    e, h, a = model["embedding_dim"], model["units"], model["attention_units"]
-    r, pieces, gates = model["readout_units"], model["maxout_pieces"], 4 if model["cell"] == "lstm" else 3
-
-    def cell(inputs: int) -> int:
-        return gates * (inputs * h + h * h)
-
-    encoder = source_tokens * (2 * cell(e) + 2 * h * a) + h * h  # both directions, U_a h_j, bridge
-    attention = 0 if model["attention_style"] == "none" else h * a + source_tokens * (a + 2 * h)
-    cell_inputs = e if model["attention_style"] == "luong" else e + 2 * h
-    readout = (h + 2 * h + e) * r * pieces + r * target_vocab
-    decoder = target_tokens * (attention + cell(cell_inputs) + readout)
-    return 3 * 2 * (encoder + decoder) / 1e9
-
-
 def matmul_peak_gflops(size: int = 2048, repeats: int = 10) -> float:
     """Float32 matmul GFLOP/s of this process on this machine (the best of several timed runs)."""
     left = tf.random.stateless_normal([size, size], seed=(1, 2))
@@ -115,7 +102,8 @@ class StepTimer(keras.callbacks.Callback):
 
 def run_train_phase(config, data_dir: Path, plan: BenchPlan) -> dict:
     """Trains for warm-up + timed windows on short sentence pairs and reports throughput and FLOP/s."""
-    from app.train import compile_model, make_datasets, prepare_data
+    from app.data.prepare import prepare_data
+    from app.recipe import compile_model, make_datasets
 
     keras.utils.set_random_seed(config.train.seed)
     data = prepare_data(config, data_dir, log=lambda *_: None)
@@ -165,7 +153,8 @@ def run_serving_model_phase(config, data_dir: Path, plan: BenchPlan, export_dir:
     one or two words per sentence, which would flatter decoding; this one emits sentence-length
     translations. (Its own process: a second model trained beside the timed one lost the
     SentencePiece resource of the tokenizers they share.)"""
-    from app.train import compile_model, make_datasets, prepare_data
+    from app.data.prepare import prepare_data
+    from app.recipe import compile_model, make_datasets
 
     keras.utils.set_random_seed(config.train.seed)
     data = prepare_data(config, data_dir, log=lambda *_: None)
@@ -199,16 +188,12 @@ def steady_state_rate(step_ends: list[float], plan: BenchPlan, batch_size: int) 
 
 def export_for_serving(model, config, data, export_dir: Path) -> None:
     """Two SavedModels of the same weights: greedy and beam (K=4) `serving_default`."""
-    from app.export import build_translator, export_translator, float32_model
+    from app.translator import build_translator, float32_model, save_translator
 
     model = float32_model(model, config)
-    for name, width in (("greedy", 1), ("beam4", 4)):
-        run_dir = export_dir / name
-        run_dir.mkdir(parents=True, exist_ok=True)
-        translator = build_translator(
-            model, config, data.vocab_dir, (data.source_tokenizer, data.target_tokenizer), beam_width=width
-        )
-        export_translator(translator, run_dir, {"bench": True}, ["Hola."], log=lambda *_: None)
+    for name, width in SERVING_EXPORTS:
+        translator = build_translator(model, config, data.vocab_dir, data.tokenizers, beam_width=width)
+        save_translator(translator, export_dir / name, {"bench": True}, ["Hola."], log=lambda *_: None)
 
 
 def run_serve_phase(export_dir: Path, short: list[str], long: list[str], plan: BenchPlan) -> dict:
@@ -216,8 +201,8 @@ def run_serve_phase(export_dir: Path, short: list[str], long: list[str], plan: B
     import tensorflow_text  # noqa: F401  (the SentencePiece ops)
 
     result = {}
-    for name in ("greedy", "beam4"):
-        serve = tf.saved_model.load(str(export_dir / name / "export")).signatures["serving_default"]
+    for name, _ in SERVING_EXPORTS:
+        serve = tf.saved_model.load(str(export_dir / name)).signatures["serving_default"]
         for label, sentences in (("short", short), ("long", long)):
             result[f"{name}_{label}"] = decode_speed(serve, sentences, plan)
     result["peak_rss_mb"] = round(peak_rss_mb(), 1)
@@ -260,6 +245,43 @@ def pick_sources(config, data_dir: Path) -> tuple[list[str], list[str]]:
     return short, long
 
 
+def choose_token_limits(config, data) -> dict:
+    """The preset's `max_source_tokens`/`max_target_tokens`, raised together until the length filter
+    keeps MIN_TRAIN_PAIRS train and MIN_DEV_PAIRS dev pairs (or nothing longer is left)."""
+    from app.data.prepare import token_lengths
+
+    lengths = {
+        split: list(zip(*token_lengths(path, data.vocab_dir), strict=True))
+        for split, path in (("train", data.corpus.train), ("dev", data.corpus.dev))
+    }
+    longest = max(max(pair) for pairs in lengths.values() for pair in pairs)
+    source_limit, target_limit = config.train.max_source_tokens, config.train.max_target_tokens
+
+    def kept(split: str) -> int:
+        return sum(s <= source_limit and t <= target_limit for s, t in lengths[split])
+
+    while (kept("train") < MIN_TRAIN_PAIRS or kept("dev") < MIN_DEV_PAIRS) and min(
+        source_limit, target_limit
+    ) < longest:
+        source_limit += config.train.bucket_width
+        target_limit += config.train.bucket_width
+    if kept("train") < config.train.batch_size or kept("dev") == 0:
+        raise ValueError(
+            f"The bench needs one batch of train pairs ({config.train.batch_size}) and one dev pair; even "
+            f"with every pair of up to {longest} tokens the corpus gives {kept('train'):,} train and "
+            f"{kept('dev'):,} dev pairs. Use a larger corpus (data.max_pairs, data.dev_size) or a smaller "
+            "train.batch_size."
+        )
+    return {
+        "max_source_tokens": source_limit,
+        "max_target_tokens": target_limit,
+        "train_pairs": kept("train"),
+        "dev_pairs": kept("dev"),
+        "train_pairs_before_filter": len(lengths["train"]),
+        "dev_pairs_before_filter": len(lengths["dev"]),
+    }
+
+
 def _phase(arguments: list[str]) -> dict:
     """Runs one phase in a fresh interpreter and returns its JSON."""
     return run_python_for_json(["-m", "app.bench", *arguments], f"bench phase {arguments[:3]}")
@@ -281,12 +303,12 @@ def training_variants(quick: bool) -> list[tuple[str, list[str]]]:
 
 def export_run_for_serving(run_dir: Path, export_dir: Path) -> dict:
     """Greedy and beam (K=4) SavedModels of a trained run, for decoding speed on real outputs."""
-    from app.export import export_translator, load_translator
+    from app.run import RunDir
+    from app.translator import load_translator, save_translator
 
-    for name, width in (("greedy", 1), ("beam4", 4)):
-        (export_dir / name).mkdir(parents=True, exist_ok=True)
-        translator = load_translator(run_dir, beam_width=width)
-        export_translator(translator, export_dir / name, {"bench": True}, ["Hola."], log=lambda *_: None)
+    for name, width in SERVING_EXPORTS:
+        translator = load_translator(RunDir(run_dir), beam_width=width)
+        save_translator(translator, export_dir / name, {"bench": True}, ["Hola."], log=lambda *_: None)
     return {
         "run": str(run_dir),
         "parameters": int(translator.model.count_params()),
@@ -309,17 +331,27 @@ def run_bench(
     Decoding is timed on `serve_run`'s trained model when given, else on a bench-preset model
     trained for `BenchPlan.serving_steps`."""
     from app.config import load_config
-    from app.train import prepare_data
+    from app.data.prepare import prepare_data
+    from app.run import RunDir
 
     overrides = [*(QUICK_OVERRIDES if quick else []), *overrides]
     config = load_config(preset, overrides)
-    prepare_data(config, data_dir, log=log)  # once, before the timed processes
+    data = prepare_data(config, data_dir, log=log)  # once, before the timed processes
+    pairs = choose_token_limits(config, data)
+    overrides += [f"train.{key}={pairs[key]}" for key in ("max_source_tokens", "max_target_tokens")]
+    config = load_config(preset, overrides)
+    log(
+        f"bench: pairs of at most {pairs['max_source_tokens']} source / {pairs['max_target_tokens']} target "
+        f"tokens: {pairs['train_pairs']:,} of {pairs['train_pairs_before_filter']:,} train, "
+        f"{pairs['dev_pairs']:,} of {pairs['dev_pairs_before_filter']:,} dev"
+    )
     common = ["--preset", preset, "--data-dir", str(data_dir), *(["--quick"] if quick else [])]
     report = {
         "machine": machine_description(),
         "preset": preset,
         "overrides": overrides,
         "quick": quick,
+        "pairs": pairs,
         "train": {},
         "config": config.to_dict(),
     }
@@ -331,7 +363,7 @@ def run_bench(
             report["train"][key] = _phase(["train", *common, *sets])
         if serve_run is not None:
             report["serve_model"] = export_run_for_serving(serve_run, Path(scratch))
-            short, long = pick_sources(load_config(str(serve_run / "config.yaml")), data_dir)
+            short, long = pick_sources(RunDir(serve_run).config(), data_dir)
         else:
             log(f"bench: training the decoding model ({plan.serving_steps} steps) …")
             note = f"the bench model after {plan.serving_steps} training steps"
@@ -356,69 +388,6 @@ def run_bench(
     return report
 
 
-def step_breakdown(
-    model_settings: dict, vocab_size: int, batch_size: int = 64, length: int = 11, repeats: int = 30
-) -> dict:
-    """Milliseconds of forward + backward for the whole model and for its parts timed alone
-    (encoder, decoder recurrence, readout + loss) on random ids: where a training step's time goes."""
-    from app.models.losses import masked_cross_entropy
-    from app.models.seq2seq import build_model
-
-    model = build_model(vocab_size, vocab_size, **{**model_settings, "dropout": 0.0})
-    ids = tf.random.stateless_uniform([batch_size, length], (1, 2), 4, vocab_size, tf.int32)
-    encoder, decoder = model.get_layer("encoder"), model.get_layer("decoder")
-    source_embedding, target_embedding = (
-        model.get_layer("source_embedding"),
-        model.get_layer("target_embedding"),
-    )
-    annotations, *initial = encoder(source_embedding(ids))
-    embedded, mask = target_embedding(ids), tf.ones([batch_size, length], tf.bool)
-
-    def recurrence():
-        states, contexts = decoder.run_recurrence(decoder.embed_inputs(embedded), initial, annotations, mask)
-        return tf.reduce_sum(states) + tf.reduce_sum(contexts)
-
-    states, contexts = (
-        tf.ones([batch_size, length, decoder.units], annotations.dtype),
-        tf.ones_like(annotations),
-    )
-    parts = {
-        "full": (
-            lambda: masked_cross_entropy(ids, model([ids, ids], training=True)),
-            model.trainable_variables,
-        ),
-        "encoder": (lambda: tf.reduce_sum(encoder(source_embedding(ids))[0]), encoder.trainable_variables),
-        "decoder_recurrence": (
-            recurrence,
-            decoder.cell.trainable_variables + decoder.attention.trainable_variables,
-        ),
-        "readout_and_loss": (
-            lambda: masked_cross_entropy(ids, decoder.readout(states, contexts, embedded)),
-            decoder.deep_output.trainable_variables + decoder.output_projection.trainable_variables,
-        ),
-    }
-    return {
-        name: round(_time_gradient(loss, variables, repeats), 2) for name, (loss, variables) in parts.items()
-    }
-
-
-def _time_gradient(loss_fn, variables, repeats: int) -> float:
-    @tf.function
-    def step():
-        with tf.GradientTape() as tape:
-            loss = loss_fn()
-        return [tf.convert_to_tensor(g) for g in tape.gradient(loss, variables) if g is not None]
-
-    for _ in range(3):
-        step()
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        [gradient.numpy() for gradient in step()]
-        times.append(1000 * (time.perf_counter() - started))
-    return statistics.median(times)
-
-
 def machine_description() -> dict:
     import platform
 
@@ -431,9 +400,12 @@ def machine_description() -> dict:
 
 
 def format_table(report: dict) -> str:
+    pairs = report["pairs"]
     lines = [
+        f"training pairs: {pairs['train_pairs']:,} (dev {pairs['dev_pairs']:,}) of at most "
+        f"{pairs['max_source_tokens']} source / {pairs['max_target_tokens']} target tokens",
         f"{'training':<24}{'ex/s':>8}{'tok/s':>10}{'1st step s':>13}{'GFLOP/s':>9}{'util':>6}"
-        f"{'dev loss':>10}{'RSS MB':>8}"
+        f"{'dev loss':>10}{'RSS MB':>8}",
     ]
     for key, row in report["train"].items():
         lines.append(

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
-from app.config import Config, available_presets, load_config, same_settings
+from app.config import available_presets, load_config
 
 DATA_DIR = Path("data")
 EPILOG = "Overrides are section.key=value pairs, e.g. train.epochs=3 model.attention_style=luong."
@@ -117,22 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def default_run_dir(preset: str, config: Config, models_dir: Path = Path("models")) -> Path:
-    """The newest unfinished run of this preset and config (`make train` again resumes it), else a new one."""
-    name = Path(preset).stem
-    for candidate in sorted(models_dir.glob(f"{name}-*"), reverse=True):
-        saved = candidate / "config.yaml"
-        if (
-            (candidate / "backup").is_dir()
-            and saved.is_file()
-            and same_settings(load_config(str(saved)), config)
-        ):
-            return candidate
-    return models_dir / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
-
-
 def run_prepare(args: argparse.Namespace) -> int:
-    from app.train import prepare_data
+    from app.data.prepare import prepare_data
 
     config = load_config(args.preset, args.overrides)
     data = prepare_data(config, args.data_dir)
@@ -141,60 +126,40 @@ def run_prepare(args: argparse.Namespace) -> int:
 
 
 def run_train(args: argparse.Namespace) -> int:
+    from app.run import RunDir
     from app.train import train
 
     profile = ["train.profile_batches=10,20"] if args.profile else []
     config = load_config(args.preset, [*args.overrides, *profile])
-    run_dir = args.run_dir or default_run_dir(args.preset, config)
-    if (run_dir / "backup").is_dir():
-        print(f"Resuming the interrupted run in {run_dir}")
-    print(f"Run folder: {run_dir}")
-    train(config, run_dir, args.data_dir, export=not args.no_export)
-    print(f"\nDone. Run folder: {run_dir}\n  TensorBoard: tensorboard --logdir {run_dir / 'logs'}")
+    run = RunDir(args.run_dir) if args.run_dir else RunDir.for_training(args.preset, config)
+    if run.is_unfinished:
+        print(f"Resuming the interrupted run in {run}")
+    print(f"Run folder: {run}")
+    train(config, run.path, args.data_dir)
     if not args.no_export:
-        print(
-            f'  SavedModel:  {run_dir / "export"}\n  Try it:      attend translate {run_dir} "Y lloró Jesús."'
-        )
+        from app.export import export_run
+
+        export_run(run.path)
+    print(f"\nDone. Run folder: {run}\n  TensorBoard: tensorboard --logdir {run.logs_dir}")
+    if not args.no_export:
+        print(f'  SavedModel:  {run.export_dir}\n  Try it:      attend translate {run} "Y lloró Jesús."')
     return 0
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from app.export import export_from_run
+    from app.export import export_run
 
-    export_from_run(args.run_dir)
+    export_run(args.run_dir)
     return 0
 
 
 def run_translate(args: argparse.Namespace) -> int:
-    import tensorflow as tf
-    import tensorflow_text  # noqa: F401  (registers the SentencePiece ops the SavedModel uses)
+    from app.translate import translate_sentences
 
-    export_dir = args.model / "export" if (args.model / "export").is_dir() else args.model
-    if not (export_dir / "saved_model.pb").is_file():
-        raise ValueError(f"No SavedModel at {export_dir}; train and export a run first")
-    signatures = tf.saved_model.load(str(export_dir)).signatures
-    translate = signatures["translate_with_attention" if args.plot else "serving_default"]
-    sentences = args.sentences or [line.rstrip("\n") for line in sys.stdin]
-    for start in range(0, len(sentences), args.batch_size):
-        batch = sentences[start : start + args.batch_size]
-        out = translate(text=tf.constant(batch, tf.string))
-        for row, translation in enumerate(out["translation"].numpy()):
-            print(translation.decode("utf-8"))
-            if args.plot:
-                save_attention_plot(out, row, batch[row], numbered(args.plot, start + row))
+    sentences = args.sentences or (line.rstrip("\n") for line in sys.stdin)
+    for translation in translate_sentences(args.model, sentences, args.batch_size, args.plot):
+        print(translation)
     return 0
-
-
-def numbered(path: Path, index: int) -> Path:
-    return path if index == 0 else path.with_name(f"{path.stem}-{index + 1}{path.suffix}")
-
-
-def save_attention_plot(out: dict, row: int, sentence: str, path: Path) -> None:
-    from app.plots import translation_heatmap
-
-    tokens = (out[key][row].numpy() for key in ("source_tokens", "target_tokens", "attention"))
-    path.write_bytes(translation_heatmap(*tokens, title=sentence))
-    print(f"(attention heatmap: {path})", file=sys.stderr)
 
 
 def run_evaluate(args: argparse.Namespace) -> int:

@@ -204,10 +204,5 @@ def load_config(preset: str = "default", overrides: list[str] | tuple[str, ...] 
     return from_dict(values)
 
 
-def same_settings(first: Config, second: Config) -> bool:
-    """Equal in everything but the name (a run resumes only with the settings it started with)."""
-    return dataclasses.replace(first, name="") == dataclasses.replace(second, name="")
-
-
 def save_config(config: Config, path: Path) -> None:
     path.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False), encoding="utf-8")

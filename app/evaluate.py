@@ -1,75 +1,16 @@
-"""Evaluation: corpus BLEU and chrF the standard way (sacreBLEU), multi-reference, BLEU by length.
-
-sacreBLEU computes both scores from detokenized text with its own tokenisation (13a for BLEU),
-so figures are comparable with published ones; its signature says exactly how. When a source
-occurs several times in a split with different targets, all of them are references.
+"""`attend evaluate` and `attend compare`: a trained run's translations of a split (or any TSV
+file) scored by sacreBLEU, written beside the run, and BLEU by source length of several runs.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from pathlib import Path
 
-import tensorflow as tf
-from sacrebleu.metrics import BLEU, CHRF
-
-from app.config import load_config
-from app.export import load_translator
 from app.plots import bleu_by_length_plot
-
-LENGTH_BUCKETS = ((1, 10), (11, 20), (21, 30), (31, 40), (41, 50), (51, 10_000))
-
-
-def read_references(tsv_path: Path) -> tuple[list[str], list[list[str]]]:
-    """Unique sources in file order, each with every target it has in the file."""
-    references: dict[str, list[str]] = {}
-    with open(tsv_path, encoding="utf-8") as lines:
-        for number, line in enumerate(lines, start=1):
-            fields = line.rstrip("\n").split("\t")
-            if len(fields) < 2:
-                raise ValueError(f"{tsv_path}:{number}: expected source<TAB>target")
-            references.setdefault(fields[0], []).append(fields[1])
-    return list(references), list(references.values())
-
-
-def corpus_scores(hypotheses: list[str], references: list[list[str]]) -> dict:
-    """sacreBLEU corpus BLEU and chrF; `references[i]` lists the references of sentence i."""
-    most = max((len(refs) for refs in references), default=1)
-    streams = [[refs[k] if k < len(refs) else None for refs in references] for k in range(most)]
-    bleu, chrf = BLEU(), CHRF()
-    bleu_score = bleu.corpus_score(hypotheses, streams)
-    chrf_score = chrf.corpus_score(hypotheses, streams)
-    return {
-        "bleu": round(bleu_score.score, 2),
-        "chrf": round(chrf_score.score, 2),
-        "signature": {"bleu": str(bleu.get_signature()), "chrf": str(chrf.get_signature())},
-        "bleu_detail": str(bleu_score),
-    }
-
-
-def bleu_by_length(sources: list[str], hypotheses: list[str], references: list[list[str]]) -> list[dict]:
-    """Corpus BLEU within source-length buckets (in words), as in Bahdanau et al.'s Figure 2."""
-    rows = []
-    for low, high in LENGTH_BUCKETS:
-        chosen = [i for i, source in enumerate(sources) if low <= len(source.split()) <= high]
-        label = f"{low}-{high}" if high < 10_000 else f"{low}+"
-        bleu = (
-            corpus_scores([hypotheses[i] for i in chosen], [references[i] for i in chosen])["bleu"]
-            if chosen
-            else 0.0
-        )
-        rows.append({"bucket": label, "sentences": len(chosen), "bleu": bleu})
-    return rows
-
-
-def translate_all(translate: Callable, sentences: list[str], batch_size: int = 64) -> list[str]:
-    """Translates in batches through a Translator's `translate` tf.function."""
-    outputs: list[str] = []
-    for start in range(0, len(sentences), batch_size):
-        batch = tf.constant(sentences[start : start + batch_size], tf.string)
-        outputs += [text.decode("utf-8") for text in translate(batch)["translation"].numpy()]
-    return outputs
+from app.run import RunDir
+from app.scoring import bleu_by_length, corpus_scores, read_references
+from app.translator import load_translator
 
 
 def evaluate_run(
@@ -81,15 +22,16 @@ def evaluate_run(
     log=print,
 ) -> dict:
     """Scores a trained run on a split (or any TSV file); writes hypotheses, references, metrics and plots."""
-    config = load_config(str(run_dir / "config.yaml"))
+    run = RunDir(run_dir)
+    config = run.config()
     tsv = source_file or data_dir / config.corpus_name / f"{split}.tsv"
     if not tsv.is_file():
         raise ValueError(
-            f"No {tsv}; run `attend prepare --preset {run_dir / 'config.yaml'}` or pass --source FILE.tsv"
+            f"No {tsv}; run `attend prepare --preset {run.config_path}` or pass --source FILE.tsv"
         )
     sources, references = read_references(tsv)
-    translator = load_translator(run_dir, beam_width=beam)
-    hypotheses = translate_all(translator.translate, sources)
+    translator = load_translator(run, beam_width=beam)
+    hypotheses = translator.translate_texts(sources)
     name = f"{source_file.stem if source_file else split}-beam{translator.beam_width}"
     metrics = {
         **corpus_scores(hypotheses, references),
@@ -99,7 +41,7 @@ def evaluate_run(
         "references": sum(len(refs) for refs in references),
     }
     metrics["bleu_by_length"] = bleu_by_length(sources, hypotheses, references)
-    write_evaluation(run_dir / "evaluation" / name, sources, hypotheses, references, metrics)
+    write_evaluation(run.evaluation_dir(name), sources, hypotheses, references, metrics)
     log(format_report(metrics))
     return metrics
 
@@ -146,7 +88,7 @@ def compare_by_length(
     """BLEU by source length of several runs in one figure (the paper's Figure 2 comparison)."""
     tables = {}
     for run_dir in run_dirs:
-        config = load_config(str(run_dir / "config.yaml"))
+        config = RunDir(run_dir).config()
         metrics = evaluate_run(run_dir, split, beam, data_dir=data_dir, log=log)
         label = f"{config.model.attention_style} ({run_dir.name}): BLEU {metrics['bleu']:.1f}"
         tables[label] = metrics["bleu_by_length"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,31 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 FIXTURES = Path(__file__).parent / "fixtures"
 # 600 short verse pairs, Reina-Valera 1909 → World English Bible (both public domain)
 BIBLE_SAMPLE = FIXTURES / "bible-es-en-600.tsv"
+
+
+def write_bible_db(data_dir: Path, tsv: Path = BIBLE_SAMPLE) -> Path:
+    """`data_dir/cache/<the pinned bible.db name>` with the real schema, holding the sample's verses as
+    Reina-Valera ('v') and World English ('4'): the `bible` corpus path end to end, without the 73 MB
+    download (which `fetch_bible_db` skips when the database is already cached)."""
+    from app.data.bible import bible_db_name
+
+    database = data_dir / "cache" / bible_db_name()
+    database.parent.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for index, line in enumerate(tsv.read_text(encoding="utf-8").splitlines()):
+        source, target = line.split("\t")[:2]
+        reference = (1, index // 100 + 1, index % 100 + 1)  # book, chapter, verse
+        rows += [("v", *reference, source), ("4", *reference, target)]
+    with sqlite3.connect(database) as connection:
+        connection.execute(
+            "CREATE TABLE bible (id INTEGER PRIMARY KEY, bbName TEXT, bNumber INTEGER, cNumber INTEGER, "
+            "vNumber INTEGER, vText TEXT)"
+        )
+        connection.executemany(
+            "INSERT INTO bible (bbName, bNumber, cNumber, vNumber, vText) VALUES (?, ?, ?, ?, ?)", rows
+        )
+    connection.close()
+    return database
 
 
 def tiny_overrides(tsv: Path = BIBLE_SAMPLE, **extra: object) -> list[str]:
@@ -32,11 +58,13 @@ def tiny_overrides(tsv: Path = BIBLE_SAMPLE, **extra: object) -> list[str]:
 
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory) -> Path:
-    """One tiny trained and exported run (the `train` function end to end), shared by export tests."""
+    """One tiny trained and exported run (the train and export activities), shared by export tests."""
     from app.config import load_config
+    from app.export import export_run
     from app.train import train
 
     root = tmp_path_factory.mktemp("trained")
     config = load_config("smoke", tiny_overrides())
     train(config, root / "run", root / "data", log=lambda *_: None)
+    export_run(root / "run", log=lambda *_: None)
     return root / "run"

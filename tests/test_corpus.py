@@ -114,6 +114,45 @@ def test_swap_exchanges_the_first_two_columns(tmp_path):
     assert sorted(all_pairs(prepared)) == [("gato", "cat"), ("hola", "hello"), ("perro", "dog")]
 
 
+BYTE_ORDER_MARK = "\ufeff"
+
+
+def test_byte_order_mark_at_the_start_of_the_file_is_stripped(tmp_path):
+    """Editors such as Notepad write one; kept, it would glue U+FEFF to the first source sentence."""
+    path = write_tsv(tmp_path / "c.tsv", [f"{BYTE_ORDER_MARK}hola\thello", "gato\tcat", "perro\tdog"])
+    assert path.read_bytes().startswith(b"\xef\xbb\xbfhola")
+    assert next(corpus.read_tsv_records(path)) == corpus.RawPair(1, "hola", "hello")
+
+    prepared = prepare_corpus(tsv_config(path), tmp_path / "data", log=print)
+    assert sorted(all_pairs(prepared)) == [("gato", "cat"), ("hola", "hello"), ("perro", "dog")]
+    assert not any(BYTE_ORDER_MARK in source + target for source, target in all_pairs(prepared))
+
+
+def test_byte_order_mark_inside_the_text_is_kept(tmp_path):
+    """Pins the current behaviour: only the file's first bytes can be a byte-order mark.
+
+    Anywhere else U+FEFF is a (deprecated) zero-width no-break space, a character of the text; at the
+    start of a later line it usually means concatenated files. Dropping it silently would change the
+    data, and it is not whitespace to `str.split()` nor to the in-graph `normalize`, so training and
+    serving both keep it. Strip it on purpose, in both normalisers, if that is ever wanted.
+    """
+    lines = [
+        f"{BYTE_ORDER_MARK}hola\t{BYTE_ORDER_MARK}hello",  # line 1: only the leading mark goes
+        f"ga{BYTE_ORDER_MARK}to\tcat{BYTE_ORDER_MARK}",
+        f"{BYTE_ORDER_MARK}perro\tdog",  # a second file's mark after concatenation
+    ]
+    path = write_tsv(tmp_path / "c.tsv", lines)
+    expected = [
+        ("hola", f"{BYTE_ORDER_MARK}hello"),
+        (f"ga{BYTE_ORDER_MARK}to", f"cat{BYTE_ORDER_MARK}"),
+        (f"{BYTE_ORDER_MARK}perro", "dog"),
+    ]
+    assert [(record.source, record.target) for record in corpus.read_tsv_records(path)] == expected
+
+    prepared = prepare_corpus(tsv_config(path), tmp_path / "data", log=print)
+    assert sorted(all_pairs(prepared)) == sorted(expected)
+
+
 # === Splits ===
 
 

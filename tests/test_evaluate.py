@@ -8,7 +8,8 @@ import pytest
 from nltk.translate.bleu_score import corpus_bleu
 from sacrebleu.tokenizers.tokenizer_13a import Tokenizer13a
 
-from app.evaluate import bleu_by_length, corpus_scores, evaluate_run, read_references
+from app.evaluate import evaluate_run
+from app.scoring import bleu_by_length, corpus_scores, read_references
 
 HYPOTHESES = [
     "In the beginning God created the heavens and the earth.",

@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from app import export
-from app.config import load_config
-from app.export import export_from_run, load_translator, reload_and_translate
+from app import translator as translator_module
+from app.export import export_run
+from app.run import RunDir
+from app.translator import load_translator, reload_and_translate
 
 SENTENCES = ["Y lloró Jesús.", "En el principio crió Dios los cielos y la tierra.", "Hola"]
 AWKWARD = [
@@ -28,7 +29,9 @@ AWKWARD = [
 
 @pytest.mark.slow
 def test_reloaded_export_translates_like_the_trained_model(trained_run):
-    translator = load_translator(trained_run)  # keep a reference: tf.function methods hold `self` weakly
+    translator = load_translator(
+        RunDir(trained_run)
+    )  # keep a reference: tf.function methods hold `self` weakly
     in_process = translator.translate(tf.constant(SENTENCES))
     reloaded = reload_and_translate(trained_run / "export", SENTENCES)  # fresh interpreter, no project code
     assert reloaded["translation"] == [t.decode() for t in in_process["translation"].numpy()]
@@ -71,21 +74,21 @@ def test_failed_export_keeps_the_previous_one(trained_run, monkeypatch):
     def broken_check(*args, **kwargs):
         raise RuntimeError("simulated failure while checking the export")
 
-    monkeypatch.setattr(export, "check_export", broken_check)
+    monkeypatch.setattr(translator_module, "check_export", broken_check)
     with pytest.raises(RuntimeError, match="simulated failure"):
-        export_from_run(trained_run, log=lambda *_: None)
+        export_run(trained_run, log=lambda *_: None)
     assert saved_model.read_bytes() == before
     assert not (trained_run / "export.staging").exists()
 
 
 def test_untrained_run_is_not_exported(tmp_path):
     with pytest.raises(ValueError, match="nothing to export"):
-        export_from_run(tmp_path)
+        export_run(tmp_path)
 
 
 @pytest.mark.slow
 def test_a_sentence_translates_the_same_alone_and_in_a_padded_batch(trained_run):
-    translator = load_translator(trained_run)  # the run's beam search
+    translator = load_translator(RunDir(trained_run))  # the run's beam search
     assert translator.beam_width > 1
     batch = SENTENCES + ["Y dijo Dios: Sea la luz; y fué la luz."]
     together = translator.translate(tf.constant(batch))
@@ -112,12 +115,12 @@ def test_translate_with_attention_returns_a_plot_ready_matrix(trained_run):
 
 @pytest.mark.slow
 def test_translate_ids_is_xla_compiled_and_matches_greedy_text_decoding(trained_run):
-    greedy = load_translator(trained_run, beam_width=1)
+    greedy = load_translator(RunDir(trained_run), beam_width=1)
     source_ids = greedy.source_ids(tf.constant(SENTENCES))
     expected = greedy.search(source_ids)
     loaded = tf.saved_model.load(str(trained_run / "export"))
     out = loaded.signatures["translate_ids"](source_ids=source_ids)
-    max_output = load_config(str(trained_run / "config.yaml")).decode.max_output_tokens
+    max_output = RunDir(trained_run).config().decode.max_output_tokens
     assert out["ids"].shape == (len(SENTENCES), max_output)
     width = expected.tokens.shape[1]
     np.testing.assert_array_equal(out["ids"].numpy()[:, :width], expected.tokens.numpy())
@@ -132,8 +135,10 @@ def test_translate_ids_is_xla_compiled_and_matches_greedy_text_decoding(trained_
 @pytest.mark.slow
 def test_beam_log_probability_is_never_below_greedy_on_a_trained_model(trained_run):
     sentences = SENTENCES + ["Y dijo Dios: Sea la luz; y fué la luz.", "Jesús lloró.", "¿Quién eres tú?"]
-    greedy_translator = load_translator(trained_run, beam_width=1)  # referenced: tf.function holds it weakly
-    beam_translator = load_translator(trained_run, beam_width=4, length_penalty_alpha=0.0)
+    greedy_translator = load_translator(
+        RunDir(trained_run), beam_width=1
+    )  # referenced: tf.function holds it weakly
+    beam_translator = load_translator(RunDir(trained_run), beam_width=4, length_penalty_alpha=0.0)
     greedy = greedy_translator.translate(tf.constant(sentences))["score"].numpy()
     beam = beam_translator.translate(tf.constant(sentences))["score"].numpy()
     assert (beam >= greedy - 1e-4).all(), (beam, greedy)

@@ -10,9 +10,9 @@ import tensorflow as tf
 from app.config import load_config
 from app.data.pipeline import make_dataset
 from app.data.tokenizer import SubwordTokenizer, read_side, train_sentencepiece
-from app.export import build_translator
 from app.models.losses import MaskedTokenAccuracy, masked_cross_entropy
 from app.models.seq2seq import build_model
+from app.translator import build_translator
 from tests.conftest import BIBLE_SAMPLE
 
 PAIRS = 24

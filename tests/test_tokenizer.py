@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 import tensorflow as tf
 
+from app.data.corpus import normalize_text
 from app.data.tokenizer import (
     END_ID,
     PAD_ID,
@@ -12,6 +15,7 @@ from app.data.tokenizer import (
     UNKNOWN_ID,
     SubwordTokenizer,
     fit_tokenizers,
+    normalize,
     read_side,
     round_trip_failures,
     train_sentencepiece,
@@ -46,6 +50,47 @@ def test_normalisation_is_nfc_and_collapses_whitespace(english):
     decomposed = "cafe\u0301  con   leche "
     restored = english.detokenize(english.tokenize(tf.constant([decomposed])))[0].numpy().decode()
     assert restored == "caf\u00e9 con leche"
+
+
+def python_whitespace() -> list[str]:
+    """Every code point `str.split()` splits on, from the running Python's own Unicode tables."""
+    return [chr(code_point) for code_point in range(sys.maxunicode + 1) if chr(code_point).isspace()]
+
+
+def code_point_name(character: str) -> str:
+    return f"U+{ord(character):04X}"
+
+
+def in_graph(sentences: list[str]) -> list[str]:
+    return [text.decode() for text in normalize(tf.constant(sentences)).numpy()]
+
+
+def test_in_graph_normalize_treats_exactly_python_whitespace_as_whitespace():
+    """The serving side must split where corpus preparation split, and nowhere else."""
+    characters = [
+        chr(code_point) for code_point in range(sys.maxunicode + 1) if not 0xD800 <= code_point <= 0xDFFF
+    ]
+    normalized = in_graph([f"a{character}b" for character in characters])
+    collapsed = [character for character, text in zip(characters, normalized, strict=True) if text == "a b"]
+    assert list(map(code_point_name, collapsed)) == list(map(code_point_name, python_whitespace()))
+
+
+def test_in_graph_normalize_equals_corpus_normalize_text_for_unicode_whitespace():
+    """A sentence must read the same at training time (Python) and serving time (SavedModel)."""
+    whitespace = python_whitespace()
+    sentences = ["".join(whitespace), "x" + "".join(whitespace) + "y"]
+    for space in whitespace:
+        sentences += [space, f"a{space}b", f"{space}a{space}{space}b{space}", f"a \t{space}\n{space} b"]
+        sentences += [f"cafe\u0301{space}noir", f"{space}\u0301e{space}"]  # NFC next to the space
+    sentences += ["No\u00a0way\u2009!\u3000\u3000Yes ", "\u2028\u2029\u0085\u000b\u001cend\u202f"]
+    mismatches = [
+        (ascii(sentence), ascii(expected), ascii(got))
+        for sentence, expected, got in zip(
+            sentences, map(normalize_text, sentences), in_graph(sentences), strict=True
+        )
+        if expected != got
+    ]
+    assert mismatches == []
 
 
 def test_no_unknown_ids_and_reserved_ids_are_not_produced(english):

@@ -204,8 +204,12 @@ def _parse_tsv_line(number: int, line: bytes, swap: bool) -> RawPair:
 
 
 def normalize_text(text: str) -> str:
-    """Collapses every run of whitespace (tabs, newlines, U+2028, …) to one space, then NFC."""
-    return unicodedata.normalize("NFC", " ".join(text.split()))
+    """NFC, then every run of whitespace (tabs, newlines, U+00A0, U+3000, …) to one space, stripped.
+
+    The same steps, in the same order, as the in-graph `app.data.tokenizer.normalize` that the
+    exported model applies at serving time.
+    """
+    return " ".join(unicodedata.normalize("NFC", text).split())
 
 
 def validate_pair(record: RawPair, max_chars: int) -> tuple[str | None, Pair | None]:

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import tensorflow as tf
 
-from app.data.tokenizer import END_ID, START_ID, SubwordTokenizer
+from app.data.tokenizer import SubwordTokenizer
+from app.special_tokens import END_ID, START_ID
 
 _TOKENIZE_BATCH = 1024
 

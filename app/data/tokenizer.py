@@ -6,7 +6,7 @@ stop), and any input, emoji or unseen script included, maps to byte pieces inste
 `[UNK]`. The TensorFlow tutorial's lowercased, accent-stripped "youve won ." costs about 14
 BLEU on its own test set; this costs nothing.
 
-Reserved ids, the same in both languages: 0 padding, 1 start, 2 end, 3 unknown.
+Reserved ids (`app/special_tokens.py`), the same in both languages: 0 padding, 1 start, 2 end, 3 unknown.
 """
 
 from __future__ import annotations
@@ -22,16 +22,31 @@ import sentencepiece
 import tensorflow as tf
 import tensorflow_text as tf_text
 
-PAD_ID, START_ID, END_ID, UNKNOWN_ID = 0, 1, 2, 3
+from app.special_tokens import END_ID, PAD_ID, START_ID, UNKNOWN_ID
+
 FORMAT_VERSION = 1
 _BYTE_PIECES = 256
 _MINIMUM_VOCAB_SIZE = _BYTE_PIECES + 4 + 32
 
 
+# Exactly the code points Python's `str.isspace()` accepts (so where `str.split()` splits): tab to
+# carriage return, U+001C-U+001F, space, U+0085, and the Unicode separators (category Z). RE2's `\s`
+# is only [\t\n\f\r ], so without this a no-break, thin or ideographic space would survive serving
+# while corpus preparation (`app.data.corpus.normalize_text`) turned it into a space.
+WHITESPACE_RUN = (
+    r"[\x{09}-\x{0D}\x{1C}-\x{20}\x{85}\x{A0}\x{1680}"
+    r"\x{2000}-\x{200A}\x{2028}\x{2029}\x{202F}\x{205F}\x{3000}]+"
+)
+
+
 def normalize(text: tf.Tensor) -> tf.Tensor:
-    """The one normalisation applied to every input string: NFC, whitespace runs collapsed, stripped."""
+    """The one normalisation applied to every input string: NFC, whitespace runs collapsed, stripped.
+
+    Same steps, order and whitespace as `app.data.corpus.normalize_text`, so that the model is
+    served the text it was trained on.
+    """
     composed = tf_text.normalize_utf8(text, "NFC")
-    return tf.strings.strip(tf.strings.regex_replace(composed, r"\s+", " "))
+    return tf.strings.strip(tf.strings.regex_replace(composed, WHITESPACE_RUN, " "))
 
 
 class SubwordTokenizer(tf.Module):

@@ -3,14 +3,13 @@ sample translations and attention images, the best score, hyperparameters."""
 
 from __future__ import annotations
 
-import json
+from collections.abc import Callable
 from pathlib import Path
 
 import keras
 import tensorflow as tf
 from tensorboard.plugins.hparams import api as hparams_api
 
-from app.evaluate import corpus_scores, translate_all
 from app.plots import translation_heatmap
 
 
@@ -48,11 +47,19 @@ class ModelGraphWriter(keras.callbacks.Callback):
 
 
 class BestScoreRecord(keras.callbacks.Callback):
-    """Keeps the best monitored dev score on disk, so that a resumed run's checkpointing continues from it."""
+    """Keeps the best monitored dev score on disk, so that a resumed run's checkpointing continues from it.
 
-    def __init__(self, path: Path, monitor: str, mode: str, best: float | None):
+    Args:
+        record: `record(monitor, value, epoch)` writes it (the run folder's `write_best_score`).
+        monitor, mode: the logged metric and whether higher ("max") or lower ("min") is better.
+        best: the best value so far (None: any value improves).
+    """
+
+    def __init__(
+        self, record: Callable[[str, float, int], None], monitor: str, mode: str, best: float | None
+    ):
         super().__init__()
-        self.path, self.monitor, self.mode, self.best = path, monitor, mode, best
+        self.record, self.monitor, self.mode, self.best = record, monitor, mode, best
 
     def on_epoch_end(self, epoch, logs=None):
         value = (logs or {}).get(self.monitor)
@@ -61,9 +68,7 @@ class BestScoreRecord(keras.callbacks.Callback):
         improved = self.best is None or (value > self.best if self.mode == "max" else value < self.best)
         if improved:
             self.best = float(value)
-            self.path.write_text(
-                json.dumps({"monitor": self.monitor, "value": self.best, "epoch": epoch + 1})
-            )
+            self.record(self.monitor, self.best, epoch + 1)
 
 
 class DevTranslationMonitor(keras.callbacks.Callback):
@@ -72,8 +77,9 @@ class DevTranslationMonitor(keras.callbacks.Callback):
     attention heatmaps as images.
 
     Args:
-        translator: an object with `translate(text)` and `translate_with_attention(text)`
-            tf.functions over the model being trained (the export's Translator).
+        translator: the Translator over the model being trained (`translate_texts` and the
+            `translate_with_attention` tf.function).
+        bleu: `bleu(hypotheses, references)` → corpus BLEU (the scoring module's `corpus_bleu`).
         sources, references: the dev subset; `references[i]` lists sentence i's references.
         log_dir: the run's TensorBoard folder; summaries go to its `validation/` run.
         samples, heatmaps: how many sentences to show as text and as attention images.
@@ -82,6 +88,7 @@ class DevTranslationMonitor(keras.callbacks.Callback):
     def __init__(
         self,
         translator,
+        bleu: Callable[[list[str], list[list[str]]], float],
         sources: list[str],
         references: list[list[str]],
         log_dir: Path,
@@ -89,12 +96,12 @@ class DevTranslationMonitor(keras.callbacks.Callback):
         heatmaps: int = 2,
     ):
         super().__init__()
-        self.translator, self.sources, self.references = translator, sources, references
+        self.translator, self.bleu, self.sources, self.references = translator, bleu, sources, references
         self.log_dir, self.samples, self.heatmaps = log_dir, samples, heatmaps
 
     def on_epoch_end(self, epoch, logs=None):
-        hypotheses = translate_all(self.translator.translate, self.sources)
-        bleu = corpus_scores(hypotheses, self.references)["bleu"]
+        hypotheses = self.translator.translate_texts(self.sources)
+        bleu = self.bleu(hypotheses, self.references)
         if logs is not None:
             logs["val_bleu"] = bleu
         with self._writer.as_default(), tf.summary.record_if(True):

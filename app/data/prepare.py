@@ -1,0 +1,147 @@
+"""Preparation: corpus splits plus fitted tokenizers, and what the length filter keeps of each split.
+
+`prepare_data` is what `attend prepare` runs and what training, evaluation and the benchmark
+start from; both halves are cached under `data/` and reused when unchanged.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import sentencepiece
+
+from app.config import Config
+from app.data.corpus import PreparedCorpus, prepare_corpus
+from app.data.tokenizer import (
+    SubwordTokenizer,
+    fit_tokenizers,
+    load_tokenizer,
+    read_side,
+    round_trip_failures,
+)
+
+ROUND_TRIP_SAMPLE = 2000
+Log = Callable[[str], object]
+
+
+@dataclass(frozen=True)
+class PreparedData:
+    corpus: PreparedCorpus
+    vocab_dir: Path
+    source_tokenizer: SubwordTokenizer
+    target_tokenizer: SubwordTokenizer
+    round_trip_failures: dict[str, int]
+
+    @property
+    def tokenizers(self) -> tuple[SubwordTokenizer, SubwordTokenizer]:
+        return self.source_tokenizer, self.target_tokenizer
+
+
+@dataclass(frozen=True)
+class LengthFilterCounts:
+    """What `train.max_source_tokens` / `max_target_tokens` keep of one split.
+
+    A pair too long on both sides counts as `source_too_long`.
+    """
+
+    split: str
+    pairs: int
+    kept: int
+    source_too_long: int
+    target_too_long: int
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def describe(self) -> str:
+        dropped = self.pairs - self.kept
+        text = f"{self.split}: {self.kept:,} of {self.pairs:,} pairs kept"
+        if dropped:
+            text += (
+                f"; the length filter dropped {dropped:,} ({self.source_too_long:,} source too long, "
+                f"{self.target_too_long:,} target too long)"
+            )
+        return text
+
+
+def prepare_data(config: Config, data_dir: Path, log: Log = print) -> PreparedData:
+    """Prepared splits plus fitted tokenizers, both cached under `data_dir` and reused when unchanged."""
+    corpus = prepare_corpus(config, data_dir, log=log)
+    settings = dataclasses.asdict(config.tokenizer)
+    vocab_name = (
+        f"vocab-{settings['model_type']}-{settings['source_vocab_size']}-{settings['target_vocab_size']}"
+    )
+    vocab_dir = corpus.directory / vocab_name
+    paths = fit_tokenizers(corpus.train, vocab_dir, settings, log=log)
+    source = load_tokenizer(paths["source"], "source_tokenizer")
+    target = load_tokenizer(paths["target"], "target_tokenizer")
+    failures = {}
+    for column, (side, tokenizer) in enumerate((("source", source), ("target", target))):
+        sample = list(read_side(corpus.dev, column, ROUND_TRIP_SAMPLE))
+        bad = round_trip_failures(tokenizer, sample)
+        failures[side] = len(bad)
+        log(
+            f"{side} tokenizer: {tokenizer.vocab_size} pieces; round trip exact on {len(sample) - len(bad)}"
+            f"/{len(sample)} dev sentences" + (f"; first failure: {bad[0]}" if bad else "")
+        )
+    return PreparedData(corpus, vocab_dir, source, target, failures)
+
+
+def token_lengths(tsv_path: Path, vocab_dir: Path) -> tuple[list[int], list[int]]:
+    """Per pair of a prepared file: source length with its end marker, target length with its end
+    marker (without the start marker) — the lengths the pipeline's filter compares.
+
+    Counted by the `sentencepiece` package on the same models (the prepared text is normalised
+    already): a second tensorflow-text pipeline, made and dropped beside the training one, takes
+    the SentencePiece kernel resource they share with it (TF Text 2.21)."""
+    lengths = []
+    for column, side in enumerate(("source", "target")):
+        processor = sentencepiece.SentencePieceProcessor(model_file=str(vocab_dir / f"{side}.model"))
+        lengths.append([len(ids) + 1 for ids in processor.encode(list(read_side(tsv_path, column)))])
+    return lengths[0], lengths[1]
+
+
+def count_length_filter(
+    split: str, tsv_path: Path, vocab_dir: Path, max_source_tokens: int, max_target_tokens: int
+) -> LengthFilterCounts:
+    source_lengths, target_lengths = token_lengths(tsv_path, vocab_dir)
+    source_long = sum(length > max_source_tokens for length in source_lengths)
+    target_long = sum(
+        target > max_target_tokens and source <= max_source_tokens
+        for source, target in zip(source_lengths, target_lengths, strict=True)
+    )
+    pairs = len(source_lengths)
+    return LengthFilterCounts(split, pairs, pairs - source_long - target_long, source_long, target_long)
+
+
+def check_enough_pairs(counts: LengthFilterCounts, batch_size: int) -> None:
+    """Stops before training when the length filter leaves the train split under one batch, or any
+    other split empty (a dev split smaller than a batch still validates correctly)."""
+    minimum = batch_size if counts.split == "train" else 1
+    if counts.kept >= minimum:
+        return
+    raise ValueError(
+        f"After the length filter the {counts.split} split has {counts.kept:,} of {counts.pairs:,} pairs "
+        f"({counts.source_too_long:,} with a source over train.max_source_tokens, "
+        f"{counts.target_too_long:,} with a target over train.max_target_tokens); it needs at least "
+        f"{minimum:,}{' (train.batch_size)' if minimum > 1 else ''}. Raise train.max_source_tokens / "
+        "train.max_target_tokens, use larger tokenizer vocabularies (fewer pieces per sentence), or lower "
+        "train.batch_size."
+    )
+
+
+def filter_report(
+    data: PreparedData,
+    max_source_tokens: int,
+    max_target_tokens: int,
+    splits: tuple[str, ...] = ("train", "dev"),
+) -> dict[str, LengthFilterCounts]:
+    """The length filter's counts for the splits a run trains and validates on."""
+    files = {"train": data.corpus.train, "dev": data.corpus.dev, "test": data.corpus.test}
+    return {
+        split: count_length_filter(split, files[split], data.vocab_dir, max_source_tokens, max_target_tokens)
+        for split in splits
+    }

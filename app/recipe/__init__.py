@@ -1,0 +1,122 @@
+"""The training recipe that `attend train` and `attend bench` share: datasets, optimizer, compiled
+model and callbacks. Activities compose it with a run folder; nothing here owns paths or prints.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Protocol
+
+import keras
+import tensorflow as tf
+
+from app.config import Config, TrainConfig
+from app.data.pipeline import count_batches, make_dataset
+from app.data.prepare import PreparedData
+from app.models.losses import MaskedTokenAccuracy, masked_cross_entropy
+from app.models.precision import training_policy
+from app.models.seq2seq import build_model
+from app.recipe.callbacks import BestScoreRecord, ModelGraphWriter, TensorBoard
+
+
+class TrainingRun(Protocol):
+    """The paths the callbacks write (`app.run.RunDir` is one)."""
+
+    backup_dir: Path
+    best_weights: Path
+    logs_dir: Path
+
+    def best_score(self) -> dict | None: ...
+
+    def write_best_score(self, monitor: str, value: float, epoch: int) -> None: ...
+
+
+def make_datasets(config: Config, data: PreparedData) -> tuple[tf.data.Dataset, tf.data.Dataset]:
+    """Train (shuffled each epoch) and dev batches; the dev set knows its length so that Keras
+    starts a fresh pass over it at every validation."""
+    common = {
+        "batch_size": config.train.batch_size,
+        "max_source_tokens": config.train.max_source_tokens,
+        "max_target_tokens": config.train.max_target_tokens,
+        "bucket_width": config.train.bucket_width,
+    }
+    train_set = make_dataset(
+        data.corpus.train,
+        *data.tokenizers,
+        shuffle_buffer=config.train.shuffle_buffer,
+        seed=config.train.seed,
+        **common,
+    )
+    dev_set = make_dataset(data.corpus.dev, *data.tokenizers, **common)
+    return train_set, dev_set.apply(tf.data.experimental.assert_cardinality(count_batches(dev_set)))
+
+
+def learning_rate_schedule(train: TrainConfig, total_steps: int) -> keras.optimizers.schedules.CosineDecay:
+    """Linear warm-up (at most a tenth of the steps), then cosine decay to `min_learning_rate_ratio`
+    of the peak at the last step."""
+    warmup = min(train.warmup_steps, max(total_steps // 10, 1))
+    return keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=0.0,
+        decay_steps=max(total_steps - warmup, 1),
+        alpha=train.min_learning_rate_ratio,
+        warmup_target=train.learning_rate,
+        warmup_steps=warmup,
+    )
+
+
+def make_optimizer(train: TrainConfig, total_steps: int) -> keras.optimizers.Optimizer:
+    """Adam on `learning_rate_schedule`, with gradient-norm clipping."""
+    return keras.optimizers.Adam(
+        learning_rate=learning_rate_schedule(train, total_steps), clipnorm=train.clipnorm
+    )
+
+
+def compile_model(config: Config, data: PreparedData, total_steps: int) -> keras.Model:
+    """The model for `config`, compiled for training (precision policy, loss, metrics, optimizer)."""
+    keras.mixed_precision.set_global_policy(training_policy(config.train.precision))
+    model = build_model(
+        data.source_tokenizer.vocab_size, data.target_tokenizer.vocab_size, **dataclasses.asdict(config.model)
+    )
+    model.compile(
+        optimizer=make_optimizer(config.train, total_steps),
+        loss=masked_cross_entropy,
+        metrics=[MaskedTokenAccuracy()],
+        jit_compile=config.train.jit_compile,
+    )
+    return model
+
+
+def make_callbacks(
+    run: TrainingRun, train: TrainConfig, monitor: keras.callbacks.Callback | None
+) -> list[keras.callbacks.Callback]:
+    """Keras's callbacks in the order that matters: the dev monitor adds `val_bleu` to the epoch's
+    logs before the checkpoint and early stopping read them. The best score so far (of an
+    interrupted run) is where checkpointing continues from."""
+    metric, mode = ("val_bleu", "max") if monitor else ("val_loss", "min")
+    saved = run.best_score()
+    best = saved["value"] if saved and saved.get("monitor") == metric else None
+    return [
+        keras.callbacks.BackupAndRestore(str(run.backup_dir)),
+        keras.callbacks.TerminateOnNaN(),
+        *([monitor] if monitor else []),
+        keras.callbacks.ModelCheckpoint(
+            str(run.best_weights),
+            monitor=metric,
+            mode=mode,
+            save_best_only=True,
+            save_weights_only=True,
+            initial_value_threshold=best,
+        ),
+        BestScoreRecord(run.write_best_score, metric, mode, best),
+        keras.callbacks.EarlyStopping(monitor=metric, mode=mode, patience=train.early_stopping_patience),
+        ModelGraphWriter(run.logs_dir),
+        TensorBoard(
+            profile_batch=tuple(int(step) for step in train.profile_batches.split(","))
+            if train.profile_batches
+            else 0,
+            log_dir=str(run.logs_dir),
+            update_freq=train.log_every_steps,
+            histogram_freq=train.histogram_epochs,
+        ),
+    ]

@@ -1,0 +1,59 @@
+"""Scores of translations: corpus BLEU and chrF the standard way (sacreBLEU), multi-reference,
+and BLEU by source length. The dev monitor of training and `attend evaluate` both use these.
+
+sacreBLEU computes both scores from detokenized text with its own tokenisation (13a for BLEU),
+so figures are comparable with published ones; its signature says exactly how. When a source
+occurs several times in a split with different targets, all of them are references.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sacrebleu.metrics import BLEU, CHRF
+
+LENGTH_BUCKETS = ((1, 10), (11, 20), (21, 30), (31, 40), (41, 50), (51, 10_000))
+
+
+def read_references(tsv_path: Path) -> tuple[list[str], list[list[str]]]:
+    """Unique sources in file order, each with every target it has in the file."""
+    references: dict[str, list[str]] = {}
+    with open(tsv_path, encoding="utf-8") as lines:
+        for number, line in enumerate(lines, start=1):
+            fields = line.rstrip("\n").split("\t")
+            if len(fields) < 2:
+                raise ValueError(f"{tsv_path}:{number}: expected source<TAB>target")
+            references.setdefault(fields[0], []).append(fields[1])
+    return list(references), list(references.values())
+
+
+def corpus_scores(hypotheses: list[str], references: list[list[str]]) -> dict:
+    """sacreBLEU corpus BLEU and chrF; `references[i]` lists the references of sentence i."""
+    most = max((len(refs) for refs in references), default=1)
+    streams = [[refs[k] if k < len(refs) else None for refs in references] for k in range(most)]
+    bleu, chrf = BLEU(), CHRF()
+    bleu_score = bleu.corpus_score(hypotheses, streams)
+    chrf_score = chrf.corpus_score(hypotheses, streams)
+    return {
+        "bleu": round(bleu_score.score, 2),
+        "chrf": round(chrf_score.score, 2),
+        "signature": {"bleu": str(bleu.get_signature()), "chrf": str(chrf.get_signature())},
+        "bleu_detail": str(bleu_score),
+    }
+
+
+def corpus_bleu(hypotheses: list[str], references: list[list[str]]) -> float:
+    return corpus_scores(hypotheses, references)["bleu"]
+
+
+def bleu_by_length(sources: list[str], hypotheses: list[str], references: list[list[str]]) -> list[dict]:
+    """Corpus BLEU within source-length buckets (in words), as in Bahdanau et al.'s Figure 2."""
+    rows = []
+    for low, high in LENGTH_BUCKETS:
+        chosen = [i for i, source in enumerate(sources) if low <= len(source.split()) <= high]
+        label = f"{low}-{high}" if high < 10_000 else f"{low}+"
+        bleu = (
+            corpus_bleu([hypotheses[i] for i in chosen], [references[i] for i in chosen]) if chosen else 0.0
+        )
+        rows.append({"bucket": label, "sentences": len(chosen), "bleu": bleu})
+    return rows

@@ -1,0 +1,280 @@
+"""The Translator: tokenizers + model + in-graph decoding + detokenizer in one `tf.Module`, and
+its atomic, checked save as a SavedModel.
+
+The SavedModel is the product's contract with other programs (docs/ARCHITECTURE.md). Loading it
+needs only `tensorflow` and `tensorflow_text`:
+
+    translator = tf.saved_model.load("models/<run>/export")
+    out = translator.signatures["serving_default"](text=tf.constant(["Y lloró Jesús."]))
+    out["translation"], out["score"]
+
+`save_translator` writes into a staging folder, checks it by reloading it in a fresh process
+that imports only those two packages, and only then renames it over the previous SavedModel, so
+a failed or broken export never replaces a good one.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Protocol
+
+import keras
+import tensorflow as tf
+
+from app.config import Config
+from app.data.pipeline import add_source_end
+from app.data.tokenizer import SubwordTokenizer, load_tokenizer
+from app.models.search import beam_search, fixed_length_greedy_search, greedy_search, max_output_lengths
+from app.models.seq2seq import Seq2SeqDecoding, build_model
+from app.processes import run_python_for_json
+
+MODEL_CARD_NAME = "model_card.json"  # inside every SavedModel folder this module writes
+
+
+class Translator(tf.Module):
+    """Text in, text out: the module saved as the SavedModel.
+
+    Args:
+        model: the trained functional model.
+        source_tokenizer, target_tokenizer: the run's SentencePiece tokenizers.
+        vocabulary_files: `{name: path}` of the tokenizer files, carried as SavedModel assets.
+        max_length_ratio, max_length_offset, max_output_tokens: output length limit per
+            sentence, min(ratio · source tokens + offset, max_output_tokens).
+        max_input_tokens: longer inputs are truncated (keeping their end marker).
+        beam_width, length_penalty_alpha: the search (1 = greedy); GNMT length normalisation.
+
+    No defaults here: the config's `decode` section is their one source (`build_translator`).
+    """
+
+    def __init__(
+        self,
+        model: keras.Model,
+        source_tokenizer: SubwordTokenizer,
+        target_tokenizer: SubwordTokenizer,
+        vocabulary_files: dict[str, Path],
+        *,
+        max_length_ratio: float,
+        max_length_offset: int,
+        max_output_tokens: int,
+        max_input_tokens: int,
+        beam_width: int,
+        length_penalty_alpha: float,
+    ):
+        super().__init__(name="translator")
+        self.model = model
+        self.source_tokenizer, self.target_tokenizer = source_tokenizer, target_tokenizer
+        self.vocabulary_files = {
+            name: tf.saved_model.Asset(str(path)) for name, path in vocabulary_files.items()
+        }
+        self._decoding = Seq2SeqDecoding(model)
+        self._length_limits = (max_length_ratio, max_length_offset, max_output_tokens)
+        self._max_input_tokens = max_input_tokens
+        self.beam_width, self._alpha = beam_width, length_penalty_alpha
+
+    def source_ids(self, text: tf.Tensor) -> tf.Tensor:
+        """`[batch]` strings → `[batch, src]` int32 ids, 0-padded, each ending with the end id."""
+        ids = self.source_tokenizer.tokenize(text)[:, : self._max_input_tokens - 1]
+        dense = add_source_end(ids).to_tensor(0)
+        # an empty batch still needs one time step: recurrent layers cannot run over zero steps
+        return tf.pad(dense, [[0, 0], [0, tf.maximum(1 - tf.shape(dense)[1], 0)]])
+
+    def search(self, source_ids: tf.Tensor, collect: str | None = None, static_shapes: bool = False):
+        """Greedy (beam width 1) or beam search from `[batch, src]` ids; `static_shapes`: greedy into
+        a `[batch, max_output_tokens]` buffer, for XLA."""
+        source_lengths = tf.reduce_sum(tf.cast(tf.not_equal(source_ids, 0), tf.int32), axis=1)
+        limits = max_output_lengths(source_lengths, *self._length_limits)
+        state = self._decoding.encode(source_ids)
+        if static_shapes:
+            return fixed_length_greedy_search(self._decoding.step, state, limits, self._length_limits[2])
+        if self.beam_width > 1:
+            return beam_search(
+                self._decoding.step,
+                state,
+                limits,
+                self.beam_width,
+                self._alpha,
+                collect=collect,
+                constant_keys=Seq2SeqDecoding.CONSTANT_KEYS,
+            )
+        return greedy_search(self._decoding.step, state, limits, collect=collect)
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
+    def translate(self, text):
+        """`serving_default`: translation and its log-probability (sum over output tokens)."""
+        result = self.search(self.source_ids(text))
+        return {"translation": self.target_tokenizer.detokenize(result.tokens), "score": result.scores}
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
+    def translate_with_attention(self, text):
+        """`translate_with_attention`: also the attention matrix `[batch, tgt, src]` and the
+        subword strings of both sides ("" at padding), for plots."""
+        source_ids = self.source_ids(text)
+        result = self.search(source_ids, collect="attention")
+        return {
+            "translation": self.target_tokenizer.detokenize(result.tokens),
+            "score": result.scores,
+            "attention": result.collected,
+            "source_tokens": self._pieces(self.source_tokenizer, source_ids),
+            "target_tokens": self._pieces(self.target_tokenizer, result.tokens),
+        }
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None], tf.int32, name="source_ids")], jit_compile=True)
+    def translate_ids(self, source_ids):
+        """`translate_ids`: the accelerator's part, XLA-compiled with static output shapes. Source ids
+        (0-padded, each ending with the end id 2) → greedy output ids `[batch, max_output_tokens]`
+        (0 after the end id), their lengths and scores. Tokenization stays on the host."""
+        result = self.search(source_ids, static_shapes=True)
+        return {"ids": result.tokens, "lengths": result.lengths, "score": result.scores}
+
+    def translate_texts(self, sentences: list[str], batch_size: int = 64) -> list[str]:
+        """Python strings in and out, in batches through `translate` (evaluation, the dev monitor)."""
+        outputs: list[str] = []
+        for start in range(0, len(sentences), batch_size):
+            batch = tf.constant(sentences[start : start + batch_size], tf.string)
+            outputs += [text.decode("utf-8") for text in self.translate(batch)["translation"].numpy()]
+        return outputs
+
+    @staticmethod
+    def _pieces(tokenizer: SubwordTokenizer, ids: tf.Tensor) -> tf.Tensor:
+        return tf.where(tf.equal(ids, 0), "", tokenizer.pieces(ids))
+
+    def signatures(self) -> dict:
+        return {
+            "serving_default": self.translate.get_concrete_function(),
+            "translate_with_attention": self.translate_with_attention.get_concrete_function(),
+            "translate_ids": self.translate_ids.get_concrete_function(),
+        }
+
+
+def float32_model(model: keras.Model, config: Config) -> keras.Model:
+    """`model` computing in float32, for serving: the bench measured CPU decoding slower in
+    bfloat16 (most at batch 1). Variables are float32 under every policy: they carry over exactly."""
+    if model.get_layer("decoder").compute_dtype == "float32":
+        return model
+    vocab_sizes = (model.get_layer(name).input_dim for name in ("source_embedding", "target_embedding"))
+    copy = build_float32_model(*vocab_sizes, config)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+def build_float32_model(source_vocab_size: int, target_vocab_size: int, config: Config) -> keras.Model:
+    """The config's model in float32, whatever precision policy this process trained under."""
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("float32")
+    try:
+        return build_model(source_vocab_size, target_vocab_size, **config.to_dict()["model"])
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+
+
+def build_translator(
+    model: keras.Model,
+    config: Config,
+    vocab_dir: Path,
+    tokenizers: tuple[SubwordTokenizer, SubwordTokenizer],
+    beam_width: int | None = None,
+    length_penalty_alpha: float | None = None,
+) -> Translator:
+    """The run's Translator; `beam_width` and `length_penalty_alpha` override the config's."""
+    files = {
+        f"{side}.{kind}": vocab_dir / f"{side}.{kind}"
+        for side in ("source", "target")
+        for kind in ("model", "vocab")
+    }
+    return Translator(
+        model,
+        *tokenizers,
+        files,
+        max_length_ratio=config.decode.max_length_ratio,
+        max_length_offset=config.decode.max_length_offset,
+        max_output_tokens=config.decode.max_output_tokens,
+        max_input_tokens=config.decode.max_input_tokens,
+        beam_width=config.decode.beam_width if beam_width is None else beam_width,
+        length_penalty_alpha=config.decode.length_penalty_alpha
+        if length_penalty_alpha is None
+        else length_penalty_alpha,
+    )
+
+
+# Runs in a fresh interpreter: proves the export needs nothing but tensorflow and tensorflow_text.
+_RELOAD_CHECK = """
+import json, sys
+import tensorflow as tf
+import tensorflow_text  # noqa: F401  (registers the SentencePiece ops)
+assert not any(name == "app" or name.startswith("app.") for name in sys.modules), "imported project code"
+translator = tf.saved_model.load(sys.argv[1])
+sentences = json.loads(sys.stdin.read())
+out = translator.signatures["serving_default"](text=tf.constant(sentences, tf.string))
+print(json.dumps({"translation": [t.decode("utf-8") for t in out["translation"].numpy()],
+                  "score": [float(s) for s in out["score"].numpy()]}))
+"""
+
+
+def reload_and_translate(export_dir: Path, sentences: list[str]) -> dict:
+    """Translates `sentences` with the export in a fresh process that imports only TF and TF Text."""
+    return run_python_for_json(
+        ["-c", _RELOAD_CHECK, str(export_dir)], f"Reloading the export at {export_dir}", json.dumps(sentences)
+    )
+
+
+def check_export(export_dir: Path, translator: Translator, sentences: list[str]) -> list[str]:
+    """Reloads in a fresh process and requires the same translations as in this process."""
+    expected = [
+        t.decode("utf-8") for t in translator.translate(tf.constant(sentences))["translation"].numpy()
+    ]
+    reloaded = reload_and_translate(export_dir, sentences)["translation"]
+    if reloaded != expected:
+        differences = [(s, e, r) for s, e, r in zip(sentences, expected, reloaded, strict=True) if e != r]
+        raise RuntimeError(
+            f"The reloaded export translates differently from the trained model: {differences[:3]}"
+        )
+    return reloaded
+
+
+def save_translator(
+    translator: Translator, directory: Path, model_card: dict, check_sentences: list[str], log=print
+) -> Path:
+    """Saves to `directory.staging`, checks it in a fresh process, then atomically replaces `directory`."""
+    staging = directory.with_name(f"{directory.name}.staging")
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        tf.saved_model.save(translator, str(staging), signatures=translator.signatures())
+        (staging / MODEL_CARD_NAME).write_text(json.dumps(model_card, indent=2, ensure_ascii=False) + "\n")
+        check_export(staging, translator, check_sentences or [""])
+    except Exception:
+        shutil.rmtree(staging, ignore_errors=True)
+        log(f"Export failed; {directory} was left as it was.")
+        raise
+    previous = directory.with_name(f"{directory.name}.previous")
+    shutil.rmtree(previous, ignore_errors=True)
+    if directory.exists():
+        directory.rename(previous)
+    staging.rename(directory)
+    shutil.rmtree(previous, ignore_errors=True)
+    log(f"Exported the SavedModel to {directory} (reloaded and checked in a fresh process)")
+    return directory
+
+
+class TrainedRun(Protocol):
+    """What a Translator is rebuilt from: a run folder (`app.run.RunDir` is one)."""
+
+    vocab_dir: Path
+    best_weights: Path
+
+    def config(self) -> Config: ...
+
+    def require_trained(self) -> None: ...
+
+
+def load_translator(
+    run: TrainedRun, beam_width: int | None = None, length_penalty_alpha: float | None = None
+) -> Translator:
+    """Rebuilds a trained run's Translator from its config, vocab folder and best weights."""
+    run.require_trained()
+    config = run.config()
+    tokenizers = tuple(load_tokenizer(run.vocab_dir / f"{side}.model", side) for side in ("source", "target"))
+    model = build_float32_model(tokenizers[0].vocab_size, tokenizers[1].vocab_size, config)
+    model.load_weights(str(run.best_weights))
+    return build_translator(model, config, run.vocab_dir, tokenizers, beam_width, length_penalty_alpha)

@@ -1,0 +1,53 @@
+"""The training recipe: the learning-rate schedule, and checkpointing that continues from the best
+score of an interrupted run."""
+
+from __future__ import annotations
+
+import math
+
+import keras
+import pytest
+
+from app.config import TrainConfig
+from app.recipe import learning_rate_schedule, make_callbacks, make_optimizer
+from app.recipe.callbacks import BestScoreRecord
+from app.run import RunDir
+
+
+def test_learning_rate_warms_up_linearly_then_decays_along_a_cosine():
+    train = TrainConfig(learning_rate=1e-3, warmup_steps=10, min_learning_rate_ratio=0.1)
+    schedule = learning_rate_schedule(train, total_steps=110)
+    assert make_optimizer(train, 110).clipnorm == train.clipnorm
+    expected = {
+        0: 0.0,
+        5: 5e-4,  # half-way through the warm-up
+        10: 1e-3,  # the peak
+        60: 1e-3 * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 0.5))),  # half-way through the decay
+        110: 1e-4,  # the floor: min_learning_rate_ratio of the peak
+    }
+    for step, value in expected.items():
+        assert float(schedule(step)) == pytest.approx(value, rel=1e-5, abs=1e-9), step
+
+
+def test_warm_up_is_at_most_a_tenth_of_a_short_run():
+    train = TrainConfig(learning_rate=1e-3, warmup_steps=200)
+    schedule = learning_rate_schedule(train, total_steps=50)
+    assert float(schedule(5)) == pytest.approx(1e-3)  # warm-up capped at 5 steps
+
+
+def test_a_resumed_run_does_not_save_a_worse_best(tmp_path):
+    run = RunDir(tmp_path / "run")
+    run.write_best_score("val_bleu", 30.0, 2)  # what the interrupted run had reached
+    monitor = keras.callbacks.Callback()  # stands in for the dev monitor (which adds val_bleu)
+    callbacks = make_callbacks(run, TrainConfig(), monitor)
+    checkpoint = next(c for c in callbacks if isinstance(c, keras.callbacks.ModelCheckpoint))
+    record = next(c for c in callbacks if isinstance(c, BestScoreRecord))
+    assert checkpoint.best == 30.0 and record.best == 30.0
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    checkpoint.set_model(model)
+    for callback in (checkpoint, record):
+        callback.on_epoch_end(2, {"val_bleu": 12.0})  # worse than the run's best
+    assert not run.best_weights.exists()
+    assert run.best_score() == {"monitor": "val_bleu", "value": 30.0, "epoch": 2}
+    record.on_epoch_end(3, {"val_bleu": 31.0})
+    assert run.best_score() == {"monitor": "val_bleu", "value": 31.0, "epoch": 4}

@@ -1,0 +1,67 @@
+"""RunDir: the run folder's resume rules, the lock, and the record of the best score."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from app.config import load_config, save_config
+from app.run import RunDir, config_differences
+
+
+def test_make_train_again_resumes_the_unfinished_run_with_the_same_settings(tmp_path):
+    config = load_config("smoke")
+    unfinished = tmp_path / "smoke-20260101-000000"
+    (unfinished / "backup").mkdir(parents=True)
+    save_config(config, unfinished / "config.yaml")
+    finished = tmp_path / "smoke-20260102-000000"
+    finished.mkdir()
+    save_config(config, finished / "config.yaml")
+    assert RunDir.for_training("smoke", config, tmp_path).path == unfinished
+    changed = load_config("smoke", ["train.epochs=9"])
+    fresh = RunDir.for_training("smoke", changed, tmp_path).path
+    assert fresh not in (unfinished, finished) and fresh.name.startswith("smoke-")
+
+
+def test_a_run_with_another_config_is_refused_naming_the_keys(tmp_path):
+    run = RunDir(tmp_path / "run")
+    run.start(load_config("smoke"))
+    changed = load_config("smoke", ["train.epochs=9", "model.units=48"])
+    with pytest.raises(ValueError) as refused:
+        run.check_resumable(changed)
+    message = str(refused.value)
+    assert "train.epochs: 5 in the folder, 9 now" in message
+    assert "model.units: 32 in the folder, 48 now" in message
+    assert "train.batch_size" not in message  # only what differs
+    run.check_resumable(load_config("smoke"))  # the same settings resume
+
+
+def test_config_differences_ignore_the_name_only():
+    first, second = load_config("smoke"), load_config("smoke", ["decode.beam_width=2"])
+    assert config_differences(first, first.__class__(**{**first.__dict__, "name": "other"})) == []
+    assert config_differences(first, second) == [("decode.beam_width", 4, 2)]
+
+
+def test_a_second_writer_is_refused_with_the_holders_pid(tmp_path):
+    run = RunDir(tmp_path / "run")
+    holder = f"in use by another attend process \\(pid {os.getpid()}\\)"
+    with run.lock(), pytest.raises(ValueError, match=holder), RunDir(tmp_path / "run").lock():
+        pass
+    with run.lock():  # released when the holder ends
+        pass
+
+
+def test_best_score_round_trips_as_json(tmp_path):
+    run = RunDir(tmp_path / "run")
+    assert run.best_score() is None
+    run.write_best_score("val_bleu", 12.5, 3)
+    assert run.best_score() == {"monitor": "val_bleu", "value": 12.5, "epoch": 3}
+    assert not list(run.checkpoints_dir.glob(".*.tmp"))  # written through a temporary file and a rename
+
+
+def test_an_untrained_folder_says_so(tmp_path):
+    with pytest.raises(ValueError, match="nothing to export"):
+        RunDir(tmp_path).require_trained()
+    with pytest.raises(ValueError, match="is not a run folder"):
+        RunDir(tmp_path).config()
