@@ -7,13 +7,18 @@ import pytest
 import tensorflow as tf
 
 from app.models.search import (
-    END_ID,
+    _flat_rows,
+    _hypothesis_rows,
+    _merge_beams,
+    _split_beams,
+    _tile_beams,
     beam_search,
     fixed_length_greedy_search,
     greedy_search,
     max_output_lengths,
     top_k,
 )
+from app.special_tokens import END_ID, PAD_ID, START_ID
 
 VOCAB = 6
 
@@ -150,6 +155,27 @@ def test_beam_finds_the_likelier_sentence_that_greedy_misses():
     assert greedy.tokens.numpy()[0, 0] == 3 and greedy.scores.numpy()[0] < np.log(0.4)
 
 
+@pytest.mark.parametrize(
+    ("alpha", "tokens", "length"), [(0.0, [END_ID, PAD_ID], 1), (1.0, [4, END_ID], 2), (2.0, [4, END_ID], 2)]
+)
+def test_length_penalty_lets_a_longer_hypothesis_beat_a_likelier_short_one(alpha, tokens, length):
+    # From start: end at once (p=.3) or token 4 (p=.7); the limit of 2 then forces 4 to end, scored
+    # p(end | 4) = .4. Both hypotheses stay in a beam of 2, so only the final pick differs:
+    #   [end]    log P = log .3         = -1.204, penalty ((5+1)/6)^α = 1
+    #   [4, end] log P = log(.7 · .4)   = -1.273, penalty ((5+2)/6)^α = 1.167 (α=1), 1.361 (α=2)
+    # α = 0: -1.204 > -1.273, the short one; α = 1: -1.273/1.167 = -1.091 > -1.204, α = 2: -0.935,
+    # the long one. Were the penalty ignored, the short one would win at every α.
+    table = np.full((6, 6), -1e9)
+    table[START_ID, END_ID], table[START_ID, 4] = np.log(0.3), np.log(0.7)
+    table[4, END_ID], table[4, 5] = np.log(0.4), np.log(0.6)
+    table[END_ID, END_ID] = 0.0
+    result = beam_search(markov_step(table), markov_state(1), tf.constant([2]), beam_width=2, alpha=alpha)
+    assert result.tokens.numpy()[0].tolist() == tokens
+    assert result.lengths.numpy().tolist() == [length]
+    expected = np.log(0.3) if length == 1 else np.log(0.7 * 0.4)
+    assert result.scores.numpy()[0] == pytest.approx(expected, rel=1e-5)
+
+
 @pytest.mark.parametrize("seed", range(6))
 def test_beam_log_probability_is_never_below_greedy(seed):
     step, limits = markov_step(random_table(seed, vocab=9, sharpness=1.0)), tf.constant([10, 10])
@@ -235,6 +261,28 @@ def test_constant_state_entries_are_not_reordered_and_change_nothing():
     )
     np.testing.assert_array_equal(plain.tokens.numpy(), constant.tokens.numpy())
     np.testing.assert_allclose(plain.scores.numpy(), constant.scores.numpy())
+
+
+@pytest.mark.parametrize("in_graph", [False, True])
+def test_beam_reshapes_keep_a_sentence_s_hypotheses_in_consecutive_rows(in_graph):
+    def reshapes(flat, parents, sentences):
+        split = _split_beams(flat, 2)
+        return split, _merge_beams(split), _flat_rows(parents, 2), _hypothesis_rows(sentences, 2)
+
+    if in_graph:  # unknown sizes, as in the loop
+        pairs, indices = tf.TensorSpec([None, 2], tf.int32), tf.TensorSpec([None], tf.int32)
+        reshapes = tf.function(reshapes, input_signature=[pairs, pairs, indices])
+    flat = tf.reshape(tf.range(12), [6, 2])  # [3 sentences · 2 beams, 2]: row r holds [2r, 2r + 1]
+    parents = tf.constant([[1, 1], [0, 1], [1, 0]])  # each new hypothesis's beam of origin
+    split, merged, rows, kept = reshapes(flat, parents, tf.constant([0, 2]))
+    # sentence i's hypotheses are rows 2i and 2i + 1
+    np.testing.assert_array_equal(split.numpy(), [[[0, 1], [2, 3]], [[4, 5], [6, 7]], [[8, 9], [10, 11]]])
+    np.testing.assert_array_equal(merged.numpy(), flat.numpy())  # round trip
+    np.testing.assert_array_equal(rows.numpy(), [1, 1, 2, 3, 5, 4])  # row 2i + parent, within sentence i
+    np.testing.assert_array_equal(kept.numpy(), [0, 1, 4, 5])  # all the rows of sentences 0 and 2
+    tiled = _split_beams(_tile_beams(tf.constant([7, 8, 9]), 2), 2)  # a sentence's beams start alike
+    np.testing.assert_array_equal(tiled.numpy(), [[7, 7], [8, 8], [9, 9]])
+    assert _split_beams(tf.zeros([0, 3, 5]), 3).shape == (0, 3, 3, 5)  # an empty batch
 
 
 @pytest.mark.parametrize("size", [7, 1000, 5003])

@@ -8,6 +8,11 @@ so a batch costs about the sum of its output lengths, not batch size × its long
 (with 64 short Bible verses the longest greedy output is ~3× the mean). Every state entry
 must therefore be batch-major (first axis = the rows). `fixed_length_greedy_search` keeps all
 rows and static shapes instead, for XLA and TPUs.
+
+Each search's loop state is a NamedTuple (`GreedyState`, `FixedLengthState`, `BeamState`), run
+by `_decode_loop`. Beam search lays a sentence's K hypotheses out in consecutive rows of the
+model's state (`[n·K, …]`) and keeps its own bookkeeping as `[batch, K, …]`; `_split_beams`,
+`_merge_beams`, `_flat_rows` and `_hypothesis_rows` convert between the two.
 """
 
 from __future__ import annotations
@@ -17,8 +22,9 @@ from typing import NamedTuple
 
 import tensorflow as tf
 
+from app.special_tokens import END_ID, PAD_ID, START_ID
+
 StepFunction = Callable[[tf.Tensor, dict], tuple[tf.Tensor, dict]]
-PAD_ID, START_ID, END_ID = 0, 1, 2  # the tokenizers' reserved ids
 
 
 class SearchResult(NamedTuple):
@@ -38,6 +44,32 @@ def max_output_lengths(source_lengths: tf.Tensor, ratio: float, offset: int, cei
     return tf.minimum(limits, ceiling)
 
 
+# === The loop scaffold ===
+
+
+def _decode_loop(body, initial: NamedTuple, max_lengths: tf.Tensor, decoding, shape_invariants=None):
+    """Runs `body(state) -> state` over a NamedTuple loop state with a `step` field while
+    `decoding(state)` holds, for at most the longest limit and at least one step, so that an
+    empty batch still gives `[batch, 1]` tokens. Returns the final state."""
+    max_steps = tf.maximum(tf.reduce_max(max_lengths), 1)
+
+    def keep_going(state):
+        return tf.logical_and(state.step < max_steps, tf.logical_or(state.step == 0, decoding(state)))
+
+    # a 1-tuple, so that the loop hands the NamedTuple itself to `keep_going` and `body`
+    invariants = None if shape_invariants is None else (shape_invariants,)
+    (final,) = tf.while_loop(
+        keep_going, lambda state: (body(state),), (initial,), shape_invariants=invariants
+    )
+    return final
+
+
+def _rows_left(state: NamedTuple) -> tf.Tensor:
+    """Whether any row is still decoding: the size of the fed `tokens`, not of `rows` or
+    `sentences`, since grappler folds the size of a loop variable like those to its initial one."""
+    return tf.shape(state.tokens)[0] > 0
+
+
 def _batch_major_shapes(state: dict):
     """While-loop shape invariants: every state entry keeps its shape except the batch axis."""
     return tf.nest.map_structure(lambda tensor: tf.TensorShape([None]).concatenate(tensor.shape[1:]), state)
@@ -50,6 +82,30 @@ def _gather_rows(state: dict, rows: tf.Tensor) -> dict:
 def _scatter_rows(rows: tf.Tensor, values: tf.Tensor, batch_size: tf.Tensor) -> tf.Tensor:
     """`values [n, …]` of rows `rows` into zeros `[batch_size, …]`."""
     return tf.scatter_nd(rows[:, None], values, tf.concat([[batch_size], tf.shape(values)[1:]], 0))
+
+
+def _batch_first(stacked: tf.Tensor) -> tf.Tensor:
+    """`[steps, batch, …]` (a stacked TensorArray) → `[batch, steps, …]`."""
+    return tf.transpose(stacked, [1, 0, *range(2, len(stacked.shape))])
+
+
+# === Greedy search ===
+
+
+class GreedyState(NamedTuple):
+    """`greedy_search`'s loop state: `n` rows still decoding, `batch` sentences in all."""
+
+    step: tf.Tensor  # [] the step being decoded
+    rows: tf.Tensor  # [n] each decoding row's sentence
+    tokens: tf.Tensor  # [n] the tokens fed at this step
+    limits: tf.Tensor  # [n] each decoding row's output limit
+    model_state: dict  # the step function's state, entries [n, …]
+    scores: tf.Tensor  # [batch] sums of token log-probabilities
+    lengths: tf.Tensor  # [batch] tokens so far, end id included
+    token_steps: tf.TensorArray  # [step] × [batch] the chosen tokens, 0 for rows gone
+    collected_steps: (
+        tf.TensorArray | tf.Tensor
+    )  # [step] × [batch, …] collected entries; [0] without `collect`
 
 
 def _greedy_choice(logits: tf.Tensor, step: tf.Tensor, limits: tf.Tensor, end_id: int):
@@ -74,69 +130,73 @@ def greedy_search(
     token becomes `end_id`). A sentence leaves the batch at its end; the loop stops when none is left.
     """
     batch_size = tf.shape(max_lengths)[0]
-    max_steps = tf.maximum(tf.reduce_max(max_lengths), 1)
-    initial = (
-        tf.constant(0),
-        tf.range(batch_size),  # rows: each decoding row's sentence
-        tf.fill([batch_size], tf.constant(start_id, tf.int32)),
-        max_lengths,
-        state,
-        tf.zeros([batch_size], tf.float32),  # scores
-        tf.zeros([batch_size], tf.int32),  # lengths
-        tf.TensorArray(tf.int32, size=0, dynamic_size=True, element_shape=[None]),
-        tf.TensorArray(tf.float32, size=0, dynamic_size=True) if collect else tf.zeros([0]),
-    )
 
-    def keep_going(step, rows, tokens, *_):
-        # at least one step, so that an empty batch still gives [batch, 1]; the size of `tokens`,
-        # not `rows`: grappler folds the size of a loop variable like `rows` to its initial one
-        return tf.logical_and(step < max_steps, tf.logical_or(step == 0, tf.shape(tokens)[0] > 0))
-
-    def body(step, rows, tokens, limits, state, scores, lengths, token_steps, collected_steps):
-        logits, state = step_fn(tokens, state)
-        next_tokens, token_scores = _greedy_choice(logits, step, limits, end_id)
-        scores = tf.tensor_scatter_nd_add(scores, rows[:, None], token_scores)
-        lengths = tf.tensor_scatter_nd_add(lengths, rows[:, None], tf.ones_like(rows))
-        token_steps = token_steps.write(step, _scatter_rows(rows, next_tokens, batch_size))
+    def body(loop: GreedyState) -> GreedyState:
+        logits, model_state = step_fn(loop.tokens, loop.model_state)
+        next_tokens, token_scores = _greedy_choice(logits, loop.step, loop.limits, end_id)  # [n], [n]
+        scores = tf.tensor_scatter_nd_add(loop.scores, loop.rows[:, None], token_scores)
+        lengths = tf.tensor_scatter_nd_add(loop.lengths, loop.rows[:, None], tf.ones_like(loop.rows))
+        token_steps = loop.token_steps.write(loop.step, _scatter_rows(loop.rows, next_tokens, batch_size))
+        collected_steps = loop.collected_steps
         if collect:
-            entry = _scatter_rows(rows, tf.cast(state[collect], tf.float32), batch_size)
-            collected_steps = collected_steps.write(step, entry)
-        decoding = tf.not_equal(next_tokens, end_id)
+            entry = _scatter_rows(loop.rows, tf.cast(model_state[collect], tf.float32), batch_size)
+            collected_steps = collected_steps.write(loop.step, entry)
+        decoding = tf.not_equal(next_tokens, end_id)  # [n]
 
         def drop_ended():
             keep = tf.where(decoding)[:, 0]
             return (
-                tf.gather(rows, keep),
+                tf.gather(loop.rows, keep),
                 tf.gather(next_tokens, keep),
-                tf.gather(limits, keep),
-                _gather_rows(state, keep),
+                tf.gather(loop.limits, keep),
+                _gather_rows(model_state, keep),
             )
 
-        rows, tokens, limits, state = tf.cond(
-            tf.reduce_all(decoding), lambda: (rows, next_tokens, limits, state), drop_ended
+        rows, tokens, limits, model_state = tf.cond(
+            tf.reduce_all(decoding), lambda: (loop.rows, next_tokens, loop.limits, model_state), drop_ended
         )
-        return step + 1, rows, tokens, limits, state, scores, lengths, token_steps, collected_steps
+        return GreedyState(
+            loop.step + 1, rows, tokens, limits, model_state, scores, lengths, token_steps, collected_steps
+        )
 
-    invariants = (
-        tf.TensorShape([]),
-        tf.TensorShape([None]),
-        tf.TensorShape([None]),
-        tf.TensorShape([None]),
-        _batch_major_shapes(state),
-        tf.TensorShape([None]),
-        tf.TensorShape([None]),
-        tf.TensorShape(None),
-        tf.TensorShape(None) if collect else tf.TensorShape([0]),
+    initial = GreedyState(
+        step=tf.constant(0),
+        rows=tf.range(batch_size),
+        tokens=tf.fill([batch_size], tf.constant(start_id, tf.int32)),
+        limits=max_lengths,
+        model_state=state,
+        scores=tf.zeros([batch_size], tf.float32),
+        lengths=tf.zeros([batch_size], tf.int32),
+        token_steps=tf.TensorArray(tf.int32, size=0, dynamic_size=True, element_shape=[None]),
+        collected_steps=tf.TensorArray(tf.float32, size=0, dynamic_size=True) if collect else tf.zeros([0]),
     )
-    *_, scores, lengths, token_steps, collected_steps = tf.while_loop(
-        keep_going, body, initial, shape_invariants=invariants
+    invariants = GreedyState(
+        step=tf.TensorShape([]),
+        rows=tf.TensorShape([None]),
+        tokens=tf.TensorShape([None]),
+        limits=tf.TensorShape([None]),
+        model_state=_batch_major_shapes(state),
+        scores=tf.TensorShape([None]),
+        lengths=tf.TensorShape([None]),
+        token_steps=tf.TensorShape(None),
+        collected_steps=tf.TensorShape(None) if collect else tf.TensorShape([0]),
     )
-    tokens = tf.transpose(token_steps.stack(), [1, 0])  # [steps, batch] -> [batch, steps]
-    if not collect:
-        return SearchResult(tokens, lengths, scores, None)
-    collected = collected_steps.stack()  # [steps, batch, …]
-    rank = len(collected.shape)
-    return SearchResult(tokens, lengths, scores, tf.transpose(collected, [1, 0, *range(2, rank)]))
+    final = _decode_loop(body, initial, max_lengths, _rows_left, invariants)
+    tokens = _batch_first(final.token_steps.stack())
+    collected = _batch_first(final.collected_steps.stack()) if collect else None
+    return SearchResult(tokens, final.lengths, final.scores, collected)
+
+
+class FixedLengthState(NamedTuple):
+    """`fixed_length_greedy_search`'s loop state: every row steps, so all shapes are static."""
+
+    step: tf.Tensor  # [] the step being decoded
+    tokens: tf.Tensor  # [batch] the tokens fed at this step (padding once a sentence has ended)
+    finished: tf.Tensor  # [batch] whether each sentence has ended
+    scores: tf.Tensor  # [batch] sums of token log-probabilities
+    lengths: tf.Tensor  # [batch] tokens so far, end id included
+    model_state: dict  # the step function's state, entries [batch, …]
+    outputs: tf.Tensor  # [batch, output_length] the chosen tokens, 0 after each end
 
 
 def fixed_length_greedy_search(
@@ -152,34 +212,34 @@ def fixed_length_greedy_search(
     capped to it). The same tokens, lengths and scores as `greedy_search`."""
     batch_size = tf.shape(max_lengths)[0]
     max_lengths = tf.minimum(max_lengths, output_length)
-    max_steps = tf.maximum(tf.reduce_max(max_lengths), 1)
 
-    def keep_going(step, tokens, finished, scores, lengths, state, outputs):
-        unfinished = tf.logical_or(step == 0, tf.logical_not(tf.reduce_all(finished)))
-        return tf.logical_and(step < max_steps, unfinished)
+    def body(loop: FixedLengthState) -> FixedLengthState:
+        logits, model_state = step_fn(loop.tokens, loop.model_state)
+        next_tokens, token_scores = _greedy_choice(logits, loop.step, max_lengths, end_id)  # [batch], [batch]
+        scores = loop.scores + tf.where(loop.finished, 0.0, token_scores)
+        lengths = loop.lengths + tf.cast(tf.logical_not(loop.finished), tf.int32)
+        next_tokens = tf.where(loop.finished, PAD_ID, next_tokens)
+        finished = tf.logical_or(loop.finished, tf.equal(next_tokens, end_id))
+        column = tf.one_hot(loop.step, output_length, dtype=tf.int32)  # write column `step` of the buffer
+        outputs = loop.outputs + column[None, :] * next_tokens[:, None]
+        return FixedLengthState(loop.step + 1, next_tokens, finished, scores, lengths, model_state, outputs)
 
-    def body(step, tokens, finished, scores, lengths, state, outputs):
-        logits, state = step_fn(tokens, state)
-        next_tokens, token_scores = _greedy_choice(logits, step, max_lengths, end_id)
-        scores += tf.where(finished, 0.0, token_scores)
-        lengths += tf.cast(tf.logical_not(finished), tf.int32)
-        next_tokens = tf.where(finished, PAD_ID, next_tokens)
-        finished = tf.logical_or(finished, tf.equal(next_tokens, end_id))
-        column = tf.one_hot(step, output_length, dtype=tf.int32)  # write column `step` of the buffer
-        outputs += column[None, :] * next_tokens[:, None]
-        return step + 1, next_tokens, finished, scores, lengths, state, outputs
-
-    initial = (
-        tf.constant(0),
-        tf.fill([batch_size], tf.constant(start_id, tf.int32)),
-        tf.zeros([batch_size], tf.bool),  # finished
-        tf.zeros([batch_size], tf.float32),  # scores
-        tf.zeros([batch_size], tf.int32),  # lengths
-        state,
-        tf.zeros([batch_size, output_length], tf.int32),
+    initial = FixedLengthState(
+        step=tf.constant(0),
+        tokens=tf.fill([batch_size], tf.constant(start_id, tf.int32)),
+        finished=tf.zeros([batch_size], tf.bool),
+        scores=tf.zeros([batch_size], tf.float32),
+        lengths=tf.zeros([batch_size], tf.int32),
+        model_state=state,
+        outputs=tf.zeros([batch_size, output_length], tf.int32),
     )
-    _, _, _, scores, lengths, _, outputs = tf.while_loop(keep_going, body, initial)
-    return SearchResult(outputs, lengths, scores, None)
+    final = _decode_loop(
+        body, initial, max_lengths, lambda loop: tf.logical_not(tf.reduce_all(loop.finished))
+    )
+    return SearchResult(final.outputs, final.lengths, final.scores, None)
+
+
+# === Beam search ===
 
 
 def length_penalty(lengths: tf.Tensor, alpha: float) -> tf.Tensor:
@@ -206,6 +266,85 @@ def top_k(values: tf.Tensor, k: int, block: int = 128) -> tuple[tf.Tensor, tf.Te
 def _tile_beams(tensor: tf.Tensor, beam_width: int) -> tf.Tensor:
     """[batch, …] → [batch * beam, …], each row repeated beam_width times in a row."""
     return tf.repeat(tensor, beam_width, axis=0)
+
+
+def _split_beams(tensor: tf.Tensor, width: int) -> tf.Tensor:
+    """[n·K, …] → [n, K, …]: rows i·K to i·K + K − 1 are sentence i's K hypotheses. The size is
+    read from `tensor` itself, which must not be a loop variable (see `_rows_left`)."""
+    shape = tf.shape(tensor)
+    return tf.reshape(tensor, tf.concat([[shape[0] // width, width], shape[1:]], 0))
+
+
+def _merge_beams(tensor: tf.Tensor) -> tf.Tensor:
+    """[n, K, …] → [n·K, …], the inverse of `_split_beams`. No trailing axis may be empty."""
+    return tf.reshape(tensor, tf.concat([[-1], tf.shape(tensor)[2:]], 0))
+
+
+def _flat_rows(beams: tf.Tensor, width: int) -> tf.Tensor:
+    """`beams [n, K]`, a beam of each sentence per hypothesis → `[n·K]` those beams' rows in the
+    `[n·K, …]` layout: row i·K + beams[i, k]."""
+    sentence_offsets = tf.range(tf.shape(beams)[0])[:, None] * width  # [n, 1]
+    return _merge_beams(beams + sentence_offsets)
+
+
+def _hypothesis_rows(sentences: tf.Tensor, width: int) -> tf.Tensor:
+    """`sentences [m]`, indices into the `n` decoding ones → `[m·K]` the rows of all their hypotheses."""
+    return _merge_beams(sentences[:, None] * width + tf.range(width)[None, :])
+
+
+def _flatten_candidates(candidates: tf.Tensor, width: int) -> tf.Tensor:
+    """[n, K, K] → [n, K·K]: candidate c is hypothesis c // K's extension c % K."""
+    return tf.reshape(candidates, [-1, width * width])
+
+
+def _beam_candidates(
+    step_log_probs: tf.Tensor, finished: tf.Tensor, at_limit: tf.Tensor, width: int, end_id: int
+):
+    """Each hypothesis's K candidate extensions: `(log-probabilities, tokens)`, both `[n, K, K]`,
+    from `step_log_probs [n·K, V]` and the hypotheses' `finished` and `at_limit`, both `[n, K, 1]`.
+
+    A sentence's next beam is among each hypothesis's own K best tokens (its score is its
+    log-probability plus a per-hypothesis constant, over a per-hypothesis penalty), so the
+    K·V candidates shrink to K·K before anything else is computed on them.
+    """
+    token_log_probs, top_tokens = top_k(step_log_probs, width)  # [n·K, K]
+    token_log_probs = _split_beams(token_log_probs, width)  # [n, K, K]
+    top_tokens = _split_beams(top_tokens, width)  # [n, K, K]
+    end_log_probs = _split_beams(step_log_probs[:, end_id : end_id + 1], width)  # [n, K, 1]
+    only_first = tf.one_hot(0, width, on_value=0.0, off_value=-1e9)  # [K] one candidate per hypothesis
+    # at its limit a hypothesis may only end (scored, like greedy's forced end, by the model)
+    token_log_probs = tf.where(at_limit, end_log_probs + only_first, token_log_probs)
+    top_tokens = tf.where(at_limit, end_id, top_tokens)
+    # an ended hypothesis extends by padding only, at no cost
+    token_log_probs = tf.where(finished, only_first, token_log_probs)
+    top_tokens = tf.where(finished, PAD_ID, top_tokens)
+    return token_log_probs, top_tokens
+
+
+def _best_candidates(normalised: tf.Tensor, tokens: tf.Tensor, log_probs: tf.Tensor, width: int):
+    """A sentence's next K hypotheses, its K best candidates by `normalised` score (all three
+    `[n, K, K]`): their parent beams, tokens and log-probabilities, each `[n, K]`."""
+    _, flat_choice = tf.math.top_k(_flatten_candidates(normalised, width), k=width)  # [n, K]
+    parent = flat_choice // width
+    next_tokens = tf.gather(_flatten_candidates(tokens, width), flat_choice, batch_dims=1)
+    chosen_log_probs = tf.gather(_flatten_candidates(log_probs, width), flat_choice, batch_dims=1)
+    return parent, next_tokens, chosen_log_probs
+
+
+class BeamState(NamedTuple):
+    """`beam_search`'s loop state: `n` sentences still decoding, `batch` in all, K hypotheses each.
+    Per-sentence bookkeeping stays full-size; the model's state and fed tokens hold only the
+    decoding sentences' rows."""
+
+    step: tf.Tensor  # [] the step being decoded
+    sentences: tf.Tensor  # [n] the sentences still decoding
+    tokens: tf.Tensor  # [n·K] each of their hypotheses' token fed at this step
+    model_state: dict  # the step function's state, entries [n·K, …]
+    log_probs: tf.Tensor  # [batch, K] each hypothesis's log-probability
+    finished: tf.Tensor  # [batch, K] whether each hypothesis has ended
+    lengths: tf.Tensor  # [batch, K] tokens so far, end id included
+    sequences: tf.Tensor  # [batch, K, step] each hypothesis's tokens
+    history: tf.Tensor  # [batch, K, step, …] collected entries; [0] without `collect`
 
 
 def beam_search(
@@ -235,118 +374,101 @@ def beam_search(
     batch_size = tf.shape(max_lengths)[0]
     width = beam_width
     state = tf.nest.map_structure(lambda tensor: _tile_beams(tensor, width), state)
-    beam_limits = tf.reshape(_tile_beams(max_lengths, width), [batch_size, width])
-    # only beam 0 is live at first, so the first expansion does not pick the same token K times
-    log_probs = tf.tile(tf.concat([[0.0], tf.fill([width - 1], -1e9)], 0)[None, :], [batch_size, 1])
+    beam_limits = _split_beams(_tile_beams(max_lengths, width), width)  # [batch, K]
+
+    def body(loop: BeamState) -> BeamState:
+        logits, model_state = step_fn(loop.tokens, loop.model_state)
+        sentences = loop.sentences
+        # sizes come from the logits (via `_split_beams`), never from `sentences`
+        active_finished = tf.gather(loop.finished, sentences)  # [n, K]
+        at_limit = loop.step >= tf.gather(beam_limits, sentences) - 1  # [n, K]
+        token_log_probs, top_tokens = _beam_candidates(
+            tf.nn.log_softmax(logits), active_finished[:, :, None], at_limit[:, :, None], width, end_id
+        )
+        candidates = tf.gather(loop.log_probs, sentences)[:, :, None] + token_log_probs  # [n, K, K]
+        candidate_lengths = tf.gather(loop.lengths, sentences) + tf.cast(
+            tf.logical_not(active_finished), tf.int32
+        )  # [n, K]
+        normalised = candidates / length_penalty(candidate_lengths, alpha)[:, :, None]
+        parent, next_tokens, chosen_log_probs = _best_candidates(normalised, top_tokens, candidates, width)
+        now_finished = tf.logical_or(
+            tf.gather(active_finished, parent, batch_dims=1), tf.equal(next_tokens, end_id)
+        )  # [n, K]
+        at = sentences[:, None]
+        log_probs = tf.tensor_scatter_nd_update(loop.log_probs, at, chosen_log_probs)
+        lengths = tf.tensor_scatter_nd_update(
+            loop.lengths, at, tf.gather(candidate_lengths, parent, batch_dims=1)
+        )
+        finished = tf.tensor_scatter_nd_update(loop.finished, at, now_finished)
+        # sentences no longer decoding keep their hypotheses in place and extend by padding
+        parents = tf.tensor_scatter_nd_update(
+            tf.tile(tf.range(width)[None, :], [batch_size, 1]), at, parent
+        )  # [batch, K]
+        appended = tf.scatter_nd(at, next_tokens, [batch_size, width])[:, :, None]  # [batch, K, 1]
+        sequences = tf.concat([tf.gather(loop.sequences, parents, batch_dims=1), appended], axis=2)
+        # reorder what the hypotheses carry; per-sentence constants are the same in all its beams
+        rows = _flat_rows(parent, width)  # [n·K]
+        model_state = {
+            key: value if key in constant_keys else _gather_rows(value, rows)
+            for key, value in model_state.items()
+        }
+        history = loop.history
+        if collect:
+            entry = _split_beams(tf.cast(model_state[collect], tf.float32), width)[:, :, None]  # [n, K, 1, …]
+            full = _scatter_rows(sentences, entry, batch_size)  # [batch, K, 1, …]
+            history = tf.concat([tf.gather(history, parents, batch_dims=1), full], axis=2)
+        fed = _merge_beams(tf.where(now_finished, end_id, next_tokens))  # [n·K]
+        decoding = tf.logical_not(tf.reduce_all(now_finished, axis=1))  # [n]
+
+        def drop_ended():
+            keep = tf.cast(tf.where(decoding)[:, 0], tf.int32)
+            keep_rows = _hypothesis_rows(keep, width)
+            return tf.gather(sentences, keep), tf.gather(fed, keep_rows), _gather_rows(model_state, keep_rows)
+
+        sentences, fed, model_state = tf.cond(
+            tf.reduce_all(decoding), lambda: (sentences, fed, model_state), drop_ended
+        )
+        return BeamState(
+            loop.step + 1, sentences, fed, model_state, log_probs, finished, lengths, sequences, history
+        )
+
     if collect:  # [batch, beam, steps, *entry shape]
         entry_shape = tf.shape(state[collect])[1:]
         history = tf.zeros(tf.concat([[batch_size, width, 0], entry_shape], 0), tf.float32)
     else:
         history = tf.zeros([0])
-    # Per-sentence bookkeeping stays full-size [batch, beam, …]; the model's state and fed
-    # tokens hold only the rows of the sentences still decoding (`sentences`).
-    initial = (
-        tf.constant(0),
-        tf.range(batch_size),  # sentences still decoding
-        tf.fill([batch_size * width], tf.constant(start_id, tf.int32)),
-        state,
-        log_probs,
-        tf.zeros([batch_size, width], tf.bool),  # finished
-        tf.zeros([batch_size, width], tf.int32),  # lengths
-        tf.zeros([batch_size, width, 0], tf.int32),  # sequences
-        history,
+    initial = BeamState(
+        step=tf.constant(0),
+        sentences=tf.range(batch_size),
+        tokens=tf.fill([batch_size * width], tf.constant(start_id, tf.int32)),
+        model_state=state,
+        # only beam 0 is live at first, so the first expansion does not pick the same token K times
+        log_probs=tf.tile(tf.concat([[0.0], tf.fill([width - 1], -1e9)], 0)[None, :], [batch_size, 1]),
+        finished=tf.zeros([batch_size, width], tf.bool),
+        lengths=tf.zeros([batch_size, width], tf.int32),
+        sequences=tf.zeros([batch_size, width, 0], tf.int32),
+        history=history,
     )
-    max_steps = tf.maximum(tf.reduce_max(max_lengths), 1)
-    beam_offsets = tf.range(width)
-
-    def keep_going(step, sentences, tokens, *_):
-        return tf.logical_and(step < max_steps, tf.logical_or(step == 0, tf.shape(tokens)[0] > 0))
-
-    def body(step, sentences, tokens, state, log_probs, finished, lengths, sequences, history):
-        logits, state = step_fn(tokens, state)
-        # sizes from the logits, not `sentences`: grappler folds the loop variable's size to its initial one
-        count = tf.shape(logits)[0] // width
-        # A sentence's next beam is among each hypothesis's own K best tokens (its score is its
-        # log-probability plus a per-hypothesis constant, over a per-hypothesis penalty), so the
-        # K·V candidates shrink to K·K before anything else is computed on them.
-        step_log_probs = tf.nn.log_softmax(logits)  # [n·K, V]
-        token_log_probs, top_tokens = top_k(step_log_probs, width)  # [n·K, K]
-        token_log_probs = tf.reshape(token_log_probs, [count, width, width])
-        top_tokens = tf.reshape(top_tokens, [count, width, width])
-        end_log_probs = tf.reshape(step_log_probs[:, end_id : end_id + 1], [count, width, 1])
-        only_first = tf.one_hot(0, width, on_value=0.0, off_value=-1e9)  # one candidate per hypothesis
-        active_finished = tf.gather(finished, sentences)[:, :, None]
-        # at its limit a hypothesis may only end (scored, like greedy's forced end, by the model)
-        at_limit = (step >= tf.gather(beam_limits, sentences) - 1)[:, :, None]
-        token_log_probs = tf.where(at_limit, end_log_probs + only_first, token_log_probs)
-        top_tokens = tf.where(at_limit, end_id, top_tokens)
-        # an ended hypothesis extends by padding only, at no cost
-        token_log_probs = tf.where(active_finished, only_first, token_log_probs)
-        top_tokens = tf.where(active_finished, PAD_ID, top_tokens)
-        candidates = tf.gather(log_probs, sentences)[:, :, None] + token_log_probs  # [n, K, K]
-        candidate_lengths = tf.gather(lengths, sentences) + tf.cast(
-            tf.logical_not(active_finished[:, :, 0]), tf.int32
-        )
-        normalised = candidates / length_penalty(candidate_lengths, alpha)[:, :, None]
-        _, flat_choice = tf.math.top_k(tf.reshape(normalised, [count, width * width]), k=width)  # [n, K]
-        parent = flat_choice // width
-        next_tokens = tf.gather(tf.reshape(top_tokens, [count, width * width]), flat_choice, batch_dims=1)
-        chosen_log_probs = tf.gather(
-            tf.reshape(candidates, [count, width * width]), flat_choice, batch_dims=1
-        )
-        active_finished = active_finished[:, :, 0]
-        now_finished = tf.logical_or(
-            tf.gather(active_finished, parent, batch_dims=1), tf.equal(next_tokens, end_id)
-        )
-        at = sentences[:, None]
-        log_probs = tf.tensor_scatter_nd_update(log_probs, at, chosen_log_probs)
-        lengths = tf.tensor_scatter_nd_update(lengths, at, tf.gather(candidate_lengths, parent, batch_dims=1))
-        finished = tf.tensor_scatter_nd_update(finished, at, now_finished)
-        # sentences no longer decoding keep their hypotheses in place and extend by padding
-        parents = tf.tensor_scatter_nd_update(tf.tile(beam_offsets[None, :], [batch_size, 1]), at, parent)
-        appended = tf.scatter_nd(at, next_tokens, [batch_size, width])[:, :, None]
-        sequences = tf.concat([tf.gather(sequences, parents, batch_dims=1), appended], axis=2)
-        rows = tf.reshape(parent + tf.range(count)[:, None] * width, [-1])  # rows of [n*K, …]
-        # reorder what the hypotheses carry; per-sentence constants are the same in all its beams
-        state = {
-            key: value if key in constant_keys else _gather_rows(value, rows) for key, value in state.items()
-        }
-        if collect:
-            entry = tf.cast(state[collect], tf.float32)
-            entry = tf.reshape(entry, tf.concat([[count, width, 1], tf.shape(entry)[1:]], 0))
-            full = tf.scatter_nd(at, entry, tf.concat([[batch_size], tf.shape(entry)[1:]], 0))
-            history = tf.concat([tf.gather(history, parents, batch_dims=1), full], axis=2)
-        fed = tf.reshape(tf.where(now_finished, end_id, next_tokens), [-1])
-        decoding = tf.logical_not(tf.reduce_all(now_finished, axis=1))  # [n]
-
-        def drop_ended():
-            keep = tf.cast(tf.where(decoding)[:, 0], tf.int32)
-            keep_rows = tf.reshape(keep[:, None] * width + beam_offsets[None, :], [-1])
-            return tf.gather(sentences, keep), tf.gather(fed, keep_rows), _gather_rows(state, keep_rows)
-
-        sentences, fed, state = tf.cond(tf.reduce_all(decoding), lambda: (sentences, fed, state), drop_ended)
-        return step + 1, sentences, fed, state, log_probs, finished, lengths, sequences, history
-
-    invariants = (
-        tf.TensorShape([]),
-        tf.TensorShape([None]),
-        tf.TensorShape([None]),
-        _batch_major_shapes(state),
-        tf.TensorShape([None, width]),
-        tf.TensorShape([None, width]),
-        tf.TensorShape([None, width]),
-        tf.TensorShape([None, width, None]),
-        tf.TensorShape([None, width, None]).concatenate(state[collect].shape[1:])
+    invariants = BeamState(
+        step=tf.TensorShape([]),
+        sentences=tf.TensorShape([None]),
+        tokens=tf.TensorShape([None]),
+        model_state=_batch_major_shapes(state),
+        log_probs=tf.TensorShape([None, width]),
+        finished=tf.TensorShape([None, width]),
+        lengths=tf.TensorShape([None, width]),
+        sequences=tf.TensorShape([None, width, None]),
+        history=tf.TensorShape([None, width, None]).concatenate(state[collect].shape[1:])
         if collect
         else tf.TensorShape([0]),
     )
-    *_, log_probs, _, lengths, sequences, history = tf.while_loop(
-        keep_going, body, initial, shape_invariants=invariants
-    )
-    best = tf.argmax(log_probs / length_penalty(lengths, alpha), axis=1, output_type=tf.int32)  # [B]
+    final = _decode_loop(body, initial, max_lengths, _rows_left, invariants)
+    best = tf.argmax(
+        final.log_probs / length_penalty(final.lengths, alpha), axis=1, output_type=tf.int32
+    )  # [batch]
     return SearchResult(
-        tf.gather(sequences, best, batch_dims=1),
-        tf.gather(lengths, best, batch_dims=1),
-        tf.gather(log_probs, best, batch_dims=1),
-        tf.gather(history, best, batch_dims=1) if collect else None,
+        tf.gather(final.sequences, best, batch_dims=1),
+        tf.gather(final.lengths, best, batch_dims=1),
+        tf.gather(final.log_probs, best, batch_dims=1),
+        tf.gather(final.history, best, batch_dims=1) if collect else None,
     )
