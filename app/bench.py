@@ -31,7 +31,7 @@ import tensorflow as tf
 from app.models.cost import model_gflop_per_example, step_breakdown
 from app.processes import run_python_for_json
 
-BENCH_STYLES = ("bahdanau", "luong")
+BENCH_STYLES = ("bahdanau", "additive_after", "luong")
 BENCH_PRECISIONS = ("float32", "mixed_bfloat16")
 # The bench trains on short pairs; at small vocabularies (more pieces per sentence) the preset's token
 # limit is raised in steps of `train.bucket_width` until at least this many pairs remain.
@@ -288,11 +288,13 @@ def _phase(arguments: list[str]) -> dict:
 
 
 def training_variants(quick: bool) -> list[tuple[str, list[str]]]:
-    """Both attention styles in both precisions; the full bench also tries XLA on the faithful one."""
+    """Every benched attention style in both precisions, and XLA on the faithful one; `--quick`
+    checks the machinery only: every style in float32, bfloat16 on the faithful one."""
     variants = [
         (f"{style}/{precision}", [f"model.attention_style={style}", f"train.precision={precision}"])
         for style in BENCH_STYLES
         for precision in BENCH_PRECISIONS
+        if not quick or precision == "float32" or style == BENCH_STYLES[0]
     ]
     if not quick:
         variants.append(

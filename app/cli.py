@@ -4,12 +4,38 @@ from __future__ import annotations
 
 import argparse
 import sys
+import textwrap
 from pathlib import Path
 
 from app.config import available_presets, load_config
 
 DATA_DIR = Path("data")
 EPILOG = "Overrides are section.key=value pairs, e.g. train.epochs=3 model.attention_style=luong."
+
+
+def settings_epilog(preset: str) -> str:
+    """The override syntax and every setting's effective value under `preset`: the config's
+    defaults with the preset's own values (the one source of defaults is app/config.py)."""
+    try:
+        config = load_config(preset)
+    except ValueError:
+        return EPILOG
+    lines = [EPILOG, "", f"Settings of the {preset!r} preset (config defaults and the preset's own values):"]
+    for section, values in config.to_dict().items():
+        if isinstance(values, dict):
+            settings = " ".join(f"{section}.{key}={value}" for key, value in values.items())
+            lines += textwrap.wrap(settings, width=100, initial_indent="  ", subsequent_indent="    ")
+    return "\n".join(lines)
+
+
+def _preset_given(argv: list[str]) -> str | None:
+    """The `--preset` of the command line, read before parsing so that `--help` can show its settings."""
+    for index, argument in enumerate(argv):
+        if argument == "--preset" and index + 1 < len(argv):
+            return argv[index + 1]
+        if argument.startswith("--preset="):
+            return argument.split("=", 1)[1]
+    return None
 
 
 def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
@@ -21,12 +47,13 @@ def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("overrides", nargs="*", metavar="section.key=value", help="config overrides")
 
 
-def _add_run_commands(commands) -> None:
+def _add_run_commands(commands, preset: str) -> None:
+    settings = {"epilog": settings_epilog(preset), "formatter_class": argparse.RawDescriptionHelpFormatter}
     prepare = commands.add_parser(
-        "prepare", epilog=EPILOG, help="fetch the corpus, split it, fit the tokenizers"
+        "prepare", help="fetch the corpus, split it, fit the tokenizers", **settings
     )
     _add_config_arguments(prepare)
-    train = commands.add_parser("train", epilog=EPILOG, help="prepare, train, keep the best model, export it")
+    train = commands.add_parser("train", help="prepare, train, keep the best model, export it", **settings)
     _add_config_arguments(train)
     train.add_argument(
         "--run-dir",
@@ -83,8 +110,13 @@ def _add_use_commands(commands) -> None:
     )
 
 
-def _add_bench_command(commands) -> None:
-    bench = commands.add_parser("bench", epilog=EPILOG, help="measure training and decoding speed and memory")
+def _add_bench_command(commands, preset: str) -> None:
+    bench = commands.add_parser(
+        "bench",
+        help="measure training and decoding speed and memory",
+        epilog=settings_epilog(preset),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     bench.add_argument(
         "--preset", default="bench", help="config preset (default: bench, the tutorial's size)"
     )
@@ -105,14 +137,15 @@ def _add_bench_command(commands) -> None:
     bench.add_argument("overrides", nargs="*", metavar="section.key=value", help="config overrides")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(preset: str | None = None) -> argparse.ArgumentParser:
+    """`preset`: whose settings `--help` shows (default: each command's default preset)."""
     parser = argparse.ArgumentParser(
         prog="attend", description="Sequence-to-sequence NMT with Bahdanau attention."
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    _add_run_commands(commands)
+    _add_run_commands(commands, preset or "default")
     _add_use_commands(commands)
-    _add_bench_command(commands)
+    _add_bench_command(commands, preset or "bench")
     return parser
 
 
@@ -195,7 +228,8 @@ COMMANDS = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(_preset_given(argv)).parse_args(argv)
     try:
         return COMMANDS[args.command](args)
     except ValueError as error:

@@ -54,13 +54,18 @@ class ModelConfig:
     """Encoder-decoder sizes and the attention variant."""
 
     embedding_dim: int = 256
-    units: int = 256  # per encoder direction and for the decoder state
+    units: int = 256  # the decoder state, and each encoder direction unless encoder_units is set
+    encoder_units: int | None = None  # per encoder direction (luong_score=dot needs 2 × this == units)
     attention_units: int = 256
     readout_units: int = 256  # deep output size (after maxout when maxout_pieces > 1)
     maxout_pieces: int = 2
     cell: str = "gru"  # gru | lstm
-    attention_style: str = "bahdanau"  # bahdanau | luong | none (RNNencdec baseline)
+    # bahdanau (the paper) | luong (Luong et al. 2015 global attention) | additive_after (additive
+    # score, attends after the recurrence: the TensorFlow tutorial's shape) | none (RNNencdec baseline)
+    attention_style: str = "bahdanau"
     dropout: float = 0.1
+    luong_score: str = "general"  # luong only: general (s·W_a·h) | dot (s·h)
+    input_feeding: bool = False  # luong only: feed the previous attentional state into the next step
 
 
 @dataclass(frozen=True)
@@ -161,7 +166,11 @@ def validate(config: Config) -> None:
     choices = {
         "data.corpus": (config.data.corpus, ("bible", "tsv")),
         "model.cell": (config.model.cell, ("gru", "lstm")),
-        "model.attention_style": (config.model.attention_style, ("bahdanau", "luong", "none")),
+        "model.attention_style": (
+            config.model.attention_style,
+            ("bahdanau", "luong", "additive_after", "none"),
+        ),
+        "model.luong_score": (config.model.luong_score, ("general", "dot")),
         "tokenizer.model_type": (config.tokenizer.model_type, ("unigram", "bpe")),
         "train.precision": (config.train.precision, ("float32", "mixed_bfloat16", "auto")),
     }

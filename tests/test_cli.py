@@ -129,3 +129,28 @@ def test_bfloat16_training_exports_a_float32_translator(tmp_path):
         for attr in node.attr.values()
     }
     assert tf.float32.as_datatype_enum in dtypes and tf.bfloat16.as_datatype_enum not in dtypes
+
+
+def test_a_second_train_on_a_busy_run_folder_is_refused_with_the_holders_pid(tmp_path):
+    from app.run import RunDir
+
+    with RunDir(tmp_path / "run").lock():
+        refused = attend(*train_arguments(tmp_path))
+    assert refused.returncode == 2, refused.stderr[-2000:]
+    assert f"in use by another attend process (pid {os.getpid()})" in refused.stderr
+    assert not (tmp_path / "run" / "config.yaml").exists()
+
+
+def test_a_split_emptied_by_the_length_filter_stops_before_anything_is_written(tmp_path):
+    stopped = attend(*train_arguments(tmp_path, **{"train.max_source_tokens": 2}))
+    assert stopped.returncode == 2, stopped.stderr[-2000:]
+    assert "After the length filter the train split has 0 of" in stopped.stderr
+    assert "train.max_source_tokens" in stopped.stderr and "Traceback" not in stopped.stderr
+    assert not (tmp_path / "run" / "config.yaml").exists()  # a corrected run can use the folder
+
+
+def test_help_shows_the_effective_settings_of_the_preset():
+    shown = attend("train", "--help").stdout
+    assert "train.epochs=6" in shown  # the default preset's own value
+    assert "model.dropout=0.1" in shown  # a config default the preset leaves alone
+    assert "train.epochs=5" in attend("train", "--preset", "smoke", "--help").stdout

@@ -10,9 +10,12 @@ import pytest
 import tensorflow as tf
 
 from app import translator as translator_module
+from app.evaluate import evaluate_run
 from app.export import export_run
 from app.run import RunDir
+from app.special_tokens import END_PIECE
 from app.translator import load_translator, reload_and_translate
+from tests.conftest import tiny_overrides
 
 SENTENCES = ["Y lloró Jesús.", "En el principio crió Dios los cielos y la tierra.", "Hola"]
 AWKWARD = [
@@ -47,7 +50,32 @@ def test_odd_inputs_come_back_as_strings(trained_run):
     assert out["score"].dtype == tf.float32 and bool(tf.reduce_all(tf.math.is_finite(out["score"])))
     for text in out["translation"].numpy():
         text.decode("utf-8")  # valid UTF-8 even for truncated and byte-fallback inputs
+    # whitespace alone normalises to the empty input: the same translation and score
+    assert out["translation"][0].numpy() == out["translation"][1].numpy()
+    assert float(out["score"][0]) == pytest.approx(float(out["score"][1]), abs=1e-5)
+    # each sentence translates as it does alone (odd neighbours change nothing)
+    for index in (3, 4, 5):
+        alone = serving(text=tf.constant([AWKWARD[index]]))
+        assert alone["translation"][0].numpy() == out["translation"][index].numpy()
     assert serving(text=tf.constant([], tf.string))["translation"].shape == (0,)
+
+
+@pytest.mark.slow
+def test_long_sources_are_truncated_not_rejected_by_the_export_and_evaluate(trained_run, tmp_path):
+    limit = RunDir(trained_run).config().decode.max_input_tokens
+    long_source = "palabra " * 600  # far more than `limit` pieces
+    loaded = tf.saved_model.load(str(trained_run / "export"))
+    out = loaded.signatures["translate_with_attention"](text=tf.constant([long_source, "Hola"]))
+    pieces = [piece for piece in out["source_tokens"].numpy()[0] if piece]
+    assert len(pieces) == limit and pieces[-1] == END_PIECE.encode()  # cut, end marker kept
+    served = loaded.signatures["serving_default"](text=tf.constant([long_source]))["translation"]
+    own = tmp_path / "long.tsv"
+    own.write_text(f"{long_source}\tword\nHola\tHello\n", encoding="utf-8")
+    metrics = evaluate_run(trained_run, source_file=own, log=lambda *_: None)
+    assert metrics["sentences"] == 2
+    folder = trained_run / "evaluation" / f"long-beam{metrics['beam']}"
+    hypotheses = (folder / "hypotheses.txt").read_text(encoding="utf-8").splitlines()
+    assert hypotheses[0] == served.numpy()[0].decode()
 
 
 @pytest.mark.slow
@@ -58,7 +86,12 @@ def test_export_carries_vocabularies_and_a_model_card(trained_run):
     }
     card = json.loads((directory / "model_card.json").read_text())
     assert card["source_language"] == "es" and card["target_language"] == "en"
-    assert card["metrics"]["dev_loss"] > 0 and card["versions"]["tensorflow"] == tf.__version__
+    metrics = json.loads((trained_run / "metrics.json").read_text())
+    assert (
+        card["metrics"]["dev_loss"] == metrics["dev_loss"]
+        and card["versions"]["tensorflow"] == tf.__version__
+    )
+    assert card["decoding"]["beam_width"] == RunDir(trained_run).config().decode.beam_width
     assert set(tf.saved_model.load(str(directory)).signatures) == {
         "serving_default",
         "translate_with_attention",
@@ -142,3 +175,31 @@ def test_beam_log_probability_is_never_below_greedy_on_a_trained_model(trained_r
     greedy = greedy_translator.translate(tf.constant(sentences))["score"].numpy()
     beam = beam_translator.translate(tf.constant(sentences))["score"].numpy()
     assert (beam >= greedy - 1e-4).all(), (beam, greedy)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"model.attention_style": "luong", "model.cell": "lstm", "model.input_feeding": "true"},
+        {"model.attention_style": "none", "model.cell": "lstm"},
+    ],
+    ids=["luong-lstm-input-feeding", "none-lstm"],
+)
+def test_other_styles_with_an_lstm_train_and_export(tmp_path, settings):
+    from app.config import load_config
+    from app.train import train
+
+    config = load_config("smoke", tiny_overrides(**{"train.epochs": 1, **settings}))
+    train(config, tmp_path / "run", tmp_path / "data", log=lambda *_: None)
+    export_run(tmp_path / "run", check_sentences=SENTENCES, log=lambda *_: None)  # reloads in a fresh process
+    card = json.loads((tmp_path / "run" / "export" / "model_card.json").read_text())
+    assert card["config"]["model"]["attention_style"] == settings["model.attention_style"]
+    assert card["config"]["model"]["cell"] == "lstm"
+    attention = tf.saved_model.load(str(tmp_path / "run" / "export")).signatures["translate_with_attention"]
+    weights = attention(text=tf.constant(SENTENCES[:1]))["attention"].numpy()[0]
+    if settings["model.attention_style"] == "none":
+        assert (weights == 0).all()  # nothing is attended
+    else:
+        rows = weights[(weights.sum(axis=-1) > 0)]
+        np.testing.assert_allclose(rows.sum(axis=-1), 1.0, rtol=1e-4)

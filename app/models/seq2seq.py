@@ -7,6 +7,7 @@ import tensorflow as tf
 
 from app.models.decoder import AttentionDecoder
 from app.models.encoder import BidirectionalEncoder
+from app.models.styles import SourceEncoding
 
 
 def build_model(
@@ -21,8 +22,16 @@ def build_model(
     cell: str = "gru",
     attention_style: str = "bahdanau",
     dropout: float = 0.0,
+    luong_score: str = "general",
+    input_feeding: bool = False,
+    encoder_units: int | None = None,
 ) -> keras.Model:
-    """`[source_ids, target_in] → logits`; ids are int32, 0 is padding (masks come from it)."""
+    """`[source_ids, target_in] → logits`; ids are int32, 0 is padding (masks come from it).
+
+    `encoder_units` is the state size of each encoder direction (None: `units`); the annotations
+    have twice as many features, so luong's `dot` score needs `encoder_units = units // 2`. The
+    other arguments are `AttentionDecoder`'s (`attention_style` one of `ATTENTION_STYLES`).
+    """
     # === Layers ===
     source_embedding = keras.layers.Embedding(
         source_vocab_size, embedding_dim, mask_zero=True, name="source_embedding"
@@ -30,7 +39,7 @@ def build_model(
     target_embedding = keras.layers.Embedding(
         target_vocab_size, embedding_dim, mask_zero=True, name="target_embedding"
     )
-    encoder = BidirectionalEncoder(units, units, cell=cell, name="encoder")
+    encoder = BidirectionalEncoder(encoder_units or units, units, cell=cell, name="encoder")
     decoder = AttentionDecoder(
         target_vocab_size,
         units,
@@ -40,6 +49,8 @@ def build_model(
         cell=cell,
         attention_style=attention_style,
         dropout=dropout,
+        luong_score=luong_score,
+        input_feeding=input_feeding,
         name="decoder",
     )
     # === Functional Model ===
@@ -55,13 +66,13 @@ def build_model(
 class Seq2SeqDecoding:
     """Encode-once and step functions over a trained model's layers, for greedy and beam search.
 
-    The decoding state is a dict: decoder `states` plus the encoder tensors the steps attend
-    over (`annotations`, `keys` = U_a h and `values` = W_c h, both projected once, `mask`), so
-    that beam search can tile and drop every entry alike, and `attention` (the last step's
-    weights) for plots.
+    The decoding state is a dict: decoder `states` (the cell's, plus h̃_{i-1} for luong with input
+    feeding), the encoder tensors the steps read (`annotations`, the attention style's `keys` and
+    `values`, both projected once per sentence, and `mask`), so that beam search can tile and drop
+    every entry alike, and `attention` (the last step's weights `[batch, src]`) for plots.
     """
 
-    CONSTANT_KEYS = ("annotations", "keys", "values", "mask")  # unchanged by `step`
+    CONSTANT_KEYS = SourceEncoding._fields  # annotations, keys, values, mask: unchanged by `step`
 
     def __init__(self, model: keras.Model):
         self.source_embedding = model.get_layer("source_embedding")
@@ -72,24 +83,20 @@ class Seq2SeqDecoding:
     def encode(self, source_ids: tf.Tensor) -> dict:
         """`[batch, src]` int ids (0-padded) → initial decoding state."""
         mask = self.source_embedding.compute_mask(source_ids)  # the same mask training uses
-        annotations, *states = self.encoder(self.source_embedding(source_ids), mask=mask, training=False)
+        annotations, *encoder_states = self.encoder(
+            self.source_embedding(source_ids), mask=mask, training=False
+        )
+        states, source = self.decoder.start(annotations, mask, encoder_states)
         return {
             "states": states,
-            "annotations": annotations,  # [batch, src, 2H]
-            "keys": self.decoder.project_keys(annotations),  # [batch, src, A]
-            "values": self.decoder.project_values(annotations),  # [batch, src, gates·units]
-            "mask": mask,  # [batch, src]
+            **source._asdict(),  # annotations [batch, src, 2H], keys, values, mask [batch, src]
             "attention": tf.zeros(tf.shape(source_ids), annotations.dtype),
         }
 
     def step(self, tokens: tf.Tensor, state: dict) -> tuple[tf.Tensor, dict]:
         """`step_fn(tokens [batch], state) → (logits [batch, vocab], state)` for the search functions."""
+        source = SourceEncoding(*(state[key] for key in self.CONSTANT_KEYS))
         logits, states, weights = self.decoder.decode_step(
-            self.target_embedding(tokens),
-            state["states"],
-            state["keys"],
-            state["values"],
-            state["annotations"],
-            state["mask"],
+            self.target_embedding(tokens), state["states"], source
         )
         return tf.cast(logits, tf.float32), {**state, "states": states, "attention": weights}
