@@ -38,6 +38,7 @@ def test_tiny_model_overfits_a_tiny_corpus(tmp_path, style, units):
         attention_units=32,
         readout_units=64,
         attention_style=style,
+        dropout=0.0,
     )
     model.compile(
         keras.optimizers.Adam(0.01, clipnorm=1.0), loss=masked_cross_entropy, metrics=[MaskedTokenAccuracy()]

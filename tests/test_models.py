@@ -30,7 +30,14 @@ EVERY_VARIANT = [
 
 
 def tiny_model(style="bahdanau", cell="gru", **options):
-    sizes = {"embedding_dim": 8, "units": 6, "attention_units": 5, "readout_units": 4, **options}
+    sizes = {
+        "embedding_dim": 8,
+        "units": 6,
+        "attention_units": 5,
+        "readout_units": 4,
+        "dropout": 0.0,
+        **options,
+    }
     return build_model(30, 40, attention_style=style, cell=cell, **sizes)
 
 

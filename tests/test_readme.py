@@ -142,6 +142,13 @@ def test_quick_bench_on_the_bible_corpus_writes_a_sane_report(readme_session):
     }
     for row in report["train"].values():
         assert row["train_target_tokens_per_s"] > row["train_examples_per_s"] > 0
+        tokens = row["train_examples_per_s"] * row["mean_target_tokens"]
+        assert row["train_target_tokens_per_s"] == pytest.approx(tokens, rel=0.01)
+        achieved = row["train_examples_per_s"] * row["model_gflop_per_example"]
+        assert row["achieved_gflops"] == pytest.approx(achieved, rel=0.02)
+        assert row["utilization"] == pytest.approx(
+            row["achieved_gflops"] / row["matmul_peak_gflops"], rel=0.02
+        )
         assert 0 < row["utilization"] < 1 and row["matmul_peak_gflops"] > row["achieved_gflops"] > 0
         assert (
             row["time_to_first_step_s"] > 0 and row["peak_rss_mb"] > 100 and row["dev_loss_after_steps"] > 0

@@ -14,6 +14,7 @@ import tensorflow as tf
 from app.models.losses import masked_cross_entropy
 from app.models.seq2seq import build_model
 from app.models.styles import make_style
+from app.special_tokens import FIRST_PIECE_ID
 
 
 def model_gflop_per_example(
@@ -59,7 +60,7 @@ def step_breakdown(
     (encoder, decoder recurrence up to the readout inputs, readout + loss) on random ids: where a
     training step's time goes."""
     model = build_model(vocab_size, vocab_size, **{**model_settings, "dropout": 0.0})
-    ids = tf.random.stateless_uniform([batch_size, length], (1, 2), 4, vocab_size, tf.int32)
+    ids = tf.random.stateless_uniform([batch_size, length], (1, 2), FIRST_PIECE_ID, vocab_size, tf.int32)
     encoder, decoder = model.get_layer("encoder"), model.get_layer("decoder")
     source_embedding, target_embedding = (
         model.get_layer("source_embedding"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from app.config import ModelConfig
 from app.models.decoder import AttentionDecoder
 from app.models.encoder import BidirectionalEncoder
 from app.models.styles import SourceEncoding
@@ -14,19 +15,20 @@ def build_model(
     source_vocab_size: int,
     target_vocab_size: int,
     *,
-    embedding_dim: int = 256,
-    units: int = 256,
-    attention_units: int = 256,
-    readout_units: int = 256,
-    maxout_pieces: int = 2,
-    cell: str = "gru",
-    attention_style: str = "bahdanau",
-    dropout: float = 0.0,
-    luong_score: str = "general",
-    input_feeding: bool = False,
-    encoder_units: int | None = None,
+    embedding_dim: int = ModelConfig.embedding_dim,
+    units: int = ModelConfig.units,
+    attention_units: int = ModelConfig.attention_units,
+    readout_units: int = ModelConfig.readout_units,
+    maxout_pieces: int = ModelConfig.maxout_pieces,
+    cell: str = ModelConfig.cell,
+    attention_style: str = ModelConfig.attention_style,
+    dropout: float = ModelConfig.dropout,
+    luong_score: str = ModelConfig.luong_score,
+    input_feeding: bool = ModelConfig.input_feeding,
+    encoder_units: int | None = ModelConfig.encoder_units,
 ) -> keras.Model:
     """`[source_ids, target_in] → logits`; ids are int32, 0 is padding (masks come from it).
+    The keyword arguments are the config's `model` section, and so are their defaults.
 
     `encoder_units` is the state size of each encoder direction (None: `units`); the annotations
     have twice as many features, so luong's `dot` score needs `encoder_units = units // 2`. The
