@@ -13,7 +13,8 @@ from app.run import RunDir
 
 def find_export(model: Path) -> Path:
     """A run folder's export, or an export folder itself."""
-    export_dir = RunDir(model).export_dir if RunDir(model).export_dir.is_dir() else model
+    run_export = RunDir(model).export_dir
+    export_dir = run_export if run_export.is_dir() else model
     if not (export_dir / "saved_model.pb").is_file():
         raise ValueError(f"No SavedModel at {export_dir}; train and export a run first")
     return export_dir

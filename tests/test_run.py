@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import pytest
@@ -39,7 +40,7 @@ def test_a_run_with_another_config_is_refused_naming_the_keys(tmp_path):
 
 def test_config_differences_ignore_the_name_only():
     first, second = load_config("smoke"), load_config("smoke", ["decode.beam_width=2"])
-    assert config_differences(first, first.__class__(**{**first.__dict__, "name": "other"})) == []
+    assert config_differences(first, dataclasses.replace(first, name="other")) == []
     assert config_differences(first, second) == [("decode.beam_width", 4, 2)]
 
 
