@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 import textwrap
+import traceback
 from pathlib import Path
 
 from app.config import available_presets, load_config
@@ -26,6 +27,17 @@ def settings_epilog(preset: str) -> str:
             settings = " ".join(f"{section}.{key}={value}" for key, value in values.items())
             lines += textwrap.wrap(settings, width=100, initial_indent="  ", subsequent_indent="    ")
     return "\n".join(lines)
+
+
+def positive_int(text: str) -> int:
+    """argparse type: a whole number of at least 1 (batch sizes, beam widths)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected at least 1, got {value}")
+    return value
 
 
 def _preset_given(argv: list[str]) -> str | None:
@@ -70,13 +82,23 @@ def _add_run_commands(commands, preset: str) -> None:
     )
     export = commands.add_parser("export", help="(re-)export a trained run's SavedModel into RUN_DIR/export/")
     export.add_argument("run_dir", type=Path, help="the run folder (holds config.yaml, vocab/, checkpoints/)")
+    export.add_argument(
+        "--force",
+        action="store_true",
+        help="export the last good checkpoint of a run whose training failed (diverged)",
+    )
 
 
 def _add_use_commands(commands) -> None:
     translate = commands.add_parser("translate", help="translate sentences with an exported SavedModel")
     translate.add_argument("model", type=Path, help="a run folder or its export/ folder")
     translate.add_argument("sentences", nargs="*", help="sentences to translate (default: lines from stdin)")
-    translate.add_argument("--batch-size", type=int, default=64, help="sentences per call (default: 64)")
+    translate.add_argument(
+        "--batch-size",
+        type=positive_int,
+        default=64,
+        help="sentences per call (default: 64; 1 when typing at a terminal, to answer each line at once)",
+    )
     translate.add_argument(
         "--plot",
         type=Path,
@@ -88,7 +110,7 @@ def _add_use_commands(commands) -> None:
     evaluate.add_argument("run_dir", type=Path, help="the run folder")
     evaluate.add_argument("--split", default="test", choices=("train", "dev", "test"), help="default: test")
     evaluate.add_argument(
-        "--beam", type=int, default=None, help="beam width (default: the run's; 1 = greedy)"
+        "--beam", type=positive_int, default=None, help="beam width (default: the run's; 1 = greedy)"
     )
     evaluate.add_argument(
         "--source",
@@ -104,7 +126,9 @@ def _add_use_commands(commands) -> None:
     compare.add_argument("run_dirs", type=Path, nargs="+", help="run folders trained on the same corpus")
     compare.add_argument("--out", type=Path, default=Path("bleu_by_length.png"), help="the PNG to write")
     compare.add_argument("--split", default="test", choices=("dev", "test"), help="default: test")
-    compare.add_argument("--beam", type=int, default=1, help="beam width for every run (default: 1, greedy)")
+    compare.add_argument(
+        "--beam", type=positive_int, default=1, help="beam width for every run (default: 1, greedy)"
+    )
     compare.add_argument(
         "--data-dir", type=Path, default=DATA_DIR, help="where the splits are (default: data/)"
     )
@@ -146,6 +170,10 @@ def build_parser(preset: str | None = None) -> argparse.ArgumentParser:
     _add_run_commands(commands, preset or "default")
     _add_use_commands(commands)
     _add_bench_command(commands, preset or "bench")
+    for command in commands.choices.values():
+        command.add_argument(
+            "--debug", action="store_true", help="show the full traceback of an error (for bug reports)"
+        )
     return parser
 
 
@@ -182,16 +210,22 @@ def run_train(args: argparse.Namespace) -> int:
 def run_export(args: argparse.Namespace) -> int:
     from app.export import export_run
 
-    export_run(args.run_dir)
+    export_run(args.run_dir, force=args.force)
     return 0
 
 
 def run_translate(args: argparse.Namespace) -> int:
-    from app.translate import translate_sentences
+    from app.translate import read_lines, translate_sentences
 
-    sentences = args.sentences or (line.rstrip("\n") for line in sys.stdin)
-    for translation in translate_sentences(args.model, sentences, args.batch_size, args.plot):
-        print(translation)
+    batch_size = args.batch_size
+    if args.sentences:
+        sentences = args.sentences
+    else:
+        sentences = read_lines(sys.stdin.buffer)
+        if sys.stdin.isatty():
+            batch_size = 1
+    for translation in translate_sentences(args.model, sentences, batch_size, args.plot):
+        print(translation, flush=batch_size == 1)
     return 0
 
 
@@ -228,12 +262,14 @@ COMMANDS = {
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Runs one command. Errors are one line on stderr (the traceback only with `--debug`): exit 2
+    for what the user can fix (settings, paths, input), 1 for a run that failed or a bug."""
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser(_preset_given(argv)).parse_args(argv)
     try:
         return COMMANDS[args.command](args)
-    except ValueError as error:
-        print(f"attend {args.command}: error: {error}", file=sys.stderr)
+    except (ValueError, OSError) as error:
+        _report(args, error, _describe_os_error(error) if isinstance(error, OSError) else str(error))
         return 2
     except KeyboardInterrupt:
         print(
@@ -242,3 +278,25 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 130
+    except Exception as error:
+        run_failed = getattr(sys.modules.get("app.train"), "RunFailed", ())  # only `train` raises it
+        expected = isinstance(error, run_failed)
+        if expected:
+            print(flush=True)  # after Keras's progress bar, the message starts a line of its own
+        hint = "" if expected else " (an unexpected error: run again with --debug for the traceback)"
+        _report(args, error, f"{'' if expected else type(error).__name__ + ': '}{error}{hint}")
+        return 1
+
+
+def _report(args: argparse.Namespace, error: BaseException, message: str) -> None:
+    if args.debug:
+        traceback.print_exception(error, file=sys.stderr)
+    print(f"attend {args.command}: error: {message}", file=sys.stderr)
+
+
+def _describe_os_error(error: OSError) -> str:
+    """`Permission denied: models/run/.lock; check that …` from an OSError that names a path."""
+    if not error.filename:
+        return str(error)
+    reason = error.strerror or str(error)
+    return f"{reason}: {error.filename}; check that the path exists and that you may read and write it"

@@ -1,5 +1,9 @@
 """One typed configuration, parsed once: YAML presets in `app/presets/` plus CLI overrides.
 
+Parsing is strict so that a typo fails in a second with the setting's name instead of an hour into
+training: every value is checked against its field's type and allowed range (`RANGES`) before any
+command runs, and each problem is a `ValueError` the CLI prints as `attend <command>: error: …`.
+
 Model and data builders receive plain values from these dataclasses; the resolved config is
 written into every run folder (`config.yaml`) so that a run can be reproduced exactly.
 """
@@ -7,9 +11,13 @@ written into every run folder (`config.yaml`) so that a run can be reproduced ex
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
+import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import yaml
 
@@ -83,6 +91,8 @@ class TrainConfig:
     bucket_width: int = 8
     shuffle_buffer: int = 20_000
     early_stopping_patience: int = 3
+    # a dev loss above this many times the first epoch's stops the run as diverged (0 = off)
+    divergence_factor: float = 3.0
     bleu_sentences: int = 200  # dev sentences translated (greedy) each epoch; best checkpoint by their BLEU
     log_every_steps: int = 50
     histogram_epochs: int = 1  # weight histograms every N epochs (0 = never)
@@ -137,6 +147,184 @@ _SECTIONS = {
     "train": TrainConfig,
     "decode": DecodeConfig,
 }
+_SECTIONS_LISTED = ", ".join(_SECTIONS)
+
+
+# YAML as users write settings. PyYAML reads YAML 1.1, where `1e-4` is a string (a float needs a dot
+# and a signed exponent) and `no`, `on`, `2024-01-01` are a boolean, a boolean and a date. Presets and
+# overrides are read with YAML 1.2's rules instead: exponent numbers are floats, only true/false are
+# booleans (the language code `no` stays a string) and dates stay strings.
+_FLOAT_TAG = "tag:yaml.org,2002:float"
+_BOOL_TAG = "tag:yaml.org,2002:bool"
+_TIMESTAMP_TAG = "tag:yaml.org,2002:timestamp"
+_EXPONENT_FLOAT = re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$")
+_NUMBER_STARTS = list("-+0123456789.")
+
+
+class _ConfigLoader(yaml.SafeLoader):
+    """`yaml.SafeLoader` with YAML 1.2's floats, booleans and no dates (see above)."""
+
+
+_ConfigLoader.yaml_implicit_resolvers = {
+    first: [(tag, pattern) for tag, pattern in resolvers if tag not in (_BOOL_TAG, _TIMESTAMP_TAG)]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_ConfigLoader.add_implicit_resolver(
+    _BOOL_TAG, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+_ConfigLoader.add_implicit_resolver(_FLOAT_TAG, _EXPONENT_FLOAT, _NUMBER_STARTS)
+
+
+class _ConfigDumper(yaml.SafeDumper):
+    """Quotes the strings that `_ConfigLoader` reads as numbers (`'1e6'`), so a saved config reloads equal."""
+
+
+_ConfigDumper.add_implicit_resolver(_FLOAT_TAG, _EXPONENT_FLOAT, _NUMBER_STARTS)
+
+
+def _read_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_ConfigLoader)  # a SafeLoader: no arbitrary objects
+
+
+# Types: each field's annotation decides what a value may be and how it is converted.
+class _Setting(NamedTuple):
+    """What one field accepts, read from its annotation (`typing.get_type_hints`)."""
+
+    kind: type  # int, float, bool or str
+    optional: bool  # `X | None`: None (YAML null/~, or an empty override `key=`) is allowed
+    default: Any
+
+
+def _settings_of(cls: type) -> dict[str, _Setting]:
+    hints = typing.get_type_hints(cls)
+    settings = {}
+    for item in dataclasses.fields(cls):
+        kinds = [kind for kind in typing.get_args(hints[item.name]) if kind is not type(None)]
+        kind = kinds[0] if kinds else hints[item.name]
+        settings[item.name] = _Setting(kind, bool(kinds), item.default)
+    return settings
+
+
+_SETTINGS = {section: _settings_of(cls) for section, cls in _SECTIONS.items()}
+
+
+class _NotFinite(ValueError):
+    """A number setting given inf or nan."""
+
+
+def _to_integer(value: Any) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    raise TypeError
+
+
+def _to_number(value: Any) -> float:
+    """Ints, floats and numeric strings (`"1e-4"` quoted in a preset) become floats."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise TypeError
+    number = float(value)
+    if not math.isfinite(number):
+        raise _NotFinite
+    return number
+
+
+def _to_boolean(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    raise TypeError
+
+
+def _to_string(value: Any) -> str:
+    """Scalars become the text the user wrote: `data.target_bible=4` is the Bible "4"."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (str, int, float)):
+        return str(value)
+    raise TypeError
+
+
+_CONVERTERS: dict[type, tuple[str, Callable[[Any], Any]]] = {
+    int: ("an integer", _to_integer),
+    float: ("a number", _to_number),
+    bool: ("true or false", _to_boolean),
+    str: ("a string", _to_string),
+}
+
+
+def _convert(name: str, value: Any, setting: _Setting) -> Any:
+    """`value` as the field's type, or a ValueError `section.key: expected …, got …`."""
+    if value is None and setting.optional:
+        return None
+    if value is None and setting.default == "":  # a text setting that is off when empty
+        return ""
+    expected, converter = _CONVERTERS[setting.kind]
+    try:
+        return converter(value)
+    except _NotFinite:
+        raise ValueError(f"{name}: expected a finite number, got {value!r}") from None
+    except (TypeError, ValueError, OverflowError):
+        raise ValueError(f"{name}: expected {expected}, got {value!r}") from None
+
+
+# Ranges: what each numeric setting may be, in the words of its error message.
+class Bound(NamedTuple):
+    """The values a numeric setting allows, and how its error message describes them."""
+
+    description: str  # "at least 1": the message says `expected at least 1, got 0`
+    allows: Callable[[float], bool]
+
+
+def _at_least(minimum: int) -> Bound:
+    return Bound(f"at least {minimum}", lambda value: value >= minimum)
+
+
+_POSITIVE = Bound("greater than 0", lambda value: value > 0)
+_SIZE, _COUNT = _at_least(1), _at_least(0)
+_SEED = Bound(f"between 0 and {2**32 - 1}", lambda value: 0 <= value < 2**32)  # NumPy's seed range
+# app/data/tokenizer.py's minimum: 256 byte-fallback pieces, 4 reserved ids and room for 32 more.
+MINIMUM_VOCAB_SIZE = 256 + 4 + 32
+
+RANGES: dict[str, Bound] = {
+    "data.dev_size": _SIZE,
+    "data.test_size": _SIZE,
+    "data.max_chars": _SIZE,
+    "data.max_pairs": _SIZE,
+    "data.seed": _SEED,
+    "tokenizer.source_vocab_size": _at_least(MINIMUM_VOCAB_SIZE),
+    "tokenizer.target_vocab_size": _at_least(MINIMUM_VOCAB_SIZE),
+    "tokenizer.character_coverage": Bound("greater than 0 and at most 1", lambda value: 0 < value <= 1),
+    "tokenizer.max_training_sentences": _SIZE,
+    "model.embedding_dim": _SIZE,
+    "model.units": _SIZE,
+    "model.encoder_units": _SIZE,
+    "model.attention_units": _SIZE,
+    "model.readout_units": _SIZE,
+    "model.maxout_pieces": _SIZE,  # 1 = a plain tanh deep output
+    "model.dropout": Bound("at least 0 and below 1", lambda value: 0 <= value < 1),
+    "train.batch_size": _SIZE,
+    "train.epochs": _SIZE,
+    "train.learning_rate": _POSITIVE,
+    "train.warmup_steps": _COUNT,
+    "train.min_learning_rate_ratio": Bound("between 0 and 1", lambda value: 0 <= value <= 1),
+    "train.clipnorm": _POSITIVE,
+    "train.max_source_tokens": _SIZE,
+    "train.max_target_tokens": _SIZE,
+    "train.bucket_width": _SIZE,
+    "train.shuffle_buffer": _SIZE,
+    "train.early_stopping_patience": _COUNT,
+    "train.divergence_factor": Bound("0 (off) or at least 1", lambda value: value == 0 or value >= 1),
+    "train.bleu_sentences": _COUNT,  # 0 = keep the best checkpoint by dev loss
+    "train.log_every_steps": _SIZE,
+    "train.histogram_epochs": _COUNT,  # 0 = never
+    "train.steps_per_epoch": _SIZE,
+    "train.seed": _SEED,
+    "decode.max_length_ratio": _POSITIVE,
+    "decode.max_length_offset": _COUNT,
+    "decode.max_output_tokens": _SIZE,
+    "decode.max_input_tokens": _at_least(2),  # the end marker and at least one source token
+    "decode.beam_width": _SIZE,  # 1 = greedy search
+    "decode.length_penalty_alpha": _COUNT,  # 0 = no length normalisation
+}
 
 
 def available_presets() -> list[str]:
@@ -144,25 +332,45 @@ def available_presets() -> list[str]:
 
 
 def from_dict(values: dict[str, Any]) -> Config:
-    """Builds a Config from nested dicts, rejecting unknown sections and keys by name."""
+    """Builds a Config from nested dicts: unknown sections and keys, wrong types and out-of-range
+    values are rejected by name, and numbers given as text (`"1e-4"`) are converted."""
+    if not isinstance(values, dict):
+        raise ValueError(f"expected a mapping of config sections ({_SECTIONS_LISTED}), got {_kind(values)}")
     unknown = set(values) - set(_SECTIONS) - {"name"}
     if unknown:
         raise ValueError(f"Unknown config section(s) {sorted(unknown)}; known: {sorted(_SECTIONS)}")
-    sections = {}
-    for section, cls in _SECTIONS.items():
-        given = values.get(section) or {}
-        known = {f.name for f in dataclasses.fields(cls)}
-        bad = set(given) - known
-        if bad:
-            raise ValueError(f"Unknown key(s) {sorted(bad)} in section '{section}'; known: {sorted(known)}")
-        sections[section] = cls(**given)
-    config = Config(name=values.get("name", "custom"), **sections)
+    sections = {
+        section: cls(**_section_values(section, values.get(section))) for section, cls in _SECTIONS.items()
+    }
+    name = _convert("name", values.get("name", "custom"), _Setting(str, False, "custom"))
+    config = Config(name=name, **sections)
     validate(config)
     return config
 
 
+def _section_values(section: str, given: Any) -> dict[str, Any]:
+    """One section's settings converted to their fields' types (an empty section is all defaults)."""
+    if given is None:
+        return {}
+    if not isinstance(given, dict):
+        raise ValueError(
+            f"{section}: expected a mapping of settings (indented `key: value` lines), got {given!r}"
+        )
+    settings = _SETTINGS[section]
+    bad = set(given) - set(settings)
+    if bad:
+        raise ValueError(f"Unknown key(s) {sorted(bad)} in section '{section}'; known: {sorted(settings)}")
+    return {key: _convert(f"{section}.{key}", value, settings[key]) for key, value in given.items()}
+
+
+def _kind(value: Any) -> str:
+    """`a list`, `a string`, …: what a YAML document's top level was instead of a mapping."""
+    names = {list: "a list", str: "a string", bool: "a boolean", int: "a number", float: "a number"}
+    return names.get(type(value), f"a {type(value).__name__}")
+
+
 def validate(config: Config) -> None:
-    """Rejects settings that would fail later with an obscure error."""
+    """Rejects settings that would fail later with an obscure error (values already have their types)."""
     choices = {
         "data.corpus": (config.data.corpus, ("bible", "tsv")),
         "model.cell": (config.model.cell, ("gru", "lstm")),
@@ -179,22 +387,61 @@ def validate(config: Config) -> None:
             raise ValueError(f"{key}={value!r} is not one of {list(allowed)}")
     if config.data.corpus == "tsv" and not config.data.tsv_path:
         raise ValueError("data.corpus=tsv needs data.tsv_path=PATH (a file of source<TAB>target lines)")
-    for key in ("batch_size", "epochs", "max_source_tokens", "max_target_tokens"):
-        if getattr(config.train, key) < 1:
-            raise ValueError(f"train.{key} must be at least 1")
-    if config.decode.beam_width < 1:
-        raise ValueError("decode.beam_width must be at least 1 (1 = greedy search)")
-    if config.model.maxout_pieces < 1:
-        raise ValueError("model.maxout_pieces must be at least 1 (1 = plain tanh deep output)")
+    _check_ranges(config)
+    _check_luong_dot(config.model)
+    _check_profile_batches(config.train.profile_batches)
+
+
+def _check_ranges(config: Config) -> None:
+    for name, bound in RANGES.items():
+        section, key = name.split(".")
+        value = getattr(getattr(config, section), key)
+        if value is not None and not bound.allows(value):
+            raise ValueError(f"{name}: expected {bound.description}, got {value!r}")
+
+
+def _check_luong_dot(model: ModelConfig) -> None:
+    """Luong's dot score compares the decoder state with annotations that join both encoder
+    directions, so it needs 2 × encoder_units == units (app/models/attention.py fails otherwise)."""
+    if model.attention_style != "luong" or model.luong_score != "dot":
+        return
+    encoder_units = model.encoder_units or model.units
+    if 2 * encoder_units == model.units:
+        return
+    fix = f"model.encoder_units={model.units // 2}" if model.units % 2 == 0 else "an even model.units"
+    raise ValueError(
+        f"model.luong_score=dot needs 2 * model.encoder_units == model.units (the annotations join both "
+        f"encoder directions), got model.units={model.units} and model.encoder_units={model.encoder_units}"
+        f"{' (= units)' if model.encoder_units is None else ''}; use {fix} or model.luong_score=general"
+    )
+
+
+def _check_profile_batches(text: str) -> None:
+    """`START,STOP` batches for the TensorBoard profiler (Keras wants 1 <= START <= STOP), or empty."""
+    if text == "":
+        return
+    parts = text.split(",")
+    steps = [int(part) for part in parts if part.strip().isdigit()]
+    if len(parts) != 2 or len(steps) != 2 or not 1 <= steps[0] <= steps[1]:
+        raise ValueError(
+            f"train.profile_batches: expected empty or START,STOP with 1 <= START <= STOP (e.g. 10,20), "
+            f"got {text!r}"
+        )
 
 
 def parse_override(text: str) -> tuple[str, str, Any]:
-    """`section.key=value` → (section, key, typed value); values are parsed as YAML scalars."""
+    """`section.key=value` → (section, key, value parsed as a YAML scalar: `1e-4` is a float, `3` an
+    int, `true` a bool, an empty value None). Text that is not valid YAML stays a string."""
     if "=" not in text or "." not in text.split("=", 1)[0]:
         raise ValueError(f"Override {text!r} is not of the form section.key=value (e.g. train.epochs=3)")
     dotted, raw = text.split("=", 1)
     section, key = dotted.split(".", 1)
-    return section, key, yaml.safe_load(raw) if raw != "" else None
+    if raw == "":
+        return section, key, None
+    try:
+        return section, key, _read_yaml(raw)
+    except yaml.YAMLError:
+        return section, key, raw
 
 
 def load_config(preset: str = "default", overrides: list[str] | tuple[str, ...] = ()) -> Config:
@@ -202,16 +449,50 @@ def load_config(preset: str = "default", overrides: list[str] | tuple[str, ...] 
     path = Path(preset) if preset.endswith((".yaml", ".yml")) else PRESET_DIR / f"{preset}.yaml"
     if not path.is_file():
         raise ValueError(f"No preset {preset!r}; available presets: {', '.join(available_presets())}")
-    values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    values = _read_preset(path)
     values.setdefault("name", path.stem)
     for override in overrides:
         section, key, value = parse_override(override)
-        values.setdefault(section, {})
+        if values.get(section) is None:
+            values[section] = {}
         if not isinstance(values[section], dict):
             raise ValueError(f"Override {override!r}: '{section}' is not a config section")
         values[section][key] = value
     return from_dict(values)
 
 
+def _read_preset(path: Path) -> dict[str, Any]:
+    """A preset file's sections; YAML errors name the file, line and column (1-based) like a compiler."""
+    try:
+        values = _read_yaml(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
+    except yaml.YAMLError as error:
+        raise ValueError(_yaml_error_message(path, error)) from None
+    if values is None:
+        return {}
+    if not isinstance(values, dict):
+        raise ValueError(
+            f"{path}: expected a mapping of config sections ({_SECTIONS_LISTED}), got {_kind(values)}"
+        )
+    for section, given in values.items():
+        if section in _SECTIONS and given is not None and not isinstance(given, dict):
+            raise ValueError(
+                f"{path}: section '{section}' must be a mapping of settings (indented `key: value` lines), "
+                f"got {given!r}"
+            )
+    return values
+
+
+def _yaml_error_message(path: Path, error: yaml.YAMLError) -> str:
+    mark = getattr(error, "problem_mark", None)
+    problem = getattr(error, "problem", None) or str(error)
+    if mark is None:
+        return f"{path}: invalid YAML: {problem}"
+    return f"{path}:{mark.line + 1}:{mark.column + 1}: invalid YAML: {problem}"
+
+
 def save_config(config: Config, path: Path) -> None:
-    path.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False), encoding="utf-8")
+    """Writes the resolved config as YAML that `load_config(str(path))` reads back to an equal Config."""
+    text = yaml.dump(config.to_dict(), Dumper=_ConfigDumper, sort_keys=False)
+    path.write_text(text, encoding="utf-8")

@@ -21,7 +21,10 @@ def evaluate_run(
     data_dir: Path = Path("data"),
     log=print,
 ) -> dict:
-    """Scores a trained run on a split (or any TSV file); writes hypotheses, references, metrics and plots."""
+    """Scores a trained run on a split (or any TSV file); writes hypotheses, references, metrics and plots.
+
+    Everything that could stop it (the run, the input file, a writable output folder, the lock)
+    is checked before translating, so that no translation work is lost to a late error."""
     run = RunDir(run_dir)
     config = run.config()
     tsv = source_file or data_dir / config.corpus_name / f"{split}.tsv"
@@ -30,18 +33,20 @@ def evaluate_run(
             f"No {tsv}; run `attend prepare --preset {run.config_path}` or pass --source FILE.tsv"
         )
     sources, references = read_references(tsv)
-    translator = load_translator(run, beam_width=beam)
-    hypotheses = translator.translate_texts(sources)
-    name = f"{source_file.stem if source_file else split}-beam{translator.beam_width}"
-    metrics = {
-        **corpus_scores(hypotheses, references),
-        "split": name.rsplit("-beam", 1)[0],
-        "beam": translator.beam_width,
-        "sentences": len(sources),
-        "references": sum(len(refs) for refs in references),
-    }
-    metrics["bleu_by_length"] = bleu_by_length(sources, hypotheses, references)
-    write_evaluation(run.evaluation_dir(name), sources, hypotheses, references, metrics)
+    with run.lock():
+        translator = load_translator(run, beam_width=beam)
+        name = f"{source_file.stem if source_file else split}-beam{translator.beam_width}"
+        run.evaluation_dir(name).mkdir(parents=True, exist_ok=True)
+        hypotheses = translator.translate_texts(sources)
+        metrics = {
+            **corpus_scores(hypotheses, references),
+            "split": name.rsplit("-beam", 1)[0],
+            "beam": translator.beam_width,
+            "sentences": len(sources),
+            "references": sum(len(refs) for refs in references),
+        }
+        metrics["bleu_by_length"] = bleu_by_length(sources, hypotheses, references)
+        write_evaluation(run.evaluation_dir(name), sources, hypotheses, references, metrics)
     log(format_report(metrics))
     return metrics
 

@@ -7,8 +7,10 @@ Every other module asks a `RunDir` for a path instead of spelling it, so that th
       config.yaml          the resolved config (`attend train --preset …/config.yaml` repeats it)
       vocab/               the SentencePiece models
       logs/                TensorBoard
-      checkpoints/         best.weights.h5 and best.json (the score they reached)
+      checkpoints/         best.weights.h5 and best.json (the score they reached), first_epoch.json
+                           (the first epoch's dev loss, the yardstick of divergence)
       backup/              only while unfinished: BackupAndRestore state, so a restart resumes
+      failure.json         only after a failed run: what went wrong, when, what remains good
       metrics.json, model_card.json
       evaluation/<name>/   what `attend evaluate` wrote
       export/              the SavedModel
@@ -20,7 +22,9 @@ import contextlib
 import dataclasses
 import fcntl
 import json
+import math
 import os
+import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -77,8 +81,16 @@ class RunDir:
         return self.checkpoints_dir / "best.json"
 
     @property
+    def first_epoch_path(self) -> Path:
+        return self.checkpoints_dir / "first_epoch.json"
+
+    @property
     def backup_dir(self) -> Path:
         return self.path / "backup"
+
+    @property
+    def failure_path(self) -> Path:
+        return self.path / "failure.json"
 
     @property
     def metrics_path(self) -> Path:
@@ -109,7 +121,17 @@ class RunDir:
     def is_trained(self) -> bool:
         return self.best_weights.is_file()
 
+    @property
+    def has_trained_epoch(self) -> bool:
+        """Whether any epoch's work is kept here (a best checkpoint or a backup to resume)."""
+        return self.is_trained or self.is_unfinished
+
+    def require_exists(self) -> None:
+        if not self.path.is_dir():
+            raise ValueError(f"no run folder at {self.path}")
+
     def config(self) -> Config:
+        self.require_exists()
         if not self.config_path.is_file():
             raise ValueError(f"{self.path} is not a run folder: it has no {self.config_path.name}")
         return load_config(str(self.config_path))
@@ -130,6 +152,27 @@ class RunDir:
         record = {"monitor": monitor, "value": value, "epoch": epoch}
         _write_json(self.best_score_path, record)
 
+    def first_epoch_dev_loss(self) -> float | None:
+        """The first epoch's dev loss (divergence is measured against it), or None before it."""
+        if not self.first_epoch_path.is_file():
+            return None
+        return json.loads(self.first_epoch_path.read_text())["dev_loss"]
+
+    def write_first_epoch_dev_loss(self, dev_loss: float) -> None:
+        _write_json(self.first_epoch_path, {"dev_loss": dev_loss})
+
+    def failure(self) -> dict | None:
+        """What stopped the last training of this folder (`write_failure`), or None."""
+        if not self.failure_path.is_file():
+            return None
+        return json.loads(self.failure_path.read_text())
+
+    def write_failure(self, failure: dict) -> None:
+        _write_json(self.failure_path, failure)
+
+    def clear_failure(self) -> None:
+        self.failure_path.unlink(missing_ok=True)
+
     def write_metrics(self, metrics: dict) -> None:
         _write_json(self.metrics_path, metrics)
 
@@ -141,32 +184,51 @@ class RunDir:
 
     # === Creation and resuming ===
     def check_resumable(self, config: Config) -> None:
-        """A run folder continues only with the settings it started with; the error names the keys."""
-        if not self.config_path.is_file():
-            return
-        differences = config_differences(self.config(), config)
-        if differences:
-            shown = "; ".join(
-                f"{key}: {saved!r} in the folder, {wanted!r} now" for key, saved, wanted in differences
-            )
+        """A run folder continues only with the settings it started with; the error names the keys.
+
+        A folder whose run never finished an epoch has nothing to lose: any settings may reuse it.
+        """
+        differences = self._differences(config)
+        if differences and self.has_trained_epoch:
             raise ValueError(
-                f"{self.path} holds a run with a different config ({shown}). Pick a new --run-dir, or "
-                f"train with exactly that config to resume it (--preset {self.config_path})"
+                f"{self.path} holds a run with a different config ({_describe(differences)}). Pick a "
+                f"new --run-dir, or train with exactly that config to resume it (--preset {self.config_path})"
             )
 
-    def start(self, config: Config) -> None:
-        """Creates the folder for `config` (already validated) or checks that it may be resumed."""
+    def start(self, config: Config, log=print) -> None:
+        """Creates the folder for `config` (already validated), resumes it, or reuses a folder whose
+        run never finished an epoch (its logs and failure record go: they describe other settings)."""
         self.check_resumable(config)
+        differences = self._differences(config)
+        if differences:
+            log(
+                f"{self.path} held a run that never finished an epoch; reusing it with the new settings "
+                f"({_describe(differences)})"
+            )
+            shutil.rmtree(self.logs_dir, ignore_errors=True)
+            shutil.rmtree(self.checkpoints_dir, ignore_errors=True)
+            self.clear_failure()
         self.checkpoints_dir.mkdir(parents=True, exist_ok=True)
         save_config(config, self.config_path)
 
+    def _differences(self, config: Config) -> list[tuple[str, Any, Any]]:
+        if not self.config_path.is_file():
+            return []
+        return config_differences(self.config(), config)
+
     @contextlib.contextmanager
-    def lock(self) -> Iterator[None]:
-        """Holds the folder for one writer: a second `attend train` on it stops with the holder's pid.
+    def lock(self, create: bool = False) -> Iterator[None]:
+        """Holds the folder for one writer (train, export, evaluate): a second one stops at once with
+        the holder's pid.
 
         An OS file lock (flock): it ends with the process, so a killed run never leaves a stale lock.
+        With `create`, a missing folder is made, and removed again if nothing but the lock was
+        written in it (settings refused before training leave no trace).
         """
-        self.path.mkdir(parents=True, exist_ok=True)
+        created = create and not self.path.exists()
+        if created:
+            self.path.mkdir(parents=True)
+        self.require_exists()
         handle = open(self.lock_path, "a+")  # noqa: SIM115  (held open for the lock's lifetime)
         try:
             try:
@@ -185,6 +247,9 @@ class RunDir:
             yield
         finally:
             handle.close()
+            if created and [entry.name for entry in self.path.iterdir()] == [self.lock_path.name]:
+                self.lock_path.unlink()
+                self.path.rmdir()
 
     # === Choosing a folder ===
     @classmethod
@@ -224,9 +289,25 @@ def _flatten(values: dict, prefix: str = "") -> dict:
     return flat
 
 
+def _describe(differences: list[tuple[str, Any, Any]]) -> str:
+    return "; ".join(f"{key}: {saved!r} in the folder, {wanted!r} now" for key, saved, wanted in differences)
+
+
 def _write_json(path: Path, value: dict) -> None:
-    """Whole or not at all: a crash mid-write never leaves half a file."""
+    """Whole or not at all: a crash mid-write never leaves half a file. Valid JSON always: a NaN or
+    infinite number (a diverged loss) is written as null, which every JSON reader accepts."""
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = path.with_name(f".{path.name}.tmp")
-    staging.write_text(json.dumps(value, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    text = json.dumps(_finite_or_null(value), indent=2, ensure_ascii=False, allow_nan=False)
+    staging.write_text(text + "\n", encoding="utf-8")
     staging.replace(path)
+
+
+def _finite_or_null(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _finite_or_null(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_or_null(item) for item in value]
+    return value

@@ -16,14 +16,25 @@ LENGTH_BUCKETS = ((1, 10), (11, 20), (21, 30), (31, 40), (41, 50), (51, 10_000))
 
 
 def read_references(tsv_path: Path) -> tuple[list[str], list[list[str]]]:
-    """Unique sources in file order, each with every target it has in the file."""
+    """Unique sources in file order, each with every target it has in the file.
+
+    A file to score must be whole: a line that is not UTF-8 or has no tab stops it, naming the line."""
+    if tsv_path.is_dir():
+        raise ValueError(f"{tsv_path} is a directory; expected a file of source<TAB>target lines")
     references: dict[str, list[str]] = {}
-    with open(tsv_path, encoding="utf-8") as lines:
-        for number, line in enumerate(lines, start=1):
-            fields = line.rstrip("\n").split("\t")
+    with open(tsv_path, "rb") as lines:
+        for number, raw in enumerate(lines, start=1):
+            try:
+                line = raw.decode("utf-8").rstrip("\r\n").removeprefix("\ufeff" if number == 1 else "")
+            except UnicodeDecodeError as error:
+                where = f"{tsv_path}:{number}"
+                raise ValueError(f"{where}: not valid UTF-8 ({error.reason} at byte {error.start})") from None
+            fields = line.split("\t")
             if len(fields) < 2:
                 raise ValueError(f"{tsv_path}:{number}: expected source<TAB>target")
             references.setdefault(fields[0], []).append(fields[1])
+    if not references:
+        raise ValueError(f"{tsv_path} has no lines to score; expected source<TAB>target lines")
     return list(references), list(references.values())
 
 

@@ -20,7 +20,7 @@ from app.data.prepare import PreparedData, check_enough_pairs, filter_report, pr
 from app.data.tokenizer import read_side
 from app.models.precision import training_policy
 from app.recipe import compile_model, make_callbacks, make_datasets
-from app.recipe.callbacks import DevTranslationMonitor, write_hparams
+from app.recipe.callbacks import DevTranslationMonitor, TrainingDiverged, write_hparams
 from app.run import RunDir
 from app.scoring import corpus_bleu, read_references
 from app.translator import Translator, build_translator, float32_model
@@ -30,9 +30,13 @@ SAMPLE_TRANSLATIONS = 10
 
 def train(config: Config, run_dir: Path, data_dir: Path = Path("data"), log=print) -> dict:
     """Trains (resuming an interrupted run in `run_dir`) and keeps the best weights: by dev BLEU,
-    or by dev loss when `train.bleu_sentences=0`. Returns the final metrics."""
+    or by dev loss when `train.bleu_sentences=0`. Returns the final metrics.
+
+    Nothing is written into the run folder before the data has passed every check. Raises
+    `RunFailed` (after recording it in the folder) when the loss diverges: the last good
+    checkpoint stays, and `attend export` refuses the run."""
     run = RunDir(run_dir)
-    with run.lock():
+    with run.lock(create=True):
         run.check_resumable(config)
         # before any tokenizer runs: seeding clears TF's eager kernel cache, and with it the
         # SentencePiece kernel resource an eager tokenizer call created
@@ -42,8 +46,14 @@ def train(config: Config, run_dir: Path, data_dir: Path = Path("data"), log=prin
         for counts in filtered.values():
             log(counts.describe())
             check_enough_pairs(counts, config.train.batch_size)
-        run.start(config)
-        return _fit(config, data, run, filtered, log)
+        run.start(config, log=log)
+        failure = run.failure()
+        if failure:
+            log(f"The last attempt failed ({failure['message']}); resuming from its last backup")
+        try:
+            return _fit(config, data, run, filtered, log)
+        except TrainingDiverged as diverged:
+            raise _record_divergence(run, diverged) from diverged
 
 
 def _fit(config: Config, data: PreparedData, run: RunDir, filtered: dict, log) -> dict:
@@ -71,11 +81,36 @@ def _fit(config: Config, data: PreparedData, run: RunDir, filtered: dict, log) -
         model.load_weights(str(run.best_weights))
     metrics = final_metrics(model, dev_set, history, seconds)
     log(f"Best weights: dev loss {metrics['dev_loss']:.4f}, accuracy {metrics['dev_token_accuracy']:.4f}")
+    run.clear_failure()
     run.write_metrics(metrics)
     run.write_model_card(model_card(config, data, filtered, metrics))
     translator = build_translator(float32_model(model, config), config, run.vocab_dir, data.tokenizers)
     log_sample_translations(translator, data.corpus.dev, log)
     return metrics
+
+
+class RunFailed(RuntimeError):
+    """Training stopped without a model worth exporting; the message says why and what remains."""
+
+
+def _record_divergence(run: RunDir, diverged: TrainingDiverged) -> RunFailed:
+    """Writes what happened into the run folder (so that `attend export` refuses the run) and
+    returns the error to raise, naming the last good checkpoint and what to change."""
+    best = run.best_score() if run.is_trained else None
+    failure = {"message": str(diverged), "reason": diverged.reason, "epoch": diverged.epoch}
+    run.write_failure({**failure, "step": diverged.step, "last_good": best})
+    run.write_metrics({"status": "diverged", "failure": failure})
+    if best:
+        remains = (
+            f"The last good checkpoint remains: {run.best_weights} (epoch {best['epoch']}, "
+            f"{best['monitor']} {best['value']:.4g}); `attend export --force {run}` exports it."
+        )
+    else:
+        remains = "No epoch ended well, so no checkpoint was kept."
+    reuse = "" if run.has_trained_epoch else " (this --run-dir may be reused)"
+    return RunFailed(
+        f"{diverged}. {remains} Lower train.learning_rate or raise train.warmup_steps and train again{reuse}."
+    )
 
 
 def make_dev_monitor(model: keras.Model, config: Config, data: PreparedData, run: RunDir):
@@ -102,6 +137,7 @@ def final_metrics(model: keras.Model, dev_set: tf.data.Dataset, history, seconds
     dev_loss, dev_accuracy = model.evaluate(dev_set, verbose=0)
     epochs = len(history.history.get("loss", []))
     return {
+        "status": "trained",
         "dev_loss": float(dev_loss),
         "dev_token_accuracy": float(dev_accuracy),
         "epochs_this_session": epochs,
@@ -135,6 +171,10 @@ def model_card(config: Config, data: PreparedData, filtered: dict, metrics: dict
             "source_tokens: string [batch, src], target_tokens: string [batch, tgt]",
             "translate_ids": "source_ids: int32 [batch, src] (0-padded, ending with 2) -> ids: int32 "
             "[batch, decode.max_output_tokens], lengths: int32 [batch], score: float32 [batch]; greedy, XLA",
+            "input_handling": "text must be a 1-D string tensor (other shapes raise InvalidArgumentError); "
+            "invalid UTF-8 in text is replaced before tokenizing, each invalid byte sequence by one U+FFFD "
+            "(as Python's bytes.decode('utf-8', 'replace')); translate_ids raises InvalidArgumentError for "
+            "ids outside [0, tokenizers.source_vocab_size)",
         },
         "decoding": dataclasses.asdict(config.decode),
         "versions": {"attend": __version__, "tensorflow": tf.__version__, "keras": keras.__version__},

@@ -1,11 +1,14 @@
 """`attend translate`: sentences (arguments or stdin) through an exported SavedModel, exactly as
-another program would load it, optionally with attention heatmaps."""
+another program would load it, optionally with attention heatmaps.
+
+Input is read and answered in batches as it arrives, so a long file or a pipe streams."""
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 from app.plots import translation_heatmap
 from app.run import RunDir
@@ -20,23 +23,58 @@ def find_export(model: Path) -> Path:
     return export_dir
 
 
+def read_lines(stream: BinaryIO, name: str = "stdin") -> Iterator[str]:
+    """Lines of UTF-8 text without their line ends; a line that is not UTF-8 stops the input with
+    its number (the lines before it have been translated and printed by then)."""
+    for number, raw in enumerate(stream, start=1):
+        try:
+            yield raw.decode("utf-8").rstrip("\r\n").removeprefix("\ufeff" if number == 1 else "")
+        except UnicodeDecodeError as error:
+            raise ValueError(
+                f"{name} line {number}: not valid UTF-8 ({error.reason} at byte {error.start}); "
+                "the lines before it were translated, nothing after it"
+            ) from None
+
+
 def translate_sentences(
     model: Path, sentences: Iterable[str], batch_size: int = 64, plot: Path | None = None
-) -> Iterable[str]:
-    """Translations in input order; with `plot`, heatmaps OUT.png, OUT-2.png, … beside them."""
+) -> Iterator[str]:
+    """Translations in input order, a batch at a time; with `plot`, heatmaps OUT.png, OUT-2.png, …"""
     import tensorflow as tf
     import tensorflow_text  # noqa: F401  (registers the SentencePiece ops the SavedModel uses)
 
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    if plot:
+        plot.parent.mkdir(parents=True, exist_ok=True)
     signatures = tf.saved_model.load(str(find_export(model))).signatures
     translate = signatures["translate_with_attention" if plot else "serving_default"]
-    sentences = list(sentences)
-    for start in range(0, len(sentences), batch_size):
-        batch = sentences[start : start + batch_size]
+    start = 0
+    for batch in batches(sentences, batch_size):
         out = translate(text=tf.constant(batch, tf.string))
         for row, translation in enumerate(out["translation"].numpy()):
             if plot:
                 save_attention_plot(out, row, batch[row], numbered(plot, start + row))
             yield translation.decode("utf-8")
+        start += len(batch)
+
+
+def batches(items: Iterable[str], size: int) -> Iterator[list[str]]:
+    """Lists of `size` items as they arrive; when reading fails, the items read before the failure
+    still come out as a last batch before the error."""
+    batch: list[str] = []
+    try:
+        for item in items:
+            batch.append(item)
+            if len(batch) == size:
+                yield batch
+                batch = []
+    except ValueError:
+        if batch:
+            yield batch
+        raise
+    if batch:
+        yield batch
 
 
 def numbered(path: Path, index: int) -> Path:

@@ -46,6 +46,12 @@ class Translator(tf.Module):
         beam_width, length_penalty_alpha: the search (1 = greedy); GNMT length normalisation.
 
     No defaults here: the config's `decode` section is their one source (`build_translator`).
+
+    Inputs are checked in the graph, because a reloaded signature does not check them itself:
+    `text` must be 1-D (a scalar or a `[batch, 1]` tensor raises InvalidArgumentError instead of
+    being flattened); invalid UTF-8 in `text` is replaced, each invalid byte sequence by one U+FFFD
+    as Python's `bytes.decode("utf-8", "replace")` does, so the model never sees undefined bytes;
+    `translate_ids` raises InvalidArgumentError for ids outside [0, source vocabulary size).
     """
 
     def __init__(
@@ -75,10 +81,20 @@ class Translator(tf.Module):
 
     def source_ids(self, text: tf.Tensor) -> tf.Tensor:
         """`[batch]` strings → `[batch, src]` int32 ids, 0-padded, each ending with the end id."""
-        ids = self.source_tokenizer.tokenize(text)[:, : self._max_input_tokens - 1]
+        ids = self.source_tokenizer.tokenize(self._valid_text(text))[:, : self._max_input_tokens - 1]
         dense = add_source_end(ids).to_tensor(0)
         # an empty batch still needs one time step: recurrent layers cannot run over zero steps
         return tf.pad(dense, [[0, 0], [0, tf.maximum(1 - tf.shape(dense)[1], 0)]])
+
+    @staticmethod
+    def _valid_text(text: tf.Tensor) -> tf.Tensor:
+        """`text` checked to be `[batch]` and transcoded to valid UTF-8 (U+FFFD for invalid bytes).
+
+        The check runs in the graph: a reloaded signature passes a scalar or a `[batch, 1]` tensor
+        on to ops that would treat it as a batch, instead of raising.
+        """
+        text = tf.ensure_shape(text, [None])
+        return tf.strings.unicode_transcode(text, "UTF-8", "UTF-8", errors="replace", replacement_char=0xFFFD)
 
     def search(self, source_ids: tf.Tensor, collect: str | None = None, static_shapes: bool = False):
         """Greedy (beam width 1) or beam search from `[batch, src]` ids; `static_shapes`: greedy into
@@ -120,11 +136,30 @@ class Translator(tf.Module):
             "target_tokens": self._pieces(self.target_tokenizer, result.tokens),
         }
 
-    @tf.function(input_signature=[tf.TensorSpec([None, None], tf.int32, name="source_ids")], jit_compile=True)
+    @tf.function(input_signature=[tf.TensorSpec([None, None], tf.int32, name="source_ids")])
     def translate_ids(self, source_ids):
         """`translate_ids`: the accelerator's part, XLA-compiled with static output shapes. Source ids
         (0-padded, each ending with the end id 2) → greedy output ids `[batch, max_output_tokens]`
-        (0 after the end id), their lengths and scores. Tokenization stays on the host."""
+        (0 after the end id), their lengths and scores. Tokenization stays on the host.
+
+        Not compiled itself: XLA drops Assert ops, so the id range is checked here, outside the
+        compiled `_translate_valid_ids`; unchecked, an out-of-range id would silently translate."""
+        return self._translate_valid_ids(self._checked_source_ids(source_ids))
+
+    def _checked_source_ids(self, source_ids: tf.Tensor) -> tf.Tensor:
+        """`source_ids` once they are known to be a matrix of ids the source embedding has."""
+        source_ids = tf.ensure_shape(source_ids, [None, None])
+        vocab_size = self.source_tokenizer.vocab_size
+        message = f"translate_ids: source_ids must be in [0, {vocab_size}) (the source vocabulary)"
+        checks = [
+            tf.debugging.assert_non_negative(source_ids, message=message),
+            tf.debugging.assert_less(source_ids, vocab_size, message=message),
+        ]
+        with tf.control_dependencies(checks):
+            return tf.identity(source_ids)
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None], tf.int32)], jit_compile=True)
+    def _translate_valid_ids(self, source_ids):
         result = self.search(source_ids, static_shapes=True)
         return {"ids": result.tokens, "lengths": result.lengths, "score": result.scores}
 
@@ -276,5 +311,11 @@ def load_translator(
     config = run.config()
     tokenizers = tuple(load_tokenizer(run.vocab_dir / f"{side}.model", side) for side in ("source", "target"))
     model = build_float32_model(tokenizers[0].vocab_size, tokenizers[1].vocab_size, config)
-    model.load_weights(str(run.best_weights))
+    try:
+        model.load_weights(str(run.best_weights))
+    except OSError as error:  # h5py: truncated or not HDF5 at all
+        raise ValueError(
+            f"{run.best_weights} cannot be read ({error}); the file is damaged: restore it, or train "
+            "the run again"
+        ) from error
     return build_translator(model, config, run.vocab_dir, tokenizers, beam_width, length_penalty_alpha)

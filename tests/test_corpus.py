@@ -153,6 +153,53 @@ def test_byte_order_mark_inside_the_text_is_kept(tmp_path):
     assert sorted(all_pairs(prepared)) == sorted(expected)
 
 
+CONTROLLED = (
+    b"hola\thello\n"  # 1 good
+    + b"nul\x00 byte\tnul byte\n"  # 2 control_chars: NUL
+    + b"rojo\t\x1b[31mred\x1b[0m\n"  # 3 control_chars: ANSI colour codes in the target
+    + b"borrar\x7f\tdelete\n"  # 4 control_chars: DEL
+    + "c1\u009b control\tc1 control\n".encode()  # 5 control_chars: C1 (CSI)
+    + b"gato\tcat\r\n"  # 6 good: a CRLF line end is no control character
+    + b"stray\rreturn\tinside\n"  # 7 control_chars: a carriage return inside the line
+    + b"perro\tdog\tnote \x1b in a third column\n"  # 8 good: columns after the second are ignored
+)
+
+
+def test_control_characters_are_counted_as_bad_lines(tmp_path):
+    config = tsv_config(write_tsv(tmp_path / "c.tsv", CONTROLLED), test_size=0, dev_size=0)
+    messages = []
+    prepared = prepare_corpus(config, tmp_path / "data", log=messages.append)
+
+    assert prepared.report["bad"]["control_chars"] == {"count": 5, "locations": [2, 3, 4, 5, 7]}
+    assert sorted(all_pairs(prepared)) == [("gato", "cat"), ("hola", "hello"), ("perro", "dog")]
+    assert "control_chars 5 (at 2, 3, 4, 5, 7)" in "\n".join(messages)
+
+
+def test_a_crlf_file_has_no_control_characters(tmp_path):
+    path = write_tsv(tmp_path / "c.tsv", b"uno\tone\r\ndos\ttwo\r\ntres\tthree\r\n")
+    prepared = prepare_corpus(tsv_config(path), tmp_path / "data", log=print)
+    assert prepared.report["bad"]["control_chars"]["count"] == 0
+    assert sorted(all_pairs(prepared)) == [("dos", "two"), ("tres", "three"), ("uno", "one")]
+
+
+@pytest.mark.parametrize("character", ["\x00", "\x08", "\x0b", "\x1b", "\x1f", "\x7f", "\x85", "\x9f"])
+@pytest.mark.parametrize("side", ["source", "target"])
+def test_validate_pair_rejects_control_characters_on_either_side(character, side):
+    fields = {"source": "hola", "target": "hello", side: f"a{character}b"}
+    assert corpus.validate_pair(corpus.RawPair(1, **fields), 100) == ("control_chars", None)
+
+
+@pytest.mark.parametrize("character", ["\u00a0", "\u00ad", "\u2028", "\u3000", "\ufeff"])
+def test_validate_pair_keeps_text_characters_next_to_the_control_range(character):
+    problem, _ = corpus.validate_pair(corpus.RawPair(1, f"a{character}b", "hello"), 100)
+    assert problem is None
+
+
+def test_a_directory_as_tsv_path_raises(tmp_path):
+    with pytest.raises(ValueError, match="is a directory; data.tsv_path must be a file of source<TAB>target"):
+        prepare_corpus(tsv_config(tmp_path), tmp_path / "data", log=print)
+
+
 # === Splits ===
 
 

@@ -190,7 +190,8 @@ def test_other_styles_with_an_lstm_train_and_export(tmp_path, settings):
     from app.config import load_config
     from app.train import train
 
-    config = load_config("smoke", tiny_overrides(**{"train.epochs": 1, **settings}))
+    brief = {"train.epochs": 1, "train.steps_per_epoch": 3, "train.bleu_sentences": 0}  # shape, not quality
+    config = load_config("smoke", tiny_overrides(**{**brief, **settings}))
     train(config, tmp_path / "run", tmp_path / "data", log=lambda *_: None)
     export_run(tmp_path / "run", check_sentences=SENTENCES, log=lambda *_: None)  # reloads in a fresh process
     card = json.loads((tmp_path / "run" / "export" / "model_card.json").read_text())

@@ -18,6 +18,7 @@ README = Path(__file__).parents[1] / "README.md"
 # What a user types for each placeholder of the table (smoke sizes; RUN_DIR is the trained run).
 TYPED = {
     "NAME": "smoke",
+    " [--force]": "",
     "[--run-dir DIR] [--profile] [section.key=value ...]": "train.epochs=2",
     '"sentence" … [--plot out.png]': '"Y lloró Jesús." Hola --plot out.png',
     "[--split test] [--beam K] [--source FILE.tsv]": "--split test --beam 1",

@@ -28,6 +28,7 @@ def test_make_train_again_resumes_the_unfinished_run_with_the_same_settings(tmp_
 def test_a_run_with_another_config_is_refused_naming_the_keys(tmp_path):
     run = RunDir(tmp_path / "run")
     run.start(load_config("smoke"))
+    run.backup_dir.mkdir()  # an epoch was trained
     changed = load_config("smoke", ["train.epochs=9", "model.units=48"])
     with pytest.raises(ValueError) as refused:
         run.check_resumable(changed)
@@ -47,10 +48,28 @@ def test_config_differences_ignore_the_name_only():
 def test_a_second_writer_is_refused_with_the_holders_pid(tmp_path):
     run = RunDir(tmp_path / "run")
     holder = f"in use by another attend process \\(pid {os.getpid()}\\)"
-    with run.lock(), pytest.raises(ValueError, match=holder), RunDir(tmp_path / "run").lock():
+    with run.lock(create=True), pytest.raises(ValueError, match=holder), RunDir(tmp_path / "run").lock():
         pass
+    assert not run.path.exists()  # the folder it made held nothing but the lock
+    run.path.mkdir()
     with run.lock():  # released when the holder ends
         pass
+    with pytest.raises(ValueError, match="no run folder at"):  # export and evaluate never create one
+        RunDir(tmp_path / "other").lock().__enter__()
+
+
+def test_a_folder_that_never_finished_an_epoch_takes_new_settings(tmp_path):
+    run = RunDir(tmp_path / "run")
+    run.start(load_config("smoke"))
+    run.write_failure({"message": "training diverged at epoch 1, step 2"})
+    (run.logs_dir / "train").mkdir(parents=True)
+    logged = []
+    run.start(load_config("smoke", ["train.learning_rate=0.001"]), log=logged.append)
+    assert (
+        "reusing it with the new settings (train.learning_rate: 0.005 in the folder, 0.001 now)" in logged[0]
+    )
+    assert run.config().train.learning_rate == 0.001
+    assert run.failure() is None and not run.logs_dir.exists()  # nothing left of the other settings
 
 
 def test_best_score_round_trips_as_json(tmp_path):

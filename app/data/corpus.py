@@ -13,6 +13,7 @@ import hashlib
 import heapq
 import json
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -26,12 +27,16 @@ from typing import NamedTuple
 from app.config import Config, DataConfig
 from app.data.bible import bible_db_name, describe_bible, fetch_bible_db, file_sha256, read_bible_pairs
 
-FORMAT_VERSION = 1  # bump when reading, cleaning or splitting changes, so old splits are rebuilt
+FORMAT_VERSION = 2  # bump when reading, cleaning or splitting changes, so old splits are rebuilt
 SPLITS = ("train", "dev", "test")
-BAD_REASONS = ("no_tab", "empty_side", "invalid_utf8", "too_long")
+BAD_REASONS = ("no_tab", "empty_side", "invalid_utf8", "control_chars", "too_long")
 EXAMPLES_PER_REASON = 5
 PROGRESS_EVERY = 50_000
 MAX_HELD_OUT_FRACTION = 0.1  # dev and test each take at most this share of a small corpus
+# C0 controls but tab (the field separator), DEL and C1 controls: never part of a sentence, they
+# are binary debris (NUL) or terminal colour codes (ESC [31m) that a model would learn to emit.
+# Line ends (\n, a CRLF file's \r) are removed before the check.
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
 # DataConfig fields that change the prepared files (the languages and the TSV's path do not).
 OUTPUT_FIELDS = ("corpus", "max_chars", "max_pairs", "dev_size", "test_size", "seed")
 
@@ -170,6 +175,8 @@ def _tsv_path(data: DataConfig) -> Path:
     if not data.tsv_path:
         raise ValueError("data.corpus=tsv needs data.tsv_path=PATH (a file of source<TAB>target lines)")
     path = Path(data.tsv_path).expanduser()
+    if path.is_dir():
+        raise ValueError(f"{path} is a directory; data.tsv_path must be a file of source<TAB>target lines")
     if not path.is_file():
         raise ValueError(f"TSV corpus {path} does not exist (set data.tsv_path to a source<TAB>target file)")
     return path
@@ -216,6 +223,8 @@ def validate_pair(record: RawPair, max_chars: int) -> tuple[str | None, Pair | N
     """Returns `(problem, None)` for a bad record and `(None, normalised pair)` for a good one."""
     if record.problem:
         return record.problem, None
+    if CONTROL_CHARACTERS.search(record.source) or CONTROL_CHARACTERS.search(record.target):
+        return "control_chars", None  # checked before normalize_text, which turns some into spaces
     source, target = normalize_text(record.source), normalize_text(record.target)
     if not source or not target:
         return "empty_side", None

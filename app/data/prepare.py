@@ -123,6 +123,11 @@ def check_enough_pairs(counts: LengthFilterCounts, batch_size: int) -> None:
     minimum = batch_size if counts.split == "train" else 1
     if counts.kept >= minimum:
         return
+    if counts.pairs < minimum:
+        raise ValueError(
+            f"The {counts.split} split has {counts.pairs:,} pairs; train.batch_size is {batch_size:,}, so "
+            "the corpus is too small for one training batch. Use a larger corpus or lower train.batch_size."
+        )
     raise ValueError(
         f"After the length filter the {counts.split} split has {counts.kept:,} of {counts.pairs:,} pairs "
         f"({counts.source_too_long:,} with a source over train.max_source_tokens, "

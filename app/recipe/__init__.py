@@ -17,7 +17,7 @@ from app.data.prepare import PreparedData
 from app.models.losses import MaskedTokenAccuracy, masked_cross_entropy
 from app.models.precision import training_policy
 from app.models.seq2seq import build_model
-from app.recipe.callbacks import BestScoreRecord, ModelGraphWriter, TensorBoard
+from app.recipe.callbacks import BestScoreRecord, DivergenceGuard, ModelGraphWriter, TensorBoard
 
 
 class TrainingRun(Protocol):
@@ -30,6 +30,10 @@ class TrainingRun(Protocol):
     def best_score(self) -> dict | None: ...
 
     def write_best_score(self, monitor: str, value: float, epoch: int) -> None: ...
+
+    def first_epoch_dev_loss(self) -> float | None: ...
+
+    def write_first_epoch_dev_loss(self, dev_loss: float) -> None: ...
 
 
 def make_datasets(config: Config, data: PreparedData) -> tuple[tf.data.Dataset, tf.data.Dataset]:
@@ -90,15 +94,18 @@ def compile_model(config: Config, data: PreparedData, total_steps: int) -> keras
 def make_callbacks(
     run: TrainingRun, train: TrainConfig, monitor: keras.callbacks.Callback | None
 ) -> list[keras.callbacks.Callback]:
-    """Keras's callbacks in the order that matters: the dev monitor adds `val_bleu` to the epoch's
-    logs before the checkpoint and early stopping read them. The best score so far (of an
-    interrupted run) is where checkpointing continues from."""
+    """Keras's callbacks in the order that matters at an epoch's end:
+    - the divergence guard first: a diverged epoch stops the run before anything else sees it;
+    - the dev monitor adds `val_bleu` to the logs before the checkpoint, early stopping and
+      TensorBoard read them;
+    - the backup last: once it says an epoch is done, that epoch's evaluation, checkpoint and
+      summaries are on disk, so a kill never loses them (a kill before it repeats the epoch).
+    The best score so far (of an interrupted run) is where checkpointing continues from."""
     metric, mode = ("val_bleu", "max") if monitor else ("val_loss", "min")
     saved = run.best_score()
     best = saved["value"] if saved and saved.get("monitor") == metric else None
     return [
-        keras.callbacks.BackupAndRestore(str(run.backup_dir)),
-        keras.callbacks.TerminateOnNaN(),
+        DivergenceGuard(train.divergence_factor, run.first_epoch_dev_loss(), run.write_first_epoch_dev_loss),
         *([monitor] if monitor else []),
         keras.callbacks.ModelCheckpoint(
             str(run.best_weights),
@@ -119,4 +126,5 @@ def make_callbacks(
             update_freq=train.log_every_steps,
             histogram_freq=train.histogram_epochs,
         ),
+        keras.callbacks.BackupAndRestore(str(run.backup_dir)),
     ]

@@ -1,8 +1,9 @@
-"""Training callbacks beyond Keras's own: fixed epoch summaries, the model graph, dev BLEU with
-sample translations and attention images, the best score, hyperparameters."""
+"""Training callbacks beyond Keras's own: the divergence guard, fixed epoch summaries, the model
+graph, dev BLEU with sample translations and attention images, the best score, hyperparameters."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from pathlib import Path
 
@@ -11,6 +12,66 @@ import tensorflow as tf
 from tensorboard.plugins.hparams import api as hparams_api
 
 from app.plots import translation_heatmap
+
+
+class TrainingDiverged(RuntimeError):
+    """Training produced a non-finite loss or a dev loss far above its first epoch's.
+
+    Attributes: `epoch` (1-based), `step` (1-based within the epoch; None for a dev-loss check),
+    `reason` (what was seen).
+    """
+
+    def __init__(self, reason: str, epoch: int, step: int | None = None):
+        where = f"epoch {epoch}" + (f", step {step}" if step is not None else "")
+        super().__init__(f"training diverged at {where}: {reason}")
+        self.reason, self.epoch, self.step = reason, epoch, step
+
+
+class DivergenceGuard(keras.callbacks.Callback):
+    """Stops a diverging run before anything of the bad epoch is kept.
+
+    It raises `TrainingDiverged` (instead of Keras's `TerminateOnNaN`, which lets the epoch end and
+    so lets the checkpoint, the backup and the end of training run on broken weights): at the first
+    non-finite training loss, or when an epoch's dev loss is non-finite or above `factor` times the
+    first epoch's. First in the callback list, so no later callback sees that epoch's end.
+
+    Args:
+        factor: the dev-loss ratio to the first epoch that counts as divergence (0 = no such check).
+        first_dev_loss: the first epoch's dev loss of a resumed run (None: not measured yet).
+        record_first_dev_loss: keeps the first epoch's dev loss (the run folder's record).
+    """
+
+    def __init__(
+        self, factor: float, first_dev_loss: float | None, record_first_dev_loss: Callable[[float], None]
+    ):
+        super().__init__()
+        self.factor, self.first_dev_loss, self.record = factor, first_dev_loss, record_first_dev_loss
+        self._epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch + 1
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = float((logs or {}).get("loss", 0.0))
+        if not math.isfinite(loss):
+            raise TrainingDiverged(f"the training loss became {loss}", self._epoch, batch + 1)
+
+    def on_epoch_end(self, epoch, logs=None):
+        dev_loss = (logs or {}).get("val_loss")
+        if dev_loss is None:
+            return
+        dev_loss = float(dev_loss)
+        if not math.isfinite(dev_loss):
+            raise TrainingDiverged(f"the dev loss became {dev_loss}", epoch + 1)
+        if self.first_dev_loss is None:
+            self.first_dev_loss = dev_loss
+            self.record(dev_loss)
+        elif self.factor and dev_loss > self.factor * self.first_dev_loss:
+            raise TrainingDiverged(
+                f"the dev loss {dev_loss:.4g} is over train.divergence_factor={self.factor:g} times the "
+                f"first epoch's ({self.first_dev_loss:.4g})",
+                epoch + 1,
+            )
 
 
 class TensorBoard(keras.callbacks.TensorBoard):
@@ -72,9 +133,10 @@ class BestScoreRecord(keras.callbacks.Callback):
 
 
 class DevTranslationMonitor(keras.callbacks.Callback):
-    """Translates a fixed dev subset after every epoch: BLEU into the logs (so checkpoints and
-    early stopping can monitor `val_bleu`) and TensorBoard, sample translations as text, and
-    attention heatmaps as images.
+    """Translates a fixed dev subset after every epoch: BLEU into the logs as `val_bleu` (so that
+    checkpoints and early stopping can monitor it, and the TensorBoard callback after it writes it
+    once, as `epoch_bleu` of the validation run), sample translations as text, and attention
+    heatmaps as images.
 
     Args:
         translator: the Translator over the model being trained (`translate_texts` and the
@@ -105,7 +167,6 @@ class DevTranslationMonitor(keras.callbacks.Callback):
         if logs is not None:
             logs["val_bleu"] = bleu
         with self._writer.as_default(), tf.summary.record_if(True):
-            tf.summary.scalar("epoch_bleu", bleu, step=epoch)
             tf.summary.text("dev_translations", self._table(hypotheses), step=epoch)
             for index, image in enumerate(self._heatmaps()):
                 tf.summary.image(f"attention/dev_{index}", image[None], step=epoch)
