@@ -2,6 +2,7 @@
 PYTHON ?= python3
 VENV   ?= .venv
 PRESET ?= default
+TEST_WORKERS ?= 2
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
@@ -22,7 +23,7 @@ train: $(STAMP)
 	$(BIN)/attend train --preset $(PRESET) $(ARGS)
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q $(ARGS)
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile $(ARGS)
 
 bench: $(STAMP)
 	$(BIN)/attend bench $(ARGS)

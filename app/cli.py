@@ -201,10 +201,33 @@ def run_train(args: argparse.Namespace) -> int:
         from app.export import export_run
 
         export_run(run.path)
-    print(f"\nDone. Run folder: {run}\n  TensorBoard: tensorboard --logdir {run.logs_dir}")
-    if not args.no_export:
-        print(f'  SavedModel:  {run.export_dir}\n  Try it:      attend translate {run} "Y lloró Jesús."')
+    print(next_steps(run, config, args.data_dir, exported=not args.no_export))
     return 0
+
+
+def next_steps(run, config, data_dir: Path, exported: bool) -> str:
+    """What to do with a finished run, with its real paths, ready to copy."""
+    data = "" if data_dir == DATA_DIR else f" --data-dir {data_dir}"
+    sample = "Y lloró Jesús." if config.data.corpus == "bible" and config.data.source_bible == "v" else "…"
+    lines = [
+        "",
+        f"Done. Run folder: {run}",
+        f"  Look at it:   tensorboard --logdir {run.logs_dir}   (then open http://localhost:6006)",
+    ]
+    if exported:
+        lines += [
+            f'  Translate:    attend translate {run} "{sample}"',
+            f"  Score it:     attend evaluate {run} --split test{data}",
+            f"  SavedModel:   {run.export_dir}",
+        ]
+    else:
+        lines.append(f"  Export it:    attend export {run}")
+    if config.name == "smoke":
+        lines.append(
+            "  Note: a smoke model is tiny and trains for a minute: it shows that everything works, and its "
+            "translations are not meant to be good (train the default preset for those)."
+        )
+    return "\n".join(lines)
 
 
 def run_export(args: argparse.Namespace) -> int:

@@ -8,9 +8,12 @@ import json
 from pathlib import Path
 
 from app.plots import bleu_by_length_plot
+from app.progress import progress
 from app.run import RunDir
 from app.scoring import bleu_by_length, corpus_scores, read_references
-from app.translator import load_translator
+from app.translator import Translator, load_translator
+
+TRANSLATE_BATCH = 64  # sentences per call, as Translator.translate_texts batches them; also a bar step
 
 
 def evaluate_run(
@@ -37,7 +40,7 @@ def evaluate_run(
         translator = load_translator(run, beam_width=beam)
         name = f"{source_file.stem if source_file else split}-beam{translator.beam_width}"
         run.evaluation_dir(name).mkdir(parents=True, exist_ok=True)
-        hypotheses = translator.translate_texts(sources)
+        hypotheses = translate_with_progress(translator, sources, f"{Path(run_dir).resolve().name} {name}")
         metrics = {
             **corpus_scores(hypotheses, references),
             "split": name.rsplit("-beam", 1)[0],
@@ -49,6 +52,17 @@ def evaluate_run(
         write_evaluation(run.evaluation_dir(name), sources, hypotheses, references, metrics)
     log(format_report(metrics))
     return metrics
+
+
+def translate_with_progress(translator: Translator, sources: list[str], description: str) -> list[str]:
+    """`translator.translate_texts(sources)`, a batch at a time under a progress bar on stderr."""
+    hypotheses: list[str] = []
+    with progress(total=len(sources), description=description) as bar:
+        for start in range(0, len(sources), TRANSLATE_BATCH):
+            batch = sources[start : start + TRANSLATE_BATCH]
+            hypotheses += translator.translate_texts(batch, batch_size=TRANSLATE_BATCH)
+            bar.update(len(batch))
+    return hypotheses
 
 
 def write_evaluation(

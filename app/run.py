@@ -143,13 +143,14 @@ class RunDir:
             )
 
     def best_score(self) -> dict | None:
-        """`{"monitor", "value", "epoch"}` of the best checkpoint so far, or None."""
+        """`{"monitor", "value", "epoch", "metrics"}` of the best checkpoint so far, or None."""
         if not self.best_score_path.is_file():
             return None
         return json.loads(self.best_score_path.read_text())
 
-    def write_best_score(self, monitor: str, value: float, epoch: int) -> None:
-        record = {"monitor": monitor, "value": value, "epoch": epoch}
+    def write_best_score(self, monitor: str, value: float, epoch: int, metrics: dict | None = None) -> None:
+        """`metrics`: the epoch's other dev metrics (`val_loss`, …), shown beside the kept checkpoint."""
+        record = {"monitor": monitor, "value": value, "epoch": epoch, "metrics": metrics or {}}
         _write_json(self.best_score_path, record)
 
     def first_epoch_dev_loss(self) -> float | None:

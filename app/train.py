@@ -46,6 +46,8 @@ def train(config: Config, run_dir: Path, data_dir: Path = Path("data"), log=prin
         for counts in filtered.values():
             log(counts.describe())
             check_enough_pairs(counts, config.train.batch_size)
+            for warning in counts.warnings():
+                log(f"Note: {warning}")
         run.start(config, log=log)
         failure = run.failure()
         if failure:

@@ -1,16 +1,19 @@
 """`attend translate`: sentences (arguments or stdin) through an exported SavedModel, exactly as
 another program would load it, optionally with attention heatmaps.
 
-Input is read and answered in batches as it arrives, so a long file or a pipe streams."""
+Input is read and answered in batches as it arrives, so a long file or a pipe streams. On a
+terminal, a bar on stderr counts the sentences done (with an ETA when their number is known);
+stdout holds the translations and nothing else."""
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sized
 from pathlib import Path
 from typing import BinaryIO
 
 from app.plots import translation_heatmap
+from app.progress import progress
 from app.run import RunDir
 
 
@@ -39,7 +42,10 @@ def read_lines(stream: BinaryIO, name: str = "stdin") -> Iterator[str]:
 def translate_sentences(
     model: Path, sentences: Iterable[str], batch_size: int = 64, plot: Path | None = None
 ) -> Iterator[str]:
-    """Translations in input order, a batch at a time; with `plot`, heatmaps OUT.png, OUT-2.png, …"""
+    """Translations in input order, a batch at a time; with `plot`, heatmaps OUT.png, OUT-2.png, …
+
+    Progress goes to stderr (`app.progress`: on a terminal, or with ATTEND_PROGRESS=1), but not
+    while a person types the sentences at the terminal: there each answer is its own progress."""
     import tensorflow as tf
     import tensorflow_text  # noqa: F401  (registers the SentencePiece ops the SavedModel uses)
 
@@ -49,14 +55,28 @@ def translate_sentences(
         plot.parent.mkdir(parents=True, exist_ok=True)
     signatures = tf.saved_model.load(str(find_export(model))).signatures
     translate = signatures["translate_with_attention" if plot else "serving_default"]
+    total = len(sentences) if isinstance(sentences, Sized) else None
+    enabled = False if total is None and stdin_is_terminal() else None  # typed sentences: no bar
     start = 0
-    for batch in batches(sentences, batch_size):
-        out = translate(text=tf.constant(batch, tf.string))
-        for row, translation in enumerate(out["translation"].numpy()):
-            if plot:
-                save_attention_plot(out, row, batch[row], numbered(plot, start + row))
-            yield translation.decode("utf-8")
-        start += len(batch)
+    with progress(total=total, description="Translating", leave=False, enabled=enabled) as bar:
+        for batch in batches(sentences, batch_size):
+            out = translate(text=tf.constant(batch, tf.string))
+            bar.update(len(batch))
+            bar.clear()  # the caller prints these translations; the bar is drawn again below them
+            for row, translation in enumerate(out["translation"].numpy()):
+                if plot:
+                    save_attention_plot(out, row, batch[row], numbered(plot, start + row))
+                yield translation.decode("utf-8")
+            bar.refresh()
+            start += len(batch)
+
+
+def stdin_is_terminal() -> bool:
+    """Whether a person types the input (which `attend translate` then answers line by line)."""
+    try:
+        return sys.stdin is not None and sys.stdin.isatty()
+    except (AttributeError, ValueError, OSError):  # no isatty, or a closed stdin
+        return False
 
 
 def batches(items: Iterable[str], size: int) -> Iterator[list[str]]:

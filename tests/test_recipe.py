@@ -37,7 +37,7 @@ def test_warm_up_is_at_most_a_tenth_of_a_short_run():
 
 def test_a_resumed_run_does_not_save_a_worse_best(tmp_path):
     run = RunDir(tmp_path / "run")
-    run.write_best_score("val_bleu", 30.0, 2)  # what the interrupted run had reached
+    run.write_best_score("val_bleu", 30.0, 2, {"val_bleu": 30.0, "val_loss": 2.5})  # the interrupted run's
     monitor = keras.callbacks.Callback()  # stands in for the dev monitor (which adds val_bleu)
     callbacks = make_callbacks(run, TrainConfig(), monitor)
     checkpoint = next(c for c in callbacks if isinstance(c, keras.callbacks.ModelCheckpoint))
@@ -48,6 +48,13 @@ def test_a_resumed_run_does_not_save_a_worse_best(tmp_path):
     for callback in (checkpoint, record):
         callback.on_epoch_end(2, {"val_bleu": 12.0})  # worse than the run's best
     assert not run.best_weights.exists()
-    assert run.best_score() == {"monitor": "val_bleu", "value": 30.0, "epoch": 2}
-    record.on_epoch_end(3, {"val_bleu": 31.0})
-    assert run.best_score() == {"monitor": "val_bleu", "value": 31.0, "epoch": 4}
+    assert run.best_score()["value"] == 30.0 and run.best_score()["epoch"] == 2
+    assert record.kept == {"val_bleu": 30.0, "val_loss": 2.5, "epoch": 2}  # what TensorBoard is shown
+    record.on_epoch_end(3, {"val_bleu": 31.0, "val_loss": 2.4, "loss": 2.0})
+    assert run.best_score() == {
+        "monitor": "val_bleu",
+        "value": 31.0,
+        "epoch": 4,
+        "metrics": {"val_bleu": 31.0, "val_loss": 2.4},  # the dev metrics of the kept epoch
+    }
+    assert record.kept == {"val_bleu": 31.0, "val_loss": 2.4, "epoch": 4}

@@ -76,7 +76,7 @@ def test_best_score_round_trips_as_json(tmp_path):
     run = RunDir(tmp_path / "run")
     assert run.best_score() is None
     run.write_best_score("val_bleu", 12.5, 3)
-    assert run.best_score() == {"monitor": "val_bleu", "value": 12.5, "epoch": 3}
+    assert run.best_score() == {"monitor": "val_bleu", "value": 12.5, "epoch": 3, "metrics": {}}
     assert not list(run.checkpoints_dir.glob(".*.tmp"))  # written through a temporary file and a rename
 
 

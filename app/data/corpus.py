@@ -26,6 +26,7 @@ from typing import NamedTuple
 
 from app.config import Config, DataConfig
 from app.data.bible import bible_db_name, describe_bible, fetch_bible_db, file_sha256, read_bible_pairs
+from app.progress import progress
 
 FORMAT_VERSION = 2  # bump when reading, cleaning or splitting changes, so old splits are rebuilt
 SPLITS = ("train", "dev", "test")
@@ -234,21 +235,26 @@ def validate_pair(record: RawPair, max_chars: int) -> tuple[str | None, Pair | N
 
 
 def collect_pairs(records: Iterable[RawPair], max_chars: int, log: Log = print) -> tuple[list[Pair], Tally]:
-    """Validates records and keeps each distinct pair once, in first-seen order."""
+    """Validates records and keeps each distinct pair once, in first-seen order.
+
+    On a terminal a bar on stderr counts the lines as they are read (`app.progress`); the log's
+    line every PROGRESS_EVERY lines is there either way, for logs that are files."""
     tally = Tally()
     unique: dict[Pair, None] = {}
     started = time.perf_counter()
-    for record in records:
-        tally.read += 1
-        problem, pair = validate_pair(record, max_chars)
-        if problem:
-            tally.reject(problem, record.location)
-        elif pair in unique:
-            tally.duplicates += 1
-        else:
-            unique[pair] = None
-        if tally.read % PROGRESS_EVERY == 0:
-            log(f"  read {tally.read:,} lines ({len(unique):,} pairs kept so far)")
+    with progress(records, unit="lines", description="Reading the corpus", leave=False) as bar:
+        for record in bar:
+            tally.read += 1
+            problem, pair = validate_pair(record, max_chars)
+            if problem:
+                tally.reject(problem, record.location)
+            elif pair in unique:
+                tally.duplicates += 1
+            else:
+                unique[pair] = None
+            if tally.read % PROGRESS_EVERY == 0:
+                bar.clear()  # on a terminal: the log line, then the bar again below it at its next update
+                log(f"  read {tally.read:,} lines ({len(unique):,} pairs kept so far)")
     log(f"Read {tally.read:,} lines in {time.perf_counter() - started:.1f} s")
     return list(unique), tally
 

@@ -40,6 +40,10 @@ class PreparedData:
         return self.source_tokenizer, self.target_tokenizer
 
 
+MANY_DROPPED = 0.2  # a length filter dropping more than this share of the train pairs is worth a note
+FEW_PAIRS = 10_000  # fewer train pairs than this make a model for trying the tool, not for translating
+
+
 @dataclass(frozen=True)
 class LengthFilterCounts:
     """What `train.max_source_tokens` / `max_target_tokens` keep of one split.
@@ -65,6 +69,24 @@ class LengthFilterCounts:
                 f"{self.target_too_long:,} target too long)"
             )
         return text
+
+    def warnings(self) -> list[str]:
+        """What a person should know before trusting a run on these pairs (train split only)."""
+        if self.split != "train":
+            return []
+        found = []
+        if self.pairs and (self.pairs - self.kept) / self.pairs > MANY_DROPPED:
+            found.append(
+                f"the length filter dropped {self.pairs - self.kept:,} of {self.pairs:,} train pairs "
+                f"({(self.pairs - self.kept) / self.pairs:.0%}); raise train.max_source_tokens / "
+                "train.max_target_tokens or use larger tokenizer vocabularies to keep them"
+            )
+        if self.kept < FEW_PAIRS:
+            found.append(
+                f"training on only {self.kept:,} pairs: enough to check that everything works, too few for "
+                f"good translations (which take tens of thousands)"
+            )
+        return found
 
 
 def prepare_data(config: Config, data_dir: Path, log: Log = print) -> PreparedData:

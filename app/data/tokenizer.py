@@ -15,6 +15,7 @@ import hashlib
 import io
 import json
 import shutil
+import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -131,7 +132,7 @@ def _train(
         unk_id=UNKNOWN_ID,
         hard_vocab_limit=False,  # tiny corpora may not support the full size
         num_threads=2,
-        minloglevel=2,
+        minloglevel=2,  # errors only: no page of C++ log lines per model; fit_tokenizers logs the time
     )
 
 
@@ -170,6 +171,8 @@ def fit_tokenizers(train_tsv: Path, vocab_dir: Path, settings: dict, log=print) 
 
     `settings` holds `source_vocab_size`, `target_vocab_size`, `model_type`, `character_coverage`
     and `max_training_sentences` (the TokenizerConfig as a dict). Returns the `.model` paths.
+    Logs a line before and after each model, with its time and size (a tiny corpus may support
+    fewer pieces than asked for); the trainer's own log is silenced (`minloglevel` in `_train`).
     """
     fingerprint = _fingerprint(train_tsv, settings)
     paths = {side: vocab_dir / f"{side}.model" for side in ("source", "target")}
@@ -183,12 +186,15 @@ def fit_tokenizers(train_tsv: Path, vocab_dir: Path, settings: dict, log=print) 
     staging.mkdir(parents=True)
     for column, side in enumerate(("source", "target")):
         log(f"Training the {side} SentencePiece model ({settings[f'{side}_vocab_size']} pieces) ...")
+        started = time.perf_counter()
         proto = train_sentencepiece(
             read_side(train_tsv, column, settings["max_training_sentences"]),
             settings[f"{side}_vocab_size"],
             settings["model_type"],
             settings["character_coverage"],
         )
+        pieces = sentencepiece.SentencePieceProcessor(model_proto=proto).get_piece_size()
+        log(f"  done in {time.perf_counter() - started:.1f} s ({pieces} pieces)")
         (staging / f"{side}.model").write_bytes(proto)
         _write_vocab_listing(proto, staging / f"{side}.vocab")
     (staging / "manifest.json").write_text(json.dumps({"fingerprint": fingerprint, **settings}, indent=2))

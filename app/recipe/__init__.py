@@ -29,7 +29,9 @@ class TrainingRun(Protocol):
 
     def best_score(self) -> dict | None: ...
 
-    def write_best_score(self, monitor: str, value: float, epoch: int) -> None: ...
+    def write_best_score(
+        self, monitor: str, value: float, epoch: int, metrics: dict | None = None
+    ) -> None: ...
 
     def first_epoch_dev_loss(self) -> float | None: ...
 
@@ -103,7 +105,7 @@ def make_callbacks(
     The best score so far (of an interrupted run) is where checkpointing continues from."""
     metric, mode = ("val_bleu", "max") if monitor else ("val_loss", "min")
     saved = run.best_score()
-    best = saved["value"] if saved and saved.get("monitor") == metric else None
+    best = saved if saved and saved.get("monitor") == metric else None
     return [
         DivergenceGuard(train.divergence_factor, run.first_epoch_dev_loss(), run.write_first_epoch_dev_loss),
         *([monitor] if monitor else []),
@@ -113,9 +115,9 @@ def make_callbacks(
             mode=mode,
             save_best_only=True,
             save_weights_only=True,
-            initial_value_threshold=best,
+            initial_value_threshold=best["value"] if best else None,
         ),
-        BestScoreRecord(run.write_best_score, metric, mode, best),
+        BestScoreRecord(run.write_best_score, metric, mode, best, run.logs_dir),
         keras.callbacks.EarlyStopping(monitor=metric, mode=mode, patience=train.early_stopping_patience),
         ModelGraphWriter(run.logs_dir),
         TensorBoard(

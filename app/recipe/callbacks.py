@@ -4,12 +4,17 @@ graph, dev BLEU with sample translations and attention images, the best score, h
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 from pathlib import Path
 
 import keras
 import tensorflow as tf
+from tensorboard.plugins.custom_scalar import layout_pb2
+from tensorboard.plugins.custom_scalar import summary as custom_scalar_summary
 from tensorboard.plugins.hparams import api as hparams_api
+from tensorboard.plugins.hparams import plugin_data_pb2 as hparams_plugin_data
+from tensorboard.plugins.hparams import summary_v2 as hparams_summary
 
 from app.plots import translation_heatmap
 
@@ -75,16 +80,26 @@ class DivergenceGuard(keras.callbacks.Callback):
 
 
 class TensorBoard(keras.callbacks.TensorBoard):
-    """Keras's TensorBoard callback, with epoch summaries that are never dropped.
+    """Keras's TensorBoard callback, with epoch summaries that are never dropped and metrics first.
 
     Keras 3.15 leaves the last batch's `record_if(step % update_freq == 0)` active during
     `on_epoch_end`, so epoch-level scalars and histograms vanish whenever an epoch's last
     step is not a multiple of `update_freq`. Recording is forced on for the epoch summaries.
+    Weight histograms go under `weights/`, apart from the metrics; Keras's
+    `evaluation_<metric>_vs_iterations` (each dev metric again, one point per epoch on a steps
+    axis, one card each among the metrics) is not written: `epoch_<metric>` has the same values.
     """
 
     def on_epoch_end(self, epoch, logs=None):
         with tf.summary.record_if(True):
             super().on_epoch_end(epoch, logs)
+
+    def on_test_end(self, logs=None):
+        self._pop_writer()  # what Keras does after writing the `evaluation_*_vs_iterations` points
+
+    def _log_weights(self, epoch):
+        with tf.name_scope("weights"):
+            super()._log_weights(epoch)
 
 
 class ModelGraphWriter(keras.callbacks.Callback):
@@ -108,19 +123,41 @@ class ModelGraphWriter(keras.callbacks.Callback):
 
 
 class BestScoreRecord(keras.callbacks.Callback):
-    """Keeps the best monitored dev score on disk, so that a resumed run's checkpointing continues from it.
+    """Keeps the best monitored dev score on disk, so that a resumed run's checkpointing continues
+    from it, and writes the kept checkpoint's dev metrics to TensorBoard after every epoch.
+
+    The `kept/<metric>` and `kept/epoch` scalars (in the run's top log folder, beside its HParams
+    record) follow the checkpoint that was kept, not the last epoch: HParams shows the exported
+    model's scores, and a chart of `epoch_bleu` beside `kept/val_bleu` marks the best epoch.
 
     Args:
-        record: `record(monitor, value, epoch)` writes it (the run folder's `write_best_score`).
+        record: `record(monitor, value, epoch, metrics)` writes it (the run folder's `write_best_score`).
         monitor, mode: the logged metric and whether higher ("max") or lower ("min") is better.
-        best: the best value so far (None: any value improves).
+        best: the best record so far (`{"value", "epoch", "metrics"}`, or None: any value improves).
+        log_dir: where the `kept/…` scalars go (None: not written).
     """
 
     def __init__(
-        self, record: Callable[[str, float, int], None], monitor: str, mode: str, best: float | None
+        self,
+        record: Callable[..., None],
+        monitor: str,
+        mode: str,
+        best: dict | None,
+        log_dir: Path | None = None,
     ):
         super().__init__()
-        self.record, self.monitor, self.mode, self.best = record, monitor, mode, best
+        self.record, self.monitor, self.mode, self.log_dir = record, monitor, mode, log_dir
+        self.best = best["value"] if best else None
+        self.kept = {**(best or {}).get("metrics", {}), "epoch": best["epoch"]} if best else {}
+        self._writer = None
+
+    def on_train_begin(self, logs=None):
+        if self.log_dir is not None:
+            self._writer = tf.summary.create_file_writer(str(self.log_dir))
+
+    def on_train_end(self, logs=None):
+        if self._writer is not None:
+            self._writer.close()
 
     def on_epoch_end(self, epoch, logs=None):
         value = (logs or {}).get(self.monitor)
@@ -129,7 +166,14 @@ class BestScoreRecord(keras.callbacks.Callback):
         improved = self.best is None or (value > self.best if self.mode == "max" else value < self.best)
         if improved:
             self.best = float(value)
-            self.record(self.monitor, self.best, epoch + 1)
+            metrics = {key: float(item) for key, item in logs.items() if key.startswith("val_")}
+            self.kept = {**metrics, "epoch": epoch + 1}
+            self.record(self.monitor, self.best, epoch + 1, metrics)
+        if self._writer is not None and self.kept:
+            with self._writer.as_default(), tf.summary.record_if(True):
+                for key, item in self.kept.items():
+                    tf.summary.scalar(f"kept/{key}", item, step=epoch)
+            self._writer.flush()
 
 
 class DevTranslationMonitor(keras.callbacks.Callback):
@@ -181,7 +225,7 @@ class DevTranslationMonitor(keras.callbacks.Callback):
     def _table(self, hypotheses: list[str]) -> str:
         rows = ["| source | reference | translation |", "|---|---|---|"]
         rows += [
-            f"| {source} | {refs[0]} | {hypothesis} |"
+            f"| {markdown_cell(source)} | {markdown_cell(refs[0])} | {markdown_cell(hypothesis)} |"
             for source, refs, hypothesis in zip(
                 self.sources[: self.samples], self.references, hypotheses, strict=False
             )
@@ -205,8 +249,35 @@ class DevTranslationMonitor(keras.callbacks.Callback):
         ]
 
 
+MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]<>|#~])")
+
+
+def markdown_cell(text: str) -> str:
+    """`text` shown literally in a Markdown table cell (TensorBoard's Text tab renders Markdown):
+    `|` would end the cell, `*`, `_`, `<`… would format or vanish."""
+    return MARKDOWN_SPECIAL.sub(r"\\\1", " ".join(text.split()))
+
+
+# Ticked in TensorBoard's HParams table by default. Its page ticks the first five hyperparameters,
+# those marked as differing between runs first, so these five are marked; the others are a click away.
+HPARAMS_SHOWN = (
+    "model.attention_style",
+    "model.cell",
+    "model.units",
+    "train.learning_rate",
+    "train.precision",
+)
+KEPT_METRICS = (
+    ("kept/val_bleu", "dev BLEU (kept checkpoint)"),
+    ("kept/val_loss", "dev loss (kept checkpoint)"),
+    ("kept/epoch", "epoch kept"),
+)
+
+
 def write_hparams(log_dir: Path, config: dict, run_name: str) -> None:
-    """The run's settings for TensorBoard's HParams dashboard, beside its dev loss and BLEU."""
+    """The run's settings for TensorBoard's HParams dashboard, beside the kept checkpoint's dev
+    metrics (`BestScoreRecord`'s `kept/…` scalars: the exported model's, not the last epoch's),
+    and the landing charts of the Custom Scalars tab (`write_layout`)."""
     flat = {
         f"{section}.{key}": value
         for section, values in config.items()
@@ -214,14 +285,40 @@ def write_hparams(log_dir: Path, config: dict, run_name: str) -> None:
         for key, value in values.items()
         if isinstance(value, (bool, int, float, str))
     }
+    experiment = hparams_summary.hparams_config_pb(
+        hparams=[hparams_api.HParam(name) for name in flat],
+        metrics=[hparams_api.Metric(tag, display_name=shown) for tag, shown in KEPT_METRICS],
+    )
+    plugin_data = experiment.value[0].metadata.plugin_data
+    content = hparams_plugin_data.HParamsPluginData.FromString(plugin_data.content)
+    for info in content.experiment.hparam_infos:
+        info.differs = info.name in HPARAMS_SHOWN
+    plugin_data.content = content.SerializeToString()
     writer = tf.summary.create_file_writer(str(log_dir))
     with writer.as_default(), tf.summary.record_if(True):
-        hparams_api.hparams_config(
-            hparams=[hparams_api.HParam(name) for name in flat],
-            metrics=[
-                hparams_api.Metric("epoch_bleu", group="validation", display_name="dev BLEU"),
-                hparams_api.Metric("epoch_loss", group="validation", display_name="dev loss"),
-            ],
-        )
+        tf.summary.experimental.write_raw_pb(experiment.SerializeToString(), step=0)
         hparams_api.hparams(flat, trial_id=run_name)
+        write_layout()
     writer.close()
+
+
+def write_layout() -> None:
+    """The Custom Scalars tab: the charts that answer "is it learning, and which epoch is best?"."""
+    charts = [
+        ("loss: train and dev", [r"^epoch_loss$"]),
+        ("dev BLEU, and the kept checkpoint's", [r"^epoch_bleu$", r"^kept/val_bleu$"]),
+        ("token accuracy: train and dev", [r"^epoch_token_accuracy$"]),
+        ("learning rate", [r"^epoch_learning_rate$"]),
+    ]
+    layout = layout_pb2.Layout(
+        category=[
+            layout_pb2.Category(
+                title="At a glance",
+                chart=[
+                    layout_pb2.Chart(title=title, multiline=layout_pb2.MultilineChartContent(tag=tags))
+                    for title, tags in charts
+                ],
+            )
+        ]
+    )
+    tf.summary.experimental.write_raw_pb(custom_scalar_summary.pb(layout).SerializeToString(), step=0)
