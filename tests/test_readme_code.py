@@ -1,0 +1,57 @@
+"""Every README code block marked ```python runnable runs, as written, in a fresh interpreter on a
+trained export (its path put in place of the README's example path)."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from app.run import RunDir
+from app.translator import load_translator
+
+README = Path(__file__).parents[1] / "README.md"
+EXAMPLE_EXPORT = re.compile(r"models/[\w.-]+/export")
+
+
+def runnable_blocks() -> list[str]:
+    return re.findall(r"^```python runnable\n(.*?)^```", README.read_text(encoding="utf-8"), re.S | re.M)
+
+
+def run_block(code: str, export: Path, folder: Path) -> subprocess.CompletedProcess:
+    """The block in a fresh interpreter started in `folder`, with none of this project importable."""
+    environment = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    environment["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    return subprocess.run(
+        [sys.executable, "-I", "-c", EXAMPLE_EXPORT.sub(str(export), code)],
+        cwd=folder,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+def test_the_readme_has_a_runnable_block_per_signature():
+    blocks = runnable_blocks()
+    for signature in ("serving_default", "translate_with_attention", "translate_ids"):
+        assert any(f'signatures["{signature}"]' in block for block in blocks), signature
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("index", range(len(runnable_blocks())))
+def test_each_runnable_readme_block_runs(trained_run, tmp_path, index):
+    block = runnable_blocks()[index]
+    completed = run_block(block, trained_run / "export", tmp_path)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    if "translate_with_attention" in block:
+        assert (tmp_path / "attention.png").read_bytes().startswith(b"\x89PNG")
+    if "translate_ids" in block:  # the caller's own preprocessing gives the greedy translations
+        greedy = load_translator(RunDir(trained_run), beam_width=1)
+        for translation in greedy.translate_texts(["Y lloró Jesús.", "  Hola,\u00a0mundo. "]):
+            assert repr(translation.encode()) in completed.stdout, completed.stdout
