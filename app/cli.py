@@ -192,7 +192,7 @@ def run_train(args: argparse.Namespace) -> int:
 
     profile = ["train.profile_batches=10,20"] if args.profile else []
     config = load_config(args.preset, [*args.overrides, *profile])
-    run = RunDir(args.run_dir) if args.run_dir else RunDir.for_training(args.preset, config)
+    run = RunDir(args.run_dir) if args.run_dir else RunDir.for_training(config)
     if run.is_unfinished:
         print(f"Resuming the interrupted run in {run}")
     print(f"Run folder: {run}")

@@ -254,10 +254,11 @@ class RunDir:
 
     # === Choosing a folder ===
     @classmethod
-    def for_training(cls, preset: str, config: Config, models_dir: Path = MODELS_DIR) -> RunDir:
-        """The newest unfinished run of this preset and config (`make train` again resumes it),
-        else a new `models_dir/<preset>-<timestamp>/`."""
-        name = Path(preset).stem
+    def for_training(cls, config: Config, models_dir: Path = MODELS_DIR) -> RunDir:
+        """The newest unfinished run of this config (`make train` again resumes it), else a new
+        `models_dir/<config name>-<timestamp>/`: the preset's name, also when the config comes
+        from a run's saved `config.yaml` (which keeps the name of the preset it started from)."""
+        name = config.name
         for candidate in sorted(models_dir.glob(f"{name}-*"), reverse=True):
             run = cls(candidate)
             if (

@@ -19,10 +19,13 @@ def test_make_train_again_resumes_the_unfinished_run_with_the_same_settings(tmp_
     finished = tmp_path / "smoke-20260102-000000"
     finished.mkdir()
     save_config(config, finished / "config.yaml")
-    assert RunDir.for_training("smoke", config, tmp_path).path == unfinished
+    assert RunDir.for_training(config, tmp_path).path == unfinished
     changed = load_config("smoke", ["train.epochs=9"])
-    fresh = RunDir.for_training("smoke", changed, tmp_path).path
+    fresh = RunDir.for_training(changed, tmp_path).path
     assert fresh not in (unfinished, finished) and fresh.name.startswith("smoke-")
+    save_config(changed, tmp_path / "config.yaml")  # a run's saved config, given as `--preset`
+    repeated = RunDir.for_training(load_config(str(tmp_path / "config.yaml")), tmp_path).path
+    assert repeated.name.startswith("smoke-")  # named after the preset it started from, not "config-"
 
 
 def test_a_run_with_another_config_is_refused_naming_the_keys(tmp_path):
