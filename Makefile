@@ -6,7 +6,7 @@ TEST_WORKERS ?= 2
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install train prepare test lint bench tensorboard clean
+.PHONY: install train prepare test lint bench tensorboard screenshot browser clean
 
 install: $(STAMP)
 
@@ -29,12 +29,24 @@ bench: $(STAMP)
 	$(BIN)/attend bench $(ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check app tests
-	$(BIN)/ruff format --check app tests
+	$(BIN)/ruff check app tests docs
+	$(BIN)/ruff format --check app tests docs
 	$(BIN)/lint-imports
 
 tensorboard: $(STAMP)
 	$(BIN)/tensorboard --logdir models/
+
+# docs/tensorboard.png (in the README): TensorBoard's Custom Scalars tab of RUN in headless Chromium
+# (Debian's chromium and chromium-driver, installed here if missing; selenium comes with .[dev])
+RUN ?= $(lastword $(sort $(wildcard models/smoke-*)))
+screenshot: $(STAMP) browser
+	test -n "$(RUN)" || (echo "no models/smoke-* run: make train PRESET=smoke, or make screenshot RUN=DIR" && false)
+	$(BIN)/python docs/tensorboard_screenshot.py $(RUN) docs/tensorboard.png
+
+# Debian's chromium and chromium-driver (root), for the screenshot and the TensorBoard page test
+browser:
+	command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+		(apt-get update -qq && apt-get install -y -qq chromium chromium-driver)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

@@ -79,6 +79,10 @@ def test_train_writes_the_run_folder_and_tensorboard(readme_session):
     )
     assert f"train: {train_filter['kept']:,} of {train_filter['pairs']:,} pairs kept" in trained
     assert f"Training on {train_filter['kept']:,} pairs" in trained
+    relative = run_dir.relative_to(run_dir.parents[1])  # what the user typed: models/smoke-<timestamp>
+    assert f"tensorboard --logdir {relative / 'logs'}" in trained  # what to do next, with real paths
+    assert f"attend evaluate {relative} --split test" in trained
+    assert "its translations are not meant to be good" in trained  # a smoke model says so
     expected = {
         "epoch_loss",
         "epoch_token_accuracy",

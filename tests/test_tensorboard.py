@@ -49,6 +49,10 @@ def test_hparams_report_the_kept_checkpoint_not_the_last_epoch(trained_run):
     ]
     ticked = sorted(info.name for info in experiment.hparam_infos if info.differs)
     assert ticked == sorted(HPARAMS_SHOWN) and len(experiment.hparam_infos) > len(ticked)
+    content = top.SummaryMetadata("_hparams_/session_start_info").plugin_data.content
+    settings = plugin_data_pb2.HParamsPluginData.FromString(content).session_start_info.hparams
+    assert settings["model.units"].string_value == "32"  # shown as written, not as 32.000
+    assert settings["train.learning_rate"].number_value == pytest.approx(0.005)
 
 
 @pytest.mark.slow

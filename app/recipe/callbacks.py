@@ -279,7 +279,7 @@ def write_hparams(log_dir: Path, config: dict, run_name: str) -> None:
     metrics (`BestScoreRecord`'s `kept/…` scalars: the exported model's, not the last epoch's),
     and the landing charts of the Custom Scalars tab (`write_layout`)."""
     flat = {
-        f"{section}.{key}": value
+        f"{section}.{key}": _shown_as_written(value)
         for section, values in config.items()
         if isinstance(values, dict)
         for key, value in values.items()
@@ -300,6 +300,12 @@ def write_hparams(log_dir: Path, config: dict, run_name: str) -> None:
         hparams_api.hparams(flat, trial_id=run_name)
         write_layout()
     writer.close()
+
+
+def _shown_as_written(value):
+    """Integers as text: the HParams table prints every number with five significant digits, so
+    `units=32` would read "32.000" (a sizes' sweep is a set of values anyway, not a continuum)."""
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
 
 def write_layout() -> None:
