@@ -184,23 +184,26 @@ class RunDir:
         return json.loads(self.model_card_path.read_text()) if self.model_card_path.is_file() else {}
 
     # === Creation and resuming ===
-    def check_resumable(self, config: Config) -> None:
+    def check_resumable(self, config: Config) -> list[tuple[str, Any, Any]]:
         """A run folder continues only with the settings it started with; the error names the keys.
 
         A folder whose run never finished an epoch has nothing to lose: any settings may reuse it.
+        Returns how `config` differs from the folder's (empty for a new folder or a resumed run).
         """
-        differences = self._differences(config)
+        if not self.config_path.is_file():
+            return []
+        differences = config_differences(self.config(), config)
         if differences and self.has_trained_epoch:
             raise ValueError(
                 f"{self.path} holds a run with a different config ({_describe(differences)}). Pick a "
                 f"new --run-dir, or train with exactly that config to resume it (--preset {self.config_path})"
             )
+        return differences
 
     def start(self, config: Config, log=print) -> None:
         """Creates the folder for `config` (already validated), resumes it, or reuses a folder whose
         run never finished an epoch (its logs and failure record go: they describe other settings)."""
-        self.check_resumable(config)
-        differences = self._differences(config)
+        differences = self.check_resumable(config)
         if differences:
             log(
                 f"{self.path} held a run that never finished an epoch; reusing it with the new settings "
@@ -211,11 +214,6 @@ class RunDir:
             self.clear_failure()
         self.checkpoints_dir.mkdir(parents=True, exist_ok=True)
         save_config(config, self.config_path)
-
-    def _differences(self, config: Config) -> list[tuple[str, Any, Any]]:
-        if not self.config_path.is_file():
-            return []
-        return config_differences(self.config(), config)
 
     @contextlib.contextmanager
     def lock(self, create: bool = False) -> Iterator[None]:

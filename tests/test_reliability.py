@@ -21,6 +21,7 @@ import pytest
 from app.run import RunDir
 from tests.conftest import tiny_overrides
 from tests.test_cli import ENVIRONMENT, attend, attend_here, summary_tags, train_arguments
+from tests.test_tensorboard import accumulators, values
 
 
 def strict_json(path: Path) -> dict:
@@ -33,16 +34,13 @@ def strict_json(path: Path) -> dict:
 
 
 def scalar_steps(log_dir: Path, tag: str) -> list[int]:
-    """Every step at which `tag` was written under `log_dir`, repeats included."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    steps = []
-    for folder in {events.parent for events in log_dir.rglob("events.out.tfevents.*")}:
-        accumulator = EventAccumulator(str(folder), size_guidance={"tensors": 0, "scalars": 0})
-        accumulator.Reload()
-        if tag in accumulator.Tags()["tensors"]:
-            steps += [event.step for event in accumulator.Tensors(tag)]
-    return sorted(steps)
+    """Every step at which `tag` was written under `log_dir`, in any run, repeats included."""
+    return sorted(
+        step
+        for events in accumulators(log_dir).values()
+        if tag in events.Tags()["tensors"]
+        for step, _ in values(events, tag)
+    )
 
 
 # === 1. A failed run is not a success ===
