@@ -9,8 +9,12 @@ is its own and no precision policy or compiled function leaks between them:
 - `serving-model`: a model of the same size trained for `BenchPlan.serving_steps` and exported
   (greedy and beam K=4): decoding costs what the outputs' lengths cost, and after the few timed
   steps a model emits only a word or two per sentence.
-- `serve`: those SavedModels reloaded with `tf.saved_model.load`, as a serving program would:
+- `decode`: those SavedModels reloaded with `tf.saved_model.load`, as a serving program would:
   sentences/s at batch 64 and p50/p90 latency at batch 1, for short and long sources.
+- `serve`: the greedy SavedModel served by `attend serve` (a subprocess on loopback, whose peak
+  RSS is its own), with dynamic batching and without, under 1, 8 and 64 concurrent clients each
+  sending one of the decode phase's short sentences per REST request: requests/s, p50/p90/p99
+  latency, mean merged batch, errors; against the offline batch-64 throughput of the same export.
 """
 
 from __future__ import annotations
@@ -196,7 +200,7 @@ def export_for_serving(model, config, data, export_dir: Path) -> None:
         save_translator(translator, export_dir / name, {"bench": True}, ["Hola."], log=lambda *_: None)
 
 
-def run_serve_phase(export_dir: Path, short: list[str], long: list[str], plan: BenchPlan) -> dict:
+def run_decode_phase(export_dir: Path, short: list[str], long: list[str], plan: BenchPlan) -> dict:
     """Decoding speed of the reloaded SavedModels."""
     import tensorflow_text  # noqa: F401  (the SentencePiece ops)
 

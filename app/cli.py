@@ -9,6 +9,7 @@ import traceback
 from pathlib import Path
 
 from app.config import available_presets, load_config
+from app.serve.options import BatchingOptions, Limits
 
 DATA_DIR = Path("data")
 EPILOG = "Overrides are section.key=value pairs, e.g. train.epochs=3 model.attention_style=luong."
@@ -87,6 +88,19 @@ def _add_run_commands(commands, preset: str) -> None:
         action="store_true",
         help="export the last good checkpoint of a run whose training failed (diverged)",
     )
+    export.add_argument(
+        "--model-base",
+        type=Path,
+        help="publish as the next version BASE/NAME/<N>/ of a TensorFlow Serving model base instead",
+    )
+    export.add_argument(
+        "--name", help="the model's name in --model-base (default: its language pair, e.g. es-en)"
+    )
+    export.add_argument(
+        "--xla",
+        action="store_true",
+        help="give translate_ids the jit_compile attribute (stock TF Serving then needs XLA: off by default)",
+    )
 
 
 def _add_use_commands(commands) -> None:
@@ -134,6 +148,63 @@ def _add_use_commands(commands) -> None:
     )
 
 
+def _add_serve_command(commands) -> None:
+    serve = commands.add_parser(
+        "serve",
+        help="serve SavedModels over TensorFlow Serving's REST and gRPC APIs, with a web page",
+        description="Serves the latest version of BASE/NAME (or a run's export) with TensorFlow Serving's "
+        "REST and gRPC APIs, dynamic batching, Prometheus metrics and a web page; new versions are "
+        "picked up while serving.",
+    )
+    serve.add_argument(
+        "run_dir", type=Path, nargs="?", help="serve this run's export/ (instead of a model base)"
+    )
+    serve.add_argument("--model-base", type=Path, help="the model base: BASE/NAME/<version>/ SavedModels")
+    serve.add_argument("--model-name", help="the model to serve (default with RUN_DIR: its language pair)")
+    serve.add_argument("--host", default="127.0.0.1", help="the address to listen on (default: 127.0.0.1)")
+    serve.add_argument(
+        "--rest-port", type=port_number, default=8501, help="REST and page port (default 8501; 0 = any free)"
+    )
+    serve.add_argument(
+        "--grpc-port", type=port_number, default=8500, help="gRPC port (default 8500; 0 = any free)"
+    )
+    serve.add_argument(
+        "--poll-seconds",
+        type=float,
+        default=2.0,
+        help="how often to look for new versions (default 2; 0 = never)",
+    )
+    batching = serve.add_argument_group("batching (TensorFlow Serving's knobs, same meanings)")
+    batching.add_argument("--no-batching", action="store_true", help="one SavedModel call per request")
+    batching.add_argument(
+        "--batching-parameters-file", type=Path, help="TF Serving's batching parameters file"
+    )
+    defaults = BatchingOptions()
+    for knob in ("max_batch_size", "batch_timeout_micros", "max_enqueued_batches", "num_batch_threads"):
+        batching.add_argument(f"--{knob}", type=int, default=None, help=f"default {getattr(defaults, knob)}")
+    batching.add_argument(
+        "--allowed_batch_sizes", default=None, help="comma-separated, ascending, the last = --max_batch_size"
+    )
+    limits = serve.add_argument_group("limits (each answered with a 4xx)")
+    for flag, default, what in (
+        ("--max-body-bytes", Limits.max_body_bytes, "request body"),
+        ("--max-instances", Limits.max_instances, "sentences per request"),
+        ("--max-sentence-chars", Limits.max_sentence_chars, "characters per sentence"),
+    ):
+        limits.add_argument(flag, type=positive_int, default=default, help=f"{what} (default {default})")
+
+
+def port_number(text: str) -> int:
+    """argparse type: a TCP port, 0 meaning any free one."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port in 0..65535, got {value}")
+    return value
+
+
 def _add_bench_command(commands, preset: str) -> None:
     bench = commands.add_parser(
         "bench",
@@ -169,6 +240,7 @@ def build_parser(preset: str | None = None) -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_run_commands(commands, preset or "default")
     _add_use_commands(commands)
+    _add_serve_command(commands)
     _add_bench_command(commands, preset or "bench")
     for command in commands.choices.values():
         command.add_argument(
@@ -233,7 +305,9 @@ def next_steps(run, config, data_dir: Path, exported: bool) -> str:
 def run_export(args: argparse.Namespace) -> int:
     from app.export import export_run
 
-    export_run(args.run_dir, force=args.force)
+    if args.name and not args.model_base:
+        raise ValueError("--name names the model in a --model-base; give --model-base too")
+    export_run(args.run_dir, force=args.force, model_base=args.model_base, name=args.name, xla=args.xla)
     return 0
 
 
@@ -273,6 +347,12 @@ def run_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_serve(args: argparse.Namespace) -> int:
+    from app.serve.command import serve_command
+
+    return serve_command(args)
+
+
 COMMANDS = {
     "prepare": run_prepare,
     "train": run_train,
@@ -281,6 +361,7 @@ COMMANDS = {
     "evaluate": run_evaluate,
     "compare": run_compare,
     "bench": run_bench,
+    "serve": run_serve,
 }
 
 

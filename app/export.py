@@ -1,10 +1,12 @@
-"""`attend export`: a trained run's Translator, rebuilt from its best weights, saved as the
-run's SavedModel (staged, checked in a fresh process, then renamed into place)."""
+"""`attend export`: a trained run's Translator, rebuilt from its best weights, saved as a
+SavedModel (staged, checked in a fresh process, then renamed into place): into the run's
+`export/` folder, or as the next version of a TensorFlow Serving model base."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from app.model_base import ModelBase, default_model_name
 from app.run import RunDir
 from app.translator import load_translator, save_translator
 
@@ -13,12 +15,21 @@ CHECK_SENTENCES = ["Hola.", "", "Y lloró Jesús.", "In the beginning God create
 
 
 def export_run(
-    run_dir: Path, check_sentences: list[str] | None = None, log=print, force: bool = False
+    run_dir: Path,
+    check_sentences: list[str] | None = None,
+    log=print,
+    force: bool = False,
+    model_base: Path | None = None,
+    name: str | None = None,
+    xla: bool = False,
 ) -> Path:
-    """Exports a trained run to its `export/` folder, holding the run's lock while it writes.
+    """Exports a trained run, holding the run's lock while it writes; returns the SavedModel folder.
 
+    Into `RUN/export/` by default; with `model_base`, as the next version `BASE/NAME/<N>/` (N one
+    above the highest there), invisible to servers until it is checked and renamed into place.
     Refuses a run without trained weights, and a run whose training failed (diverged) unless
-    `force`: then the last good checkpoint is exported, and the model card says what failed."""
+    `force`: then the last good checkpoint is exported, and the model card says what failed.
+    `xla`: `translate_ids` carries the `jit_compile` attribute (stock TF Serving then needs XLA)."""
     run = RunDir(run_dir)
     with run.lock():
         failure = run.failure()
@@ -28,6 +39,15 @@ def export_run(
                 f"`attend export --force {run}` exports its last good checkpoint"
                 + (f" (epoch {failure['last_good']['epoch']})" if failure.get("last_good") else "")
             )
-        translator = load_translator(run)
+        published = ModelBase(model_base, name or default_model_name(run.config())) if model_base else None
+        translator = load_translator(run, xla=xla)
         card = {**run.model_card(), **({"training_failure": failure} if failure else {})}
-        return save_translator(translator, run.export_dir, card, check_sentences or CHECK_SENTENCES, log=log)
+        card["export"] = {"xla": xla, "run": str(run)}
+        sentences = check_sentences or CHECK_SENTENCES
+        if published is None:
+            return save_translator(translator, run.export_dir, card, sentences, log=log)
+        with published.next_version() as (version, directory):
+            card["export"].update(model_name=published.name, version=version)
+            save_translator(translator, directory, card, sentences, log=log)
+        log(f"Published {run} as version {version} of model {published.name!r} in {model_base}")
+        return directory

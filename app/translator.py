@@ -44,6 +44,11 @@ class Translator(tf.Module):
             sentence, min(ratio · source tokens + offset, max_output_tokens).
         max_input_tokens: longer inputs are truncated (keeping their end marker).
         beam_width, length_penalty_alpha: the search (1 = greedy); GNMT length normalisation.
+        xla: give `translate_ids`'s search the `jit_compile` attribute. Off by default: stock
+            TensorFlow Serving does not run XLA-compiled functions unless started with a flag,
+            and its GPU builds without the XLA compiler fail on them (tensorflow/serving#2214).
+            Either way the id-level path is XLA-compilable: a caller can wrap it in
+            `tf.function(jit_compile=True)`.
 
     No defaults here: the config's `decode` section is their one source (`build_translator`).
 
@@ -67,6 +72,7 @@ class Translator(tf.Module):
         max_input_tokens: int,
         beam_width: int,
         length_penalty_alpha: float,
+        xla: bool,
     ):
         super().__init__(name="translator")
         self.model = model
@@ -78,6 +84,9 @@ class Translator(tf.Module):
         self._length_limits = (max_length_ratio, max_length_offset, max_output_tokens)
         self._max_input_tokens = max_input_tokens
         self.beam_width, self._alpha = beam_width, length_penalty_alpha
+        self._translate_valid_ids = tf.function(
+            self._search_valid_ids, input_signature=[tf.TensorSpec([None, None], tf.int32)], jit_compile=xla
+        )
 
     def source_ids(self, text: tf.Tensor) -> tf.Tensor:
         """`[batch]` strings → `[batch, src]` int32 ids, 0-padded, each ending with the end id."""
@@ -138,12 +147,12 @@ class Translator(tf.Module):
 
     @tf.function(input_signature=[tf.TensorSpec([None, None], tf.int32, name="source_ids")])
     def translate_ids(self, source_ids):
-        """`translate_ids`: the accelerator's part, XLA-compiled with static output shapes. Source ids
+        """`translate_ids`: the accelerator's part, XLA-compilable with static output shapes. Source ids
         (0-padded, each ending with the end id 2) → greedy output ids `[batch, max_output_tokens]`
         (0 after the end id), their lengths and scores. Tokenization stays on the host.
 
-        Not compiled itself: XLA drops Assert ops, so the id range is checked here, outside the
-        compiled `_translate_valid_ids`; unchecked, an out-of-range id would silently translate."""
+        The id range is checked here, outside `_translate_valid_ids` (the part `xla` compiles):
+        XLA drops Assert ops, and unchecked, an out-of-range id would silently translate."""
         return self._translate_valid_ids(self._checked_source_ids(source_ids))
 
     def _checked_source_ids(self, source_ids: tf.Tensor) -> tf.Tensor:
@@ -158,8 +167,7 @@ class Translator(tf.Module):
         with tf.control_dependencies(checks):
             return tf.identity(source_ids)
 
-    @tf.function(input_signature=[tf.TensorSpec([None, None], tf.int32)], jit_compile=True)
-    def _translate_valid_ids(self, source_ids):
+    def _search_valid_ids(self, source_ids):
         result = self.search(source_ids, static_shapes=True)
         return {"ids": result.tokens, "lengths": result.lengths, "score": result.scores}
 
@@ -211,8 +219,10 @@ def build_translator(
     tokenizers: tuple[SubwordTokenizer, SubwordTokenizer],
     beam_width: int | None = None,
     length_penalty_alpha: float | None = None,
+    xla: bool = False,
 ) -> Translator:
-    """The run's Translator; `beam_width` and `length_penalty_alpha` override the config's."""
+    """The run's Translator; `beam_width` and `length_penalty_alpha` override the config's; `xla`
+    exports `translate_ids` with the `jit_compile` attribute (see `Translator`)."""
     files = {
         f"{side}.{kind}": vocab_dir / f"{side}.{kind}"
         for side in ("source", "target")
@@ -230,6 +240,7 @@ def build_translator(
         length_penalty_alpha=config.decode.length_penalty_alpha
         if length_penalty_alpha is None
         else length_penalty_alpha,
+        xla=xla,
     )
 
 
@@ -304,7 +315,10 @@ class TrainedRun(Protocol):
 
 
 def load_translator(
-    run: TrainedRun, beam_width: int | None = None, length_penalty_alpha: float | None = None
+    run: TrainedRun,
+    beam_width: int | None = None,
+    length_penalty_alpha: float | None = None,
+    xla: bool = False,
 ) -> Translator:
     """Rebuilds a trained run's Translator from its config, vocab folder and best weights."""
     run.require_trained()
@@ -318,4 +332,4 @@ def load_translator(
             f"{run.best_weights} cannot be read ({error}); the file is damaged: restore it, or train "
             "the run again"
         ) from error
-    return build_translator(model, config, run.vocab_dir, tokenizers, beam_width, length_penalty_alpha)
+    return build_translator(model, config, run.vocab_dir, tokenizers, beam_width, length_penalty_alpha, xla)

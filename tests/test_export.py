@@ -4,10 +4,12 @@ and a failed export never replaces a good one."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 import tensorflow as tf
+from tensorflow.core.protobuf import saved_model_pb2
 
 from app import translator as translator_module
 from app.evaluate import evaluate_run
@@ -146,8 +148,16 @@ def test_translate_with_attention_returns_a_plot_ready_matrix(trained_run):
         np.testing.assert_allclose(attention[row, :target_length].sum(axis=-1), 1.0, rtol=1e-4)
 
 
+def jit_compiled_functions(export_dir: Path) -> list[str]:
+    """Names of the SavedModel's functions that carry the `jit_compile` attribute (`_XlaMustCompile`)."""
+    saved_model = saved_model_pb2.SavedModel()
+    saved_model.ParseFromString((export_dir / "saved_model.pb").read_bytes())
+    library = saved_model.meta_graphs[0].graph_def.library.function
+    return [function.signature.name for function in library if function.attr["_XlaMustCompile"].b]
+
+
 @pytest.mark.slow
-def test_translate_ids_is_xla_compiled_and_matches_greedy_text_decoding(trained_run):
+def test_translate_ids_matches_greedy_text_decoding_and_compiles_with_xla_after_reloading(trained_run):
     greedy = load_translator(RunDir(trained_run), beam_width=1)
     source_ids = greedy.source_ids(tf.constant(SENTENCES))
     expected = greedy.search(source_ids)
@@ -159,10 +169,16 @@ def test_translate_ids_is_xla_compiled_and_matches_greedy_text_decoding(trained_
     np.testing.assert_array_equal(out["ids"].numpy()[:, :width], expected.tokens.numpy())
     assert (out["ids"].numpy()[:, width:] == 0).all()
     np.testing.assert_array_equal(out["lengths"].numpy(), expected.lengths.numpy())
-    functions = loaded.signatures["translate_ids"].graph.as_graph_def().library.function
-    assert any(
-        function.attr["_XlaMustCompile"].b for function in functions
-    )  # jit_compile=True survived export
+    # servable by stock TF Serving: no function of the default export asks for XLA …
+    assert jit_compiled_functions(trained_run / "export") == []
+    # … yet the id-level path compiles whole with XLA once reloaded, to the same output
+    compiled = tf.function(lambda ids: loaded.signatures["translate_ids"](source_ids=ids), jit_compile=True)
+    out_xla = compiled(source_ids)
+    np.testing.assert_array_equal(out_xla["ids"].numpy(), out["ids"].numpy())
+    np.testing.assert_array_equal(out_xla["lengths"].numpy(), out["lengths"].numpy())
+    np.testing.assert_allclose(out_xla["score"].numpy(), out["score"].numpy(), rtol=1e-4, atol=1e-4)
+    hlo = compiled.experimental_get_compiler_ir(source_ids)(stage="hlo")
+    assert "while" in hlo  # the whole search loop went to XLA
 
 
 @pytest.mark.slow
