@@ -74,7 +74,9 @@ class Server:
             self.process.wait(30)
 
 
-def http(method: str, url: str, body: bytes | dict | None = None, timeout: float = 60) -> tuple[int, dict | str]:
+def http(
+    method: str, url: str, body: bytes | dict | None = None, timeout: float = 60
+) -> tuple[int, dict | str]:
     """(status, JSON answer or text) of one plain HTTP request, errors included."""
     data = json.dumps(body).encode() if isinstance(body, dict) else body
     request = urllib.request.Request(url, data=data, method=method)

@@ -40,7 +40,9 @@ def test_model_names_that_are_one_safe_path_segment_are_accepted(name):
     assert check_model_name(name) == name
 
 
-@pytest.mark.parametrize("name", ["", ".", "..", "../etc", "a/b", "a\\b", "-x", ".hidden", "é", "a b", "x" * 129])
+@pytest.mark.parametrize(
+    "name", ["", ".", "..", "../etc", "a/b", "a\\b", "-x", ".hidden", "é", "a b", "x" * 129]
+)
 def test_model_names_that_could_leave_the_base_or_break_a_url_are_refused(name):
     with pytest.raises(ValueError, match="invalid model name"):
         check_model_name(name)
