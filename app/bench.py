@@ -25,6 +25,7 @@ import json
 import os
 import resource
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -32,6 +33,7 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
+from app import load_test
 from app.models.cost import model_gflop_per_example, step_breakdown
 from app.processes import run_python_for_json
 
@@ -42,6 +44,25 @@ BENCH_PRECISIONS = ("float32", "mixed_bfloat16")
 MIN_TRAIN_PAIRS = 256  # four batches of 64 distinct pairs
 MIN_DEV_PAIRS = 32
 SERVING_EXPORTS = (("greedy", 1), ("beam4", 4))  # (SavedModel folder, beam width) that decoding is timed on
+# The `serve` phase: `attend serve` over the greedy export, loaded by closed-loop REST clients.
+SERVE_EXPORT = "greedy"
+SERVE_MODEL_NAME = "bench"
+SERVE_CLIENTS = (1, 8, 64)
+# The server settings compared: TF Serving's batching knobs as recommended for this model (chosen by
+# hand among max_batch_size 64 × batch_timeout_micros 0/1000/2000 × num_batch_threads 1/2), and none.
+BATCHING_FLAGS = (
+    "--max_batch_size=64",
+    "--batch_timeout_micros=2000",
+    "--num_batch_threads=1",
+    "--max_enqueued_batches=64",
+)
+SERVER_SETTINGS = {"batching": BATCHING_FLAGS, "no_batching": ("--no-batching",)}
+# The goals, at the most clients with batching: requests/s at least this share of the offline batch-64
+# sentences/s of the same export, p99 latency at most this multiple of its offline batch-1 p50, and
+# batching at least this many times the requests/s of no batching.
+THROUGHPUT_GOAL = 0.7
+P99_GOAL = 4.0
+BATCHING_GOAL = 1.5
 QUICK_OVERRIDES = [
     "model.embedding_dim=32",
     "model.units=32",
@@ -63,6 +84,9 @@ class BenchPlan:
     latency_calls: int = 30
     throughput_batches: int = 5
     serving_steps: int = 800  # training steps of the model decoding is timed on
+    load_requests: int = 6000  # per server setting and number of clients, at most …
+    load_seconds: float = 20.0  # … and within this time
+    load_warmup: int = 64  # unrecorded requests before (at least two per client)
 
 
 QUICK_PLAN = BenchPlan(
@@ -73,6 +97,9 @@ QUICK_PLAN = BenchPlan(
     latency_calls=3,
     throughput_batches=1,
     serving_steps=5,
+    load_requests=60,
+    load_seconds=3.0,
+    load_warmup=8,
 )
 
 
@@ -236,6 +263,101 @@ def decode_speed(serve, sentences: list[str], plan: BenchPlan) -> dict:
     }
 
 
+def run_serve_phase(
+    export_dir: Path,
+    sentences: list[str],
+    plan: BenchPlan,
+    clients: tuple[int, ...] = SERVE_CLIENTS,
+    settings: dict[str, tuple[str, ...]] | None = None,
+) -> dict:
+    """The greedy export served by `attend serve` under each server setting (default: batching on and
+    off), loaded by 1, 8 and 64 concurrent clients sending one sentence per request."""
+    settings = SERVER_SETTINGS if settings is None else settings
+    result = {
+        "export": SERVE_EXPORT,
+        "sentences": len(sentences),
+        "mean_source_words": round(sum(len(s.split()) for s in sentences) / max(len(sentences), 1), 1),
+        "max_requests": plan.load_requests,
+        "max_seconds": plan.load_seconds,
+        "servers": {},
+    }
+    with tempfile.TemporaryDirectory(prefix="attend-bench-serve-") as base:
+        version = Path(base) / SERVE_MODEL_NAME / "1"  # a model base: BASE/NAME/<version>
+        version.parent.mkdir()
+        version.symlink_to((export_dir / SERVE_EXPORT).resolve(), target_is_directory=True)
+        for label, flags in settings.items():
+            result["servers"][label] = serve_under_load(Path(base), list(flags), sentences, clients, plan)
+    return result
+
+
+def serve_under_load(base: Path, flags: list[str], sentences: list[str], clients, plan: BenchPlan) -> dict:
+    """One `attend serve` subprocess on free loopback ports, loaded by each number of clients in turn
+    (after a warm-up); its peak RSS read before it is stopped (SIGTERM, then a kill if it hangs)."""
+    command = [
+        *(sys.executable, "-m", "app", "serve", "--model-base", str(base), "--model-name", SERVE_MODEL_NAME),
+        *("--host", "127.0.0.1", "--rest-port", "0", "--grpc-port", "0", "--poll-seconds", "0", *flags),
+    ]
+    environment = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "ATTEND_PROGRESS": "0", "PYTHONUNBUFFERED": "1"}
+    rows = []
+    with load_test.ServerProcess(command, env=environment) as server:
+        path = f"/v1/models/{SERVE_MODEL_NAME}:predict"
+        bodies = [{"instances": [sentence]} for sentence in sentences]
+        requests = load_test.post_requests(server.host, server.port, path, bodies)
+        metrics = f"{server.rest}/monitoring/prometheus/metrics"
+        for count in clients:
+            warmup = max(plan.load_warmup, 2 * count)
+            load_test.run_load(server.host, server.port, requests, count, warmup, plan.load_seconds)
+            before = load_test.fetch_text(metrics)
+            row = load_test.run_load(
+                server.host, server.port, requests, count, plan.load_requests, plan.load_seconds
+            )
+            mean = load_test.mean_batch_size(before, load_test.fetch_text(metrics))
+            rows.append({**row, "mean_batch_size": None if mean is None else round(mean, 2)})
+        peak = server.peak_rss_mb()
+    return {
+        "flags": flags,
+        "load": rows,
+        "startup_s": round(server.startup_s, 1),
+        "peak_rss_mb": None if peak is None else round(peak, 1),
+        "exit_status": server.exit_status,
+    }
+
+
+def serve_goals(serve: dict, decode: dict) -> dict:
+    """The serve phase against the issue's goals, at its most clients: batching's requests/s as a share
+    of the offline batch-64 sentences/s of the same export (short sources), its p99 against the
+    offline batch-1 p50, and batching against no batching. {} without both servers."""
+    servers, offline = serve.get("servers", {}), decode.get(f"{SERVE_EXPORT}_short")
+    if not {"batching", "no_batching"} <= set(servers) or offline is None:
+        return {}
+    clients = max(row["clients"] for row in servers["batching"]["load"])
+    on = next(row for row in servers["batching"]["load"] if row["clients"] == clients)
+    off = next(row for row in servers["no_batching"]["load"] if row["clients"] == clients)
+    offline_rate = offline["sentences_per_s_batch64"]
+    ratio = on["requests_per_s"] / offline_rate
+    p99_limit = P99_GOAL * offline["latency_ms_batch1_p50"]
+    speedup = on["requests_per_s"] / off["requests_per_s"] if off["requests_per_s"] else float("inf")
+    return {
+        "clients": clients,
+        "offline_sentences_per_s_batch64": offline_rate,
+        "requests_per_s": on["requests_per_s"],
+        "ratio_to_offline_batch64": round(ratio, 3),
+        "throughput_goal": THROUGHPUT_GOAL,
+        "throughput_goal_met": ratio >= THROUGHPUT_GOAL,
+        "offline_latency_ms_batch1_p50": offline["latency_ms_batch1_p50"],
+        "latency_ms_p99": on["latency_ms_p99"],
+        "p99_limit_ms": round(p99_limit, 2),
+        "p99_goal_met": on["latency_ms_p99"] is not None and on["latency_ms_p99"] <= p99_limit,
+        # Little's law: closed-loop clients at the throughput goal wait this long on average
+        "mean_latency_ms_at_throughput_goal": round(1000 * clients / (THROUGHPUT_GOAL * offline_rate), 1),
+        "no_batching_requests_per_s": off["requests_per_s"],
+        "batching_speedup": round(speedup, 2),
+        "batching_goal": BATCHING_GOAL,
+        "batching_goal_met": speedup >= BATCHING_GOAL,
+        "errors": sum(row["errors"] for server in servers.values() for row in server["load"]),
+    }
+
+
 def pick_sources(config, data_dir: Path) -> tuple[list[str], list[str]]:
     """Short (≤ 10 words) and long (≥ 30 words) source sentences from the dev and test splits; a corpus
     without such sentences gives its shortest and longest 64 (the report shows their mean length)."""
@@ -377,17 +499,14 @@ def run_bench(
             serving = _phase(["serving-model", *common, "--export-dir", scratch, *sets])
             report["serve_model"] = {"run": None, "note": note, **serving}
             short, long = pick_sources(config, data_dir)
+        quick_flag = ["--quick"] if quick else []
         log("bench: decoding with the reloaded SavedModel …")
-        report["serve"] = _phase(
-            [
-                "serve",
-                "--export-dir",
-                scratch,
-                "--sources",
-                json.dumps([short, long]),
-                *(["--quick"] if quick else []),
-            ]
-        )
+        sources = json.dumps([short, long])
+        report["decode"] = _phase(["decode", "--export-dir", scratch, "--sources", sources, *quick_flag])
+        log("bench: serving the greedy SavedModel under load (attend serve, batching on and off) …")
+        sources = json.dumps([short, []])
+        report["serve"] = _phase(["serve", "--export-dir", scratch, "--sources", sources, *quick_flag])
+        report["serve"]["goals"] = serve_goals(report["serve"], report["decode"])
     output.write_text(json.dumps(report, indent=2) + "\n")
     log(format_table(report))
     log(f"Wrote {output}")
@@ -434,37 +553,102 @@ def format_table(report: dict) -> str:
         f"{'decoding (SavedModel)':<24}{'sent/s @64':>10}{'p50 ms @1':>12}{'p90 ms @1':>12}"
         f"{'output words':>14}"
     )
-    for key, row in report["serve"].items():
+    for key, row in report["decode"].items():
         if isinstance(row, dict):
             lines.append(
                 f"{key:<24}{row['sentences_per_s_batch64']:>10.0f}{row['latency_ms_batch1_p50']:>12.1f}"
                 f"{row['latency_ms_batch1_p90']:>12.1f}{row['mean_output_words']:>14.1f}"
             )
     lines.append(
-        f"serving peak RSS {report['serve']['peak_rss_mb']:.0f} MB; matmul peak "
+        f"decoding peak RSS {report['decode']['peak_rss_mb']:.0f} MB; matmul peak "
         f"{next(iter(report['train'].values()))['matmul_peak_gflops']:.0f} GFLOP/s (float32)"
     )
+    if report.get("serve"):
+        lines += format_serve(report["serve"])
     return "\n".join(lines)
 
 
+def format_serve(serve: dict) -> list[str]:
+    """The serve phase's rows (server setting × clients), its goals and the servers' peak RSS."""
+    lines = [
+        f"serving the {serve['export']} export over REST (attend serve on loopback): closed-loop clients, "
+        f"one of {serve['sentences']} short sentences per request, at most "
+        f"{serve['max_requests']:,} requests or {serve['max_seconds']:g} s a row",
+        f"{'server':<14}{'clients':>8}{'req/s':>9}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}"
+        f"{'mean batch':>12}{'errors':>8}",
+    ]
+    for label, server in serve["servers"].items():
+        for row in server["load"]:
+            batch = "-" if row["mean_batch_size"] is None else f"{row['mean_batch_size']:.1f}"
+            lines.append(
+                f"{label:<14}{row['clients']:>8}{row['requests_per_s']:>9.0f}{_ms(row['latency_ms_p50']):>9}"
+                f"{_ms(row['latency_ms_p90']):>9}{_ms(row['latency_ms_p99']):>9}{batch:>12}{row['errors']:>8}"
+            )
+    for label, server in serve["servers"].items():
+        lines.append(f"{label}: {' '.join(server['flags'])}")
+    goals = serve.get("goals")
+    if goals:
+        lines.append(
+            f"{goals['clients']} clients with batching: {goals['requests_per_s']:.0f} req/s = "
+            f"{goals['ratio_to_offline_batch64']:.2f} × offline batch-64 "
+            f"({goals['offline_sentences_per_s_batch64']:.0f} sent/s; goal ≥ {goals['throughput_goal']:.2f}: "
+            f"{_met(goals['throughput_goal_met'])}); p99 {_ms(goals['latency_ms_p99'])} ms against "
+            f"{goals['p99_limit_ms']:.1f} ms = {P99_GOAL:g} × batch-1 p50 ({_met(goals['p99_goal_met'])}; "
+            f"at the goal's throughput {goals['clients']} clients wait "
+            f"{goals['mean_latency_ms_at_throughput_goal']:.0f} ms on average)"
+        )
+        lines.append(
+            f"without batching {goals['no_batching_requests_per_s']:.0f} req/s: batching "
+            f"{goals['batching_speedup']:.1f}× (goal ≥ {goals['batching_goal']:g}×: "
+            f"{_met(goals['batching_goal_met'])}); errors {goals['errors']}"
+        )
+    peaks = ", ".join(
+        f"{label} {'?' if server['peak_rss_mb'] is None else format(server['peak_rss_mb'], '.0f')} MB"
+        for label, server in serve["servers"].items()
+    )
+    lines.append(f"server peak RSS: {peaks}")
+    return lines
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
+def _met(flag: bool) -> str:
+    return "met" if flag else "missed"
+
+
 def main(argv: list[str] | None = None) -> int:
-    """The phases run in their own processes: `python -m app.bench train|serving-model|serve …`."""
+    """The phases run in their own processes: `python -m app.bench train|serving-model|decode|serve …`.
+
+    `decode` and `serve` take the sentences of `--sources` ([short, long] as JSON; by default those
+    of the preset's corpus); `serve` also `--clients 1,8,64` and `--server-settings` (JSON: label →
+    `attend serve` flags, e.g. '{"t0": ["--batch_timeout_micros=0"]}'), to try batching knobs."""
     parser = argparse.ArgumentParser(prog="python -m app.bench")
-    parser.add_argument("phase", choices=("train", "serving-model", "serve"))
+    parser.add_argument("phase", choices=("train", "serving-model", "decode", "serve"))
     parser.add_argument("--preset", default="bench")
     parser.add_argument("--data-dir", type=Path, default=Path("data"))
     parser.add_argument("--export-dir", type=Path, default=None)
     parser.add_argument("--sources", default="[[], []]")
+    parser.add_argument("--clients", default=",".join(map(str, SERVE_CLIENTS)))
+    parser.add_argument("--server-settings", default=None)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--set", action="append", default=[], dest="overrides", help="section.key=value")
     args = parser.parse_args(argv)
     plan = QUICK_PLAN if args.quick else BenchPlan()
-    if args.phase == "serve":
-        short, long = json.loads(args.sources)
-        result = run_serve_phase(args.export_dir, short, long, plan)
-    else:
-        from app.config import load_config
+    from app.config import load_config
 
+    if args.phase in ("decode", "serve"):
+        short, long = json.loads(args.sources)
+        if not short and not long:
+            short, long = pick_sources(load_config(args.preset, args.overrides), args.data_dir)
+        if args.phase == "decode":
+            result = run_decode_phase(args.export_dir, short, long, plan)
+        else:
+            clients = tuple(int(count) for count in args.clients.split(","))
+            settings = json.loads(args.server_settings) if args.server_settings else None
+            result = run_serve_phase(args.export_dir, short, plan, clients, settings)
+    else:
         config = load_config(args.preset, args.overrides)
         if args.phase == "serving-model":
             result = run_serving_model_phase(config, args.data_dir, plan, args.export_dir)

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import dataclasses
 import json
 import math
 import re
 import signal
 import subprocess
+import sys
 import threading
 import time
 import urllib.request
@@ -77,6 +79,16 @@ def fetch_text(url: str, timeout: float = 30) -> str:
 
 
 # === The server ===
+# Linux: prctl(PR_SET_PDEATHSIG) in the server before it runs, so that it gets a SIGTERM if the process
+# that started it dies without stopping it (libc is loaded here, not in the child between fork and exec).
+_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform == "linux" else None
+PR_SET_PDEATHSIG = 1
+
+
+def _terminate_with_parent() -> None:
+    _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 def peak_rss_mb(pid: int) -> float | None:
     """A live process's peak resident set (VmHWM of /proc/PID/status) in MB; None where unknown."""
     try:
@@ -130,6 +142,7 @@ class ServerProcess:
             stderr=subprocess.PIPE,
             text=True,
             env=self.env,
+            preexec_fn=_terminate_with_parent if _LIBC is not None else None,
         )
         self._readers = [
             threading.Thread(target=_collect, args=(stream, lines), daemon=True)

@@ -172,7 +172,8 @@ def model_card(config: Config, data: PreparedData, filtered: dict, metrics: dict
             "translate_with_attention": "serving_default's outputs + attention: float32 [batch, tgt, src], "
             "source_tokens: string [batch, src], target_tokens: string [batch, tgt]",
             "translate_ids": "source_ids: int32 [batch, src] (0-padded, ending with 2) -> ids: int32 "
-            "[batch, decode.max_output_tokens], lengths: int32 [batch], score: float32 [batch]; greedy, XLA",
+            "[batch, decode.max_output_tokens], lengths: int32 [batch], score: float32 [batch]; greedy, "
+            "XLA-compilable",
             "input_handling": "text must be a 1-D string tensor (other shapes raise InvalidArgumentError); "
             "invalid UTF-8 in text is replaced before tokenizing, each invalid byte sequence by one U+FFFD "
             "(as Python's bytes.decode('utf-8', 'replace')); translate_ids raises InvalidArgumentError for "

@@ -21,10 +21,10 @@ ENVIRONMENT = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "ATTEND_PROGRESS": "0"
 class Server:
     """A running `attend serve`: `rest` (http://127.0.0.1:PORT), `grpc` (127.0.0.1:PORT), its log lines."""
 
-    def __init__(self, *args: str, startup_seconds: float = 180):
+    def __init__(self, *args: str, startup_seconds: float = 180, cwd: Path | None = None):
         command = [sys.executable, "-m", "app", "serve", "--rest-port", "0", "--grpc-port", "0", *args]
         self.process = subprocess.Popen(
-            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENVIRONMENT
+            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENVIRONMENT, cwd=cwd
         )
         self.stdout: list[str] = []
         self.stderr: list[str] = []

@@ -1,10 +1,20 @@
-"""The benchmark's arithmetic (`attend bench --quick` end to end runs in tests/test_readme.py)."""
+"""The benchmark's arithmetic and its load client (`attend bench --quick` end to end runs in
+tests/test_readme.py). No timing is asserted."""
 
 from __future__ import annotations
 
+import asyncio
+import json
+import math
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import numpy as np
 import pytest
 
-from app.bench import BenchPlan, steady_state_rate
+from app import load_test
+from app.bench import BenchPlan, format_table, serve_goals, steady_state_rate
 
 
 def test_steady_state_rate_is_the_median_window_after_warm_up():
@@ -12,3 +22,298 @@ def test_steady_state_rate_is_the_median_window_after_warm_up():
     # step end times: warm-up steps are slow, then windows of 2 steps taking 1 s, 2 s and 0.5 s
     ends = [10.0, 20.0, 20.5, 21.0, 22.0, 23.0, 23.25, 23.5]
     assert steady_state_rate(ends, plan, batch_size=4) == pytest.approx(2 * 4 / 1.0)
+
+
+# === Load test arithmetic ===
+@pytest.mark.parametrize("fraction", [0, 0.1, 0.5, 0.9, 0.99, 1])
+def test_percentile_interpolates_as_numpy_does(fraction):
+    values = [7.0, 1.0, 3.0, 100.0, 2.5, 9.0, 4.0]
+    assert load_test.percentile(values, fraction) == pytest.approx(np.percentile(values, 100 * fraction))
+
+
+def test_percentile_of_one_value_none_and_bad_fractions():
+    assert load_test.percentile([5.0], 0.99) == 5.0
+    assert math.isnan(load_test.percentile([], 0.5))
+    assert load_test.percentile([1.0, 2.0], 0.5) == 1.5
+    with pytest.raises(ValueError, match="0..1"):
+        load_test.percentile([1.0], 99)
+
+
+METRICS_BEFORE = """# HELP attend_batch_size Rows per merged SavedModel call
+# TYPE attend_batch_size histogram
+attend_batch_size_bucket{le="1.0"} 2.0
+attend_batch_size_bucket{le="64.0"} 5.0
+attend_batch_size_bucket{le="+Inf"} 5.0
+attend_batch_size_count 5.0
+attend_batch_size_sum 70.0
+# HELP attend_batch_size_created Rows per merged SavedModel call
+# TYPE attend_batch_size_created gauge
+attend_batch_size_created 1.7954e+09
+attend_requests_total{api="rest",method="predict",status="OK"} 70.0
+"""
+
+
+def metrics_page(count: float, total: float) -> str:
+    return METRICS_BEFORE.replace("_count 5.0", f"_count {count}").replace("_sum 70.0", f"_sum {total}")
+
+
+def test_mean_batch_size_is_the_growth_of_the_sum_over_that_of_the_count():
+    after = metrics_page(15.0, 470.0)  # 10 batches of 400 rows since
+    assert load_test.mean_batch_size(METRICS_BEFORE, after) == pytest.approx(40.0)
+    assert load_test.metric_totals(after, "attend_batch_size_count") == 15.0
+    assert load_test.metric_totals(after, "attend_batch_size_created") == pytest.approx(1.7954e9)
+    assert load_test.metric_totals(after, "attend_requests_total") == 70.0  # labelled samples count
+    assert load_test.metric_totals(after, "attend_batch") is None  # whole names only
+
+
+def test_mean_batch_size_is_none_without_batches():
+    assert load_test.mean_batch_size(METRICS_BEFORE, METRICS_BEFORE) is None
+    assert load_test.mean_batch_size("", "# no batching: no histogram\n") is None
+
+
+def test_load_summary_counts_successes_over_the_time_spent_and_failures_by_status():
+    answers = [
+        load_test._Answer(0, sent=10.0, received=10.1, status=200),
+        load_test._Answer(1, sent=10.0, received=10.3, status=200),
+        load_test._Answer(2, sent=10.1, received=10.2, status=503),
+        load_test._Answer(3, sent=10.3, received=12.0, status=0),
+    ]
+    summary = load_test.load_summary(answers, clients=2)
+    assert summary["requests"] == 4 and summary["errors"] == 2
+    assert summary["error_statuses"] == {"0": 1, "503": 1}
+    assert summary["seconds"] == pytest.approx(2.0)
+    assert summary["requests_per_s"] == pytest.approx(1.0)  # 2 answered with 200 in 2 s
+    assert summary["latency_ms_p50"] == pytest.approx(200.0)
+    assert summary["latency_ms_p99"] == pytest.approx(298.0)
+    empty = load_test.load_summary([], clients=1)
+    assert empty["requests_per_s"] == 0.0 and empty["latency_ms_p99"] is None
+
+
+def test_requests_are_complete_keep_alive_posts_of_utf8_json():
+    bodies = [{"instances": ["¿Qué?"]}]
+    (request,) = load_test.post_requests("127.0.0.1", 8501, "/v1/models/m:predict", bodies)
+    head, body = request.split(b"\r\n\r\n")
+    assert head.startswith(b"POST /v1/models/m:predict HTTP/1.1\r\nHost: 127.0.0.1:8501\r\n")
+    assert f"Content-Length: {len(body)}".encode() in head and b"close" not in head
+    assert json.loads(body) == {"instances": ["¿Qué?"]}
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'HTTP/1.1 200 OK\r\ncontent-length: 11\r\ncontent-type: application/json\r\n\r\n{"a": [12]}',
+        b'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n6\r\n{"a": \r\n5;x=y\r\n[12]}\r\n0\r\n\r\n',
+    ],
+)
+def test_responses_are_read_by_length_or_chunks(raw):
+    async def read():
+        reader = asyncio.StreamReader()
+        reader.feed_data(raw + b"HTTP/1.1 ...")  # the next answer on the connection is left unread
+        return await load_test._read_response(reader), reader
+
+    (status, headers, body), reader = asyncio.run(read())
+    assert status == 200 and json.loads(body) == {"a": [12]}
+    assert reader._buffer == b"HTTP/1.1 ..."
+
+
+# === The report ===
+def load_row(clients: int, rate: float, p99: float, batch: float | None, errors: int = 0) -> dict:
+    return {
+        "clients": clients,
+        "requests": 1000,
+        "errors": errors,
+        "error_statuses": {"503": errors} if errors else {},
+        "seconds": 1000 / rate,
+        "requests_per_s": rate,
+        "latency_ms_p50": p99 / 3,
+        "latency_ms_p90": p99 / 2,
+        "latency_ms_p99": p99,
+        "latency_ms_max": p99 * 1.5,
+        "mean_batch_size": batch,
+    }
+
+
+FAKE_SERVE = {
+    "export": "greedy",
+    "sentences": 64,
+    "mean_source_words": 8.0,
+    "max_requests": 6000,
+    "max_seconds": 20.0,
+    "servers": {
+        "batching": {
+            "flags": ["--max_batch_size=64", "--batch_timeout_micros=2000"],
+            "load": [
+                load_row(1, 90.0, 14.0, 1.0),
+                load_row(8, 400.0, 30.0, 7.2),
+                load_row(64, 800.0, 120.0, 55.3),
+            ],
+            "startup_s": 6.2,
+            "peak_rss_mb": 1234.5,
+            "exit_status": 0,
+        },
+        "no_batching": {
+            "flags": ["--no-batching"],
+            "load": [
+                load_row(1, 95.0, 12.0, None),
+                load_row(8, 150.0, 80.0, None),
+                load_row(64, 160.0, 600.0, None, 3),
+            ],
+            "startup_s": 6.0,
+            "peak_rss_mb": 1100.0,
+            "exit_status": 0,
+        },
+    },
+}
+FAKE_DECODE = {
+    "greedy_short": {
+        "sentences_per_s_batch64": 1000.0,
+        "latency_ms_batch1_p50": 8.0,
+        "latency_ms_batch1_p90": 10.0,
+        "mean_source_words": 8.0,
+        "mean_output_words": 6.3,
+    },
+    "peak_rss_mb": 1200.0,
+}
+
+
+def test_serve_goals_compare_the_most_clients_with_the_offline_decode():
+    goals = serve_goals(FAKE_SERVE, FAKE_DECODE)
+    assert goals["clients"] == 64 and goals["requests_per_s"] == 800.0
+    assert goals["ratio_to_offline_batch64"] == pytest.approx(0.8) and goals["throughput_goal_met"]
+    assert goals["p99_limit_ms"] == pytest.approx(32.0) and not goals["p99_goal_met"]  # 120 ms
+    assert goals["mean_latency_ms_at_throughput_goal"] == pytest.approx(1000 * 64 / 700, abs=0.1)
+    assert goals["batching_speedup"] == pytest.approx(5.0) and goals["batching_goal_met"]
+    assert goals["errors"] == 3
+    assert serve_goals({"servers": {"batching": FAKE_SERVE["servers"]["batching"]}}, FAKE_DECODE) == {}
+
+
+def test_the_table_shows_decoding_and_serving_rows_goals_and_peak_rss():
+    train_row = {
+        "train_examples_per_s": 800.0,
+        "train_target_tokens_per_s": 8000.0,
+        "time_to_first_step_s": 4.2,
+        "achieved_gflops": 170.0,
+        "utilization": 0.42,
+        "dev_loss_after_steps": 3.3,
+        "peak_rss_mb": 1200.0,
+        "matmul_peak_gflops": 400.0,
+        "step_breakdown_ms": {
+            "full": 82.0,
+            "encoder": 16.0,
+            "decoder_recurrence": 33.0,
+            "readout_and_loss": 30.0,
+        },
+    }
+    serve = {**FAKE_SERVE, "goals": serve_goals(FAKE_SERVE, FAKE_DECODE)}
+    report = {
+        "pairs": {"train_pairs": 296, "dev_pairs": 40, "max_source_tokens": 12, "max_target_tokens": 12},
+        "train": {"bahdanau/float32": train_row},
+        "serve_model": {"run": None, "note": "the bench model after 800 training steps"},
+        "decode": FAKE_DECODE,
+        "serve": serve,
+    }
+    table = format_table(report)
+    lines = table.splitlines()
+    assert any(line.startswith("greedy_short") and "1000" in line for line in lines)
+    assert "decoding peak RSS 1200 MB" in table
+    header = next(line for line in lines if line.startswith("server "))
+    assert " ".join(header.split()) == "server clients req/s p50 ms p90 ms p99 ms mean batch errors"
+    rows = [line.split() for line in lines if line.startswith(("batching ", "no_batching "))]
+    assert [(row[0], row[1]) for row in rows] == [
+        ("batching", "1"),
+        ("batching", "8"),
+        ("batching", "64"),
+        ("no_batching", "1"),
+        ("no_batching", "8"),
+        ("no_batching", "64"),
+    ]
+    assert rows[2] == ["batching", "64", "800", "40.0", "60.0", "120.0", "55.3", "0"]
+    assert rows[5] == ["no_batching", "64", "160", "200.0", "300.0", "600.0", "-", "3"]
+    assert "batching: --max_batch_size=64 --batch_timeout_micros=2000" in table
+    assert "0.80 × offline batch-64 (1000 sent/s; goal ≥ 0.70: met)" in table
+    assert "p99 120.0 ms against 32.0 ms = 4 × batch-1 p50 (missed" in table
+    assert "batching 5.0× (goal ≥ 1.5×: met); errors 3" in table
+    assert "server peak RSS: batching 1234 MB, no_batching 1100 MB" in table  # 1234.5 rounds to even
+
+
+# === The load client and the server process, on loopback ===
+class _EchoHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive
+
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        sentence = json.loads(body)["instances"][0]
+        status = 503 if sentence == "refuse" else 200
+        answer = json.dumps({"predictions": [{"translation": sentence.upper()}]}).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(answer)))
+        self.end_headers()
+        self.wfile.write(answer)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.mark.slow
+def test_the_clients_keep_their_connections_and_stop_at_the_request_bound():
+    connections = []
+
+    class Handler(_EchoHandler):
+        def setup(self):  # once per connection
+            super().setup()
+            connections.append(self.client_address)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        port = server.server_address[1]
+        bodies = [{"instances": ["uno"]}, {"instances": ["dos"]}, {"instances": ["refuse"]}]
+        requests = load_test.post_requests("127.0.0.1", port, "/v1/models/m:predict", bodies)
+        summary = load_test.run_load("127.0.0.1", port, requests, clients=4, max_requests=30, max_seconds=30)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert summary["requests"] == 30 and summary["clients"] == 4
+    assert summary["errors"] == 10 and summary["error_statuses"] == {"503": 10}  # every third request
+    assert len(connections) == 4  # one kept-alive connection per client
+    assert 0 < summary["latency_ms_p50"] <= summary["latency_ms_p90"] <= summary["latency_ms_p99"]
+
+
+FAKE_SERVER = """
+import signal, sys, time
+print("Serving model 'm'", flush=True)
+print("  REST: http://127.0.0.1:45678/v1/models/m", flush=True)
+if sys.argv[1] == "hang":
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+else:
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+while True:
+    time.sleep(0.05)
+"""
+
+
+@pytest.mark.slow
+def test_a_server_process_is_ready_on_its_rest_line_and_always_stopped():
+    with load_test.ServerProcess([sys.executable, "-c", FAKE_SERVER, "drain"]) as server:
+        assert (server.rest, server.host, server.port) == ("http://127.0.0.1:45678", "127.0.0.1", 45678)
+        assert server.peak_rss_mb() > 1
+        process = server.process
+    assert server.exit_status == 0 and process.returncode == 0
+    failing = load_test.ServerProcess([sys.executable, "-c", FAKE_SERVER, "drain"])
+    with pytest.raises(RuntimeError, match="boom"), failing:  # stopped even when the load test fails
+        raise RuntimeError("boom")
+    assert failing.exit_status == 0
+    hanging = load_test.ServerProcess([sys.executable, "-c", FAKE_SERVER, "hang"], stop_seconds=0.5)
+    with hanging:
+        pass
+    assert hanging.exit_status == -9  # killed once SIGTERM was not enough
+    assert hanging.peak_rss_mb() is None  # gone
+
+
+@pytest.mark.slow
+def test_a_server_that_exits_before_it_is_ready_is_reported_with_its_log():
+    command = [sys.executable, "-c", "import sys; sys.exit('no model here')"]
+    with pytest.raises(RuntimeError, match=r"exited \(1\) before it was ready:\nno model here"):
+        load_test.ServerProcess(command).__enter__()

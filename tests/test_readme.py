@@ -12,20 +12,24 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import write_bible_db
+from tests.serving import Server, http
 from tests.test_cli import attend, summary_tags
 
 README = Path(__file__).parents[1] / "README.md"
 # What a user types for each placeholder of the table (smoke sizes; RUN_DIR is the trained run).
 TYPED = {
     "NAME": "smoke",
-    " [--force]": "",
+    " [--force] [--model-base BASE] [--name NAME] [--xla]": "",
+    " [--model-base BASE --model-name NAME] [--rest-port 8501] [--grpc-port 8500]": (
+        " --rest-port 0 --grpc-port 0"
+    ),
     "[--run-dir DIR] [--profile] [section.key=value ...]": "train.epochs=2",
     '"sentence" … [--plot out.png]': '"Y lloró Jesús." Hola --plot out.png',
     "[--split test] [--beam K] [--source FILE.tsv]": "--split test --beam 1",
     "RUN_DIR … --out FIG.png": "RUN_DIR RUN_DIR --out fig.png",
     "[--quick] [--serve-run RUN_DIR]": "--quick",
 }
-COMMANDS = ["prepare", "train", "export", "translate", "evaluate", "compare", "bench"]
+COMMANDS = ["prepare", "train", "export", "translate", "evaluate", "compare", "serve", "bench"]
 
 
 def readme_commands() -> list[str]:
@@ -48,6 +52,13 @@ def readme_session(tmp_path_factory) -> tuple[Path, dict]:
     results, run_dir = {}, ""
     for command in readme_commands():
         arguments = as_typed(command, run_dir)
+        if arguments[0] == "serve":  # runs until stopped: asked one thing, then stopped as a service is
+            with Server(*arguments[1:], cwd=folder) as server:
+                results["serve"] = http(
+                    "POST", f"{server.rest}/v1/models/es-en:predict", {"instances": ["Hola"]}
+                )
+                assert server.stop() == 0, server.log()
+            continue
         results[arguments[0]] = completed = attend(*arguments, cwd=folder)
         assert completed.returncode == 0, f"{command}:\n{completed.stderr[-3000:]}"
         if arguments[0] == "train":
@@ -117,6 +128,14 @@ def test_evaluate_and_compare_write_scores_and_figures(readme_session):
         (run_dir / "evaluation" / "test-beam1" / "hypotheses.txt").read_text().splitlines()
     )
     assert (run_dir.parents[1] / "fig.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.slow
+def test_serve_answers_as_translate_does(readme_session):
+    _, results = readme_session
+    status, answer = results["serve"]
+    assert status == 200
+    assert answer["predictions"][0]["translation"] == results["translate"].stdout.splitlines()[1]  # "Hola"
 
 
 @pytest.mark.slow

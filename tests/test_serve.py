@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import base64
 import concurrent.futures
+import re
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import grpc
 import numpy as np
@@ -284,3 +288,58 @@ def test_a_full_batch_queue_answers_503_at_once_and_the_rest_are_served(model_ba
         assert set(statuses) <= {200, 503} and 200 in statuses, statuses
         assert all("full" in answer["error"] for status, answer in answers if status == 503)
         assert server.stop() == 0
+
+
+# === The README's Serving examples, run as written (only the addresses differ) ===
+
+
+def readme_serving_blocks(language: str) -> list[str]:
+    text = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    return re.findall(rf"^```{language} serving\n(.*?)^```", text, re.S | re.M)
+
+
+@pytest.fixture(scope="module")
+def readme_server(model_base, tmp_path_factory):
+    """The README's model name, es-en, served from a base of its own."""
+    base = tmp_path_factory.mktemp("readme-base")
+    shutil.copytree(model_base / "bible" / "1", base / "es-en" / "1")
+    with Server("--model-base", str(base), "--model-name", "es-en", "--poll-seconds", "0") as running:
+        yield running
+        assert running.stop() == 0
+
+
+def as_run_here(block: str, server) -> str:
+    return block.replace("localhost:8501", server.rest.removeprefix("http://")).replace(
+        "localhost:8500", server.grpc
+    )
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
+def test_the_readme_curl_examples_work_as_written(readme_server):
+    (block,) = readme_serving_blocks("bash")
+    assert block.count("curl") == 7
+    result = subprocess.run(
+        ["bash", "-e", "-o", "pipefail", "-c", as_run_here(block, readme_server)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert '"error"' not in result.stdout
+    for expected in ('"state": "AVAILABLE"', '"signature_def"', '"predictions"', '"outputs"', '"attention"'):
+        assert expected in result.stdout
+    assert 'attend_requests_total{api="rest",method="predict",status="OK"}' in result.stdout
+
+
+def test_the_readme_grpc_example_works_as_written(readme_server):
+    (block,) = readme_serving_blocks("python")
+    result = subprocess.run(
+        [sys.executable, "-c", as_run_here(block, readme_server)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().endswith(" 1")  # the served version

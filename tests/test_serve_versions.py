@@ -109,5 +109,5 @@ def test_sigterm_answers_the_request_in_flight_then_exits_0(trained_run, tmp_pat
 def test_serving_an_empty_base_says_how_to_publish(tmp_path):
     (tmp_path / "bible").mkdir()
     versions = ModelVersions(ModelBase(tmp_path, "bible"), load=None, poll_seconds=0)
-    with pytest.raises(ValueError, match=r"no version to serve .*publish one with `attend export RUN --model-base"):
+    with pytest.raises(ValueError, match=r"no version to serve .*`attend export RUN --model-base"):
         versions.start()
