@@ -6,7 +6,7 @@ TEST_WORKERS ?= 2
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install train prepare test lint bench tensorboard screenshot browser clean
+.PHONY: install train prepare test lint bench serve tensorboard screenshot browser clean
 
 install: $(STAMP)
 
@@ -32,6 +32,12 @@ lint: $(STAMP)
 	$(BIN)/ruff check app tests docs
 	$(BIN)/ruff format --check app tests docs
 	$(BIN)/lint-imports
+
+# the newest run's export, with TF Serving's REST (8501) and gRPC (8500) APIs and a page at http://127.0.0.1:8501/
+SERVE_RUN ?= $(shell ls -td models/*/ 2>/dev/null | head -1)
+serve: $(STAMP)
+	test -n "$(SERVE_RUN)" || (echo "no run in models/: make train first, or make serve SERVE_RUN=DIR" && false)
+	$(BIN)/attend serve $(SERVE_RUN) $(ARGS)
 
 tensorboard: $(STAMP)
 	$(BIN)/tensorboard --logdir models/

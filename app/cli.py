@@ -291,6 +291,7 @@ def next_steps(run, config, data_dir: Path, exported: bool) -> str:
             f'  Translate:    attend translate {run} "{sample}"',
             f"  Score it:     attend evaluate {run} --split test{data}",
             f"  SavedModel:   {run.export_dir}",
+            f"  Serve it:     attend serve {run}   (TF Serving's REST and gRPC APIs, and a page)",
         ]
     else:
         lines.append(f"  Export it:    attend export {run}")
