@@ -12,7 +12,7 @@ import pytest
 from app import translator as translator_module
 from app.export import export_run
 from app.model_base import ModelBase, check_model_name
-from tests.test_cli import attend, attend_here
+from tests.test_cli import attend_here
 from tests.test_export import jit_compiled_functions
 
 
@@ -74,14 +74,12 @@ def test_next_version_follows_the_highest_number_and_exports_take_turns(tmp_path
 
 @pytest.mark.slow
 def test_export_publishes_numbered_versions_with_and_without_the_xla_attribute(trained_run, tmp_path):
-    base = tmp_path / "base"
-    first = attend("export", str(trained_run), "--model-base", str(base), "--name", "bible", "--xla")
-    assert first.returncode == 0, first.stderr
-    second = attend("export", str(trained_run), "--model-base", str(base), "--name", "bible")
-    assert second.returncode == 0, second.stderr
+    base, logged = tmp_path / "base", []
+    export_run(trained_run, model_base=base, name="bible", xla=True, log=logged.append)
+    export_run(trained_run, model_base=base, name="bible", log=logged.append)
 
     assert sorted(p.name for p in (base / "bible").iterdir()) == [".publish.lock", "1", "2"]
-    assert "version 2 of model 'bible'" in second.stdout
+    assert f"Published {trained_run} as version 2 of model 'bible' in {base}" in logged
     assert jit_compiled_functions(base / "bible" / "1") != []  # opt-in: translate_ids asks for XLA
     assert jit_compiled_functions(base / "bible" / "2") == []  # default: servable by stock TF Serving
     card = json.loads((base / "bible" / "2" / "model_card.json").read_text())

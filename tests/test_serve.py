@@ -33,16 +33,16 @@ LIMITS = ["--max-body-bytes", "4096", "--max-instances", "8", "--max-sentence-ch
 
 @pytest.fixture(scope="module")
 def model_base(trained_run, tmp_path_factory):
-    """A model base holding the trained run's export as version 1 of `bible`."""
+    """A model base holding the trained run's export as version 1 of `es-en` (the README's name)."""
     base = tmp_path_factory.mktemp("base")
-    shutil.copytree(trained_run / "export", base / "bible" / "1")
+    shutil.copytree(trained_run / "export", base / "es-en" / "1")
     return base
 
 
 @pytest.fixture(scope="module")
 def server(model_base):
     with Server(
-        "--model-base", str(model_base), "--model-name", "bible", "--poll-seconds", "0", *LIMITS
+        "--model-base", str(model_base), "--model-name", "es-en", "--poll-seconds", "0", *LIMITS
     ) as running:
         yield running
         assert running.stop() == 0, running.log()
@@ -52,12 +52,12 @@ def server(model_base):
 @pytest.fixture(scope="module")
 def expected(model_base):
     """What the SavedModel itself answers, loaded in this process: the reference for both APIs."""
-    loaded = tf.saved_model.load(str(model_base / "bible" / "1"))
+    loaded = tf.saved_model.load(str(model_base / "es-en" / "1"))
     out = loaded.signatures["serving_default"](text=tf.constant(SENTENCES))
     return {"translation": [t.decode() for t in out["translation"].numpy()], "score": out["score"].numpy()}
 
 
-def predict_url(server, tail=":predict", name="bible"):
+def predict_url(server, tail=":predict", name="es-en"):
     return f"{server.rest}/v1/models/{name}{tail}"
 
 
@@ -78,7 +78,7 @@ def test_model_status_says_version_1_is_available(server):
 def test_metadata_lists_every_signature_with_dtypes_and_shapes(server):
     status, answer = http("GET", predict_url(server, "/metadata"))
     assert status == 200
-    assert answer["model_spec"] == {"name": "bible", "signature_name": "", "version": "1"}
+    assert answer["model_spec"] == {"name": "es-en", "signature_name": "", "version": "1"}
     signatures = answer["metadata"]["signature_def"]["signature_def"]
     assert set(signatures) == {"serving_default", "translate_with_attention", "translate_ids"}
     default = signatures["serving_default"]
@@ -171,15 +171,15 @@ def test_bad_predict_requests_get_tf_servings_status_and_a_json_error(server, ta
         ("POST", "/v1/models/other:predict", 404, "Servable not found for request: Latest(other)"),
         (
             "POST",
-            "/v1/models/bible/versions/7:predict",
+            "/v1/models/es-en/versions/7:predict",
             404,
-            "Servable not found for request: Specific(bible, 7)",
+            "Servable not found for request: Specific(es-en, 7)",
         ),
         ("GET", "/v1/models/other", 404, "Could not find any versions of model other"),
-        ("GET", "/v1/models/bible/versions/7", 404, "Could not find version 7 of model bible"),
-        ("GET", "/v1/models/bible/versions/7/metadata", 404, "Specific(bible, 7)"),
+        ("GET", "/v1/models/es-en/versions/7", 404, "Could not find version 7 of model es-en"),
+        ("GET", "/v1/models/es-en/versions/7/metadata", 404, "Specific(es-en, 7)"),
         ("GET", "/v1/models", 400, "Missing model name"),
-        ("GET", "/v1/models/bible:predict", 400, "Malformed request: GET"),
+        ("GET", "/v1/models/es-en:predict", 400, "Malformed request: GET"),
     ],
 )
 def test_unknown_models_and_versions_are_404_and_malformed_paths_400(server, method, url_tail, code, message):
@@ -194,7 +194,7 @@ def test_the_metrics_page_counts_requests_by_status(server):
     assert status == 200
     assert 'attend_requests_total{api="rest",method="predict",status="OK"}' in page
     assert 'attend_requests_total{api="rest",method="predict",status="NOT_FOUND"}' in page
-    assert 'attend_model_version{model="bible"} 1.0' in page
+    assert 'attend_model_version{model="es-en"} 1.0' in page
     assert "attend_batch_size_count" in page and "attend_request_latency_seconds_bucket" in page
 
 
@@ -207,7 +207,7 @@ def channel(server):
         yield open_channel
 
 
-def predict_request(sentences, name="bible", signature="serving_default"):
+def predict_request(sentences, name="es-en", signature="serving_default"):
     request = predict_pb2.PredictRequest()
     request.model_spec.name = name
     request.model_spec.signature_name = signature
@@ -220,7 +220,7 @@ def test_grpc_predict_answers_what_the_saved_model_translates(channel, expected)
     response = stub.Predict(predict_request(SENTENCES), 60)
     assert [t.decode() for t in tf.make_ndarray(response.outputs["translation"])] == expected["translation"]
     np.testing.assert_allclose(tf.make_ndarray(response.outputs["score"]), expected["score"], rtol=1e-5)
-    assert response.model_spec.name == "bible" and response.model_spec.version.value == 1
+    assert response.model_spec.name == "es-en" and response.model_spec.version.value == 1
     assert response.model_spec.signature_name == "serving_default"
 
     filtered = predict_request(SENTENCES[:1])
@@ -231,7 +231,7 @@ def test_grpc_predict_answers_what_the_saved_model_translates(channel, expected)
 def test_grpc_metadata_and_status(channel):
     stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
     request = get_model_metadata_pb2.GetModelMetadataRequest()
-    request.model_spec.name = "bible"
+    request.model_spec.name = "es-en"
     request.metadata_field.append("signature_def")
     response = stub.GetModelMetadata(request, 60)
     signatures = get_model_metadata_pb2.SignatureDefMap()
@@ -241,7 +241,7 @@ def test_grpc_metadata_and_status(channel):
 
     models = model_service_pb2_grpc.ModelServiceStub(channel)
     status_request = get_model_status_pb2.GetModelStatusRequest()
-    status_request.model_spec.name = "bible"
+    status_request.model_spec.name = "es-en"
     (version,) = models.GetModelStatus(status_request, 60).model_version_status
     assert version.version == 1 and version.state == get_model_status_pb2.ModelVersionStatus.AVAILABLE
 
@@ -272,7 +272,7 @@ def test_grpc_errors_carry_tf_servings_status_codes(channel, request_of, code, m
 def test_a_full_batch_queue_answers_503_at_once_and_the_rest_are_served(model_base):
     knobs = ["--max_batch_size", "1", "--max_enqueued_batches", "1", "--batch_timeout_micros", "0"]
     with Server(
-        "--model-base", str(model_base), "--model-name", "bible", "--poll-seconds", "0", *knobs
+        "--model-base", str(model_base), "--model-name", "es-en", "--poll-seconds", "0", *knobs
     ) as server:
         url = predict_url(server)
         # 3 rows need 3 batches of max_batch_size 1: more than the queue holds, refused whole
@@ -298,16 +298,6 @@ def readme_serving_blocks(language: str) -> list[str]:
     return re.findall(rf"^```{language} serving\n(.*?)^```", text, re.S | re.M)
 
 
-@pytest.fixture(scope="module")
-def readme_server(model_base, tmp_path_factory):
-    """The README's model name, es-en, served from a base of its own."""
-    base = tmp_path_factory.mktemp("readme-base")
-    shutil.copytree(model_base / "bible" / "1", base / "es-en" / "1")
-    with Server("--model-base", str(base), "--model-name", "es-en", "--poll-seconds", "0") as running:
-        yield running
-        assert running.stop() == 0
-
-
 def as_run_here(block: str, server) -> str:
     return block.replace("localhost:8501", server.rest.removeprefix("http://")).replace(
         "localhost:8500", server.grpc
@@ -315,11 +305,11 @@ def as_run_here(block: str, server) -> str:
 
 
 @pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
-def test_the_readme_curl_examples_work_as_written(readme_server):
+def test_the_readme_curl_examples_work_as_written(server):
     (block,) = readme_serving_blocks("bash")
     assert block.count("curl") == 7
     result = subprocess.run(
-        ["bash", "-e", "-o", "pipefail", "-c", as_run_here(block, readme_server)],
+        ["bash", "-e", "-o", "pipefail", "-c", as_run_here(block, server)],
         capture_output=True,
         text=True,
         timeout=120,
@@ -332,10 +322,10 @@ def test_the_readme_curl_examples_work_as_written(readme_server):
     assert 'attend_requests_total{api="rest",method="predict",status="OK"}' in result.stdout
 
 
-def test_the_readme_grpc_example_works_as_written(readme_server):
+def test_the_readme_grpc_example_works_as_written(server):
     (block,) = readme_serving_blocks("python")
     result = subprocess.run(
-        [sys.executable, "-c", as_run_here(block, readme_server)],
+        [sys.executable, "-c", as_run_here(block, server)],
         capture_output=True,
         text=True,
         timeout=120,

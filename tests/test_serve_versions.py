@@ -32,7 +32,7 @@ def wait_for(condition, seconds: float, what: str) -> None:
 
 def test_a_published_version_is_swapped_in_while_requests_run_and_none_fails(trained_run, tmp_path):
     base = tmp_path / "base"
-    publish(trained_run, base, "bible")
+    shutil.copytree(trained_run / "export", base / "bible" / "1")
     with Server("--model-base", str(base), "--model-name", "bible", "--poll-seconds", "0.5") as server:
         answers: list[int] = []
         stop = threading.Event()
