@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 import tensorflow_text  # noqa: F401  (registers the ops the exports' tokenizers need)
+from google.protobuf import text_format
 from tensorflow.core.framework import types_pb2
 from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
 from tensorflow_serving.apis import get_model_metadata_pb2
@@ -30,10 +31,12 @@ Arrays = dict[str, np.ndarray]
 def read_signature_defs(directory: Path) -> dict[str, meta_graph_pb2.SignatureDef]:
     """The SignatureDefs of a SavedModel's serving graph, as TF Serving reports them."""
     saved_model = saved_model_pb2.SavedModel()
-    saved_model.ParseFromString((directory / "saved_model.pb").read_bytes())
-    graph = next(
-        (g for g in saved_model.meta_graphs if "serve" in g.meta_info_def.tags), saved_model.meta_graphs[0]
-    )
+    if (directory / "saved_model.pb").is_file():
+        saved_model.ParseFromString((directory / "saved_model.pb").read_bytes())
+    else:
+        text_format.Parse((directory / "saved_model.pbtxt").read_text(encoding="utf-8"), saved_model)
+    graphs = saved_model.meta_graphs
+    graph = next((g for g in graphs if "serve" in g.meta_info_def.tags), graphs[0])
     return {
         name: graph.signature_def[name]
         for name in sorted(graph.signature_def)
