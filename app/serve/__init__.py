@@ -11,4 +11,6 @@ and gRPC APIs, with dynamic batching, hot-swapped versions, Prometheus metrics a
     grpc_api.py   PredictionService and ModelService on tensorflow-serving-api's protos
     metrics.py    the Prometheus metrics
     server.py     starts both servers, prints their URLs, drains on Ctrl-C/SIGTERM
+    command.py    the command line's arguments → ServeOptions (and `attend serve RUN_DIR`)
+    page/         the web page (plain HTML and JavaScript, no build step)
 """
