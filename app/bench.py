@@ -97,7 +97,7 @@ QUICK_PLAN = BenchPlan(
     latency_calls=3,
     throughput_batches=1,
     serving_steps=5,
-    load_requests=60,
+    load_requests=128,
     load_seconds=3.0,
     load_warmup=8,
 )

@@ -179,8 +179,17 @@ def test_quick_bench_on_the_bible_corpus_writes_a_sane_report(readme_session):
         )
         assert row["mean_source_tokens"] <= pairs["max_source_tokens"]  # trained on the chosen pairs
     for name in ("greedy_short", "greedy_long", "beam4_short", "beam4_long"):
-        speed = report["serve"][name]
+        speed = report["decode"][name]
         assert speed["sentences_per_s_batch64"] > 0
         assert 0 < speed["latency_ms_batch1_p50"] <= speed["latency_ms_batch1_p90"]
+    for server in ("batching", "no_batching"):  # the loopback load test of `attend serve`
+        load = report["serve"]["servers"][server]
+        assert load["exit_status"] == 0 and load["peak_rss_mb"] > 100
+        assert [row["clients"] for row in load["load"]] == [1, 8, 64]
+        for row in load["load"]:
+            assert row["requests"] > 0 and row["errors"] == 0
+            assert 0 < row["latency_ms_p50"] <= row["latency_ms_p90"] <= row["latency_ms_p99"]
+    assert report["serve"]["servers"]["batching"]["load"][-1]["mean_batch_size"] > 1  # requests were merged
+    assert report["serve"]["goals"]["errors"] == 0
     assert report["serve_model"]["steps"] == 5 and report["serve_model"]["dev_loss"] > 0  # its own model
     assert "bahdanau/float32" in stdout and "sent/s" in stdout and "decoder recurrence" in stdout
