@@ -97,8 +97,8 @@ QUICK_PLAN = BenchPlan(
     latency_calls=3,
     throughput_batches=1,
     serving_steps=5,
-    load_requests=128,
-    load_seconds=3.0,
+    load_requests=64,  # at least one request per client at 64 clients
+    load_seconds=1.5,
     load_warmup=8,
 )
 

@@ -68,3 +68,16 @@ def trained_run(tmp_path_factory) -> Path:
     train(config, root / "run", root / "data", log=lambda *_: None)
     export_run(root / "run", log=lambda *_: None)
     return root / "run"
+
+
+# The files that take minutes, longest first: `make test`'s workers take whole files in collection
+# order, so starting these first keeps one worker from getting a long file at the end.
+LONGEST_FILES = ("test_readme.py", "test_reliability.py", "test_serve_versions.py", "test_serve.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        name = item.path.name
+        return LONGEST_FILES.index(name) if name in LONGEST_FILES else len(LONGEST_FILES)
+
+    items.sort(key=rank)  # stable: the order within a file, and of the other files, is kept
