@@ -89,7 +89,7 @@ def test_a_version_that_fails_to_load_is_reported_and_the_previous_one_stays(tra
 def test_sigterm_answers_the_request_in_flight_then_exits_0(trained_run, tmp_path):
     base = tmp_path / "base"
     shutil.copytree(trained_run / "export", base / "bible" / "1")
-    long_request = {"signature_name": "translate_with_attention", "instances": ["Y lloró Jesús. " * 12] * 256}
+    long_request = {"signature_name": "translate_with_attention", "instances": ["Y lloró Jesús. " * 12] * 128}
     with Server("--model-base", str(base), "--model-name", "bible", "--no-batching") as server:
         started = time.monotonic()
         assert http("POST", f"{server.rest}/v1/models/bible:predict", long_request)[0] == 200
@@ -102,7 +102,7 @@ def test_sigterm_answers_the_request_in_flight_then_exits_0(trained_run, tmp_pat
         time.sleep(min(0.3, alone / 3))  # the request is being answered
         assert server.stop() == 0
         request.join(60)
-        assert answer and answer[0][0] == 200 and len(answer[0][1]["predictions"]) == 256
+        assert answer and answer[0][0] == 200 and len(answer[0][1]["predictions"]) == 128
         assert "Stopped." in server.log()
 
 
