@@ -32,6 +32,7 @@ def test_serve_refuses_what_cannot_be_served_with_a_clear_message(tmp_path, argu
     assert message.format(**places) in result.stderr
 
 
+@pytest.mark.slow
 def test_a_run_without_an_export_is_refused(trained_run, tmp_path):
     run = tmp_path / "run"
     (run).mkdir()
