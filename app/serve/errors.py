@@ -61,3 +61,10 @@ def from_tensorflow(error: tf.errors.OpError) -> ServingError:
     if assertion:
         message = assertion.group(1)
     return ServingError(_TF_CODE_NAMES.get(error.error_code, "UNKNOWN"), message)
+
+
+def as_serving_error(error: BaseException) -> ServingError:
+    """Any failure of a call as a ServingError (an unexpected one as INTERNAL)."""
+    if isinstance(error, ServingError):
+        return error
+    return ServingError("INTERNAL", f"{type(error).__name__}: {error}")

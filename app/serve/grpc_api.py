@@ -17,10 +17,10 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
-from app.serve.errors import ServingError, invalid_argument
+from app.serve.errors import ServingError, as_serving_error, invalid_argument
 from app.serve.metrics import ServerMetrics
 from app.serve.options import Limits
-from app.serve.servable import DEFAULT_SIGNATURE, as_serving_error
+from app.serve.servable import DEFAULT_SIGNATURE
 from app.serve.versions import ModelVersions
 
 

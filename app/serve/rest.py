@@ -24,11 +24,10 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from app.serve.errors import ServingError, invalid_argument
+from app.serve.errors import ServingError, as_serving_error, invalid_argument
 from app.serve.json_api import parse_request, proto_json, request_inputs, response_body, signature_name_of
 from app.serve.metrics import ServerMetrics
 from app.serve.options import Limits
-from app.serve.servable import as_serving_error
 from app.serve.versions import ModelVersions
 
 PREDICT_PATH = re.compile(

@@ -21,7 +21,7 @@ from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
 from tensorflow_serving.apis import get_model_metadata_pb2
 
 from app.serve.batching import BatchScheduler
-from app.serve.errors import ServingError, from_tensorflow, invalid_argument
+from app.serve.errors import from_tensorflow, invalid_argument
 from app.serve.options import BatchingOptions, Limits
 
 DEFAULT_SIGNATURE = "serving_default"
@@ -228,10 +228,3 @@ def _filtered(future: Future, wanted: list[str]) -> Future:
 
     future.add_done_callback(done)
     return filtered
-
-
-def as_serving_error(error: BaseException) -> ServingError:
-    """Any failure of a call as a ServingError (an unexpected one as INTERNAL)."""
-    if isinstance(error, ServingError):
-        return error
-    return ServingError("INTERNAL", f"{type(error).__name__}: {error}")
