@@ -4,7 +4,6 @@ what it prints, stopped (SIGTERM, then checked to exit 0) by the test that start
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
 import subprocess
@@ -15,7 +14,11 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-ENVIRONMENT = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "ATTEND_PROGRESS": "0", "PYTHONUNBUFFERED": "1"}
+from app.model_base import ModelBase
+from tests.test_cli import ENVIRONMENT as CLI_ENVIRONMENT
+from tests.test_cli import attend
+
+ENVIRONMENT = {**CLI_ENVIRONMENT, "ATTEND_PROGRESS": "0"}
 
 
 class Server:
@@ -92,14 +95,7 @@ def http(
 
 
 def publish(run_dir: Path, base: Path, name: str) -> Path:
-    """`attend export RUN --model-base BASE --name NAME` in a subprocess; the version folder it wrote."""
-    result = subprocess.run(
-        [sys.executable, "-m", "app", "export", str(run_dir), "--model-base", str(base), "--name", name],
-        capture_output=True,
-        text=True,
-        env=ENVIRONMENT,
-        timeout=600,
-        check=False,
-    )
+    """`attend export RUN --model-base BASE --name NAME`, as a user types it; the version folder it wrote."""
+    result = attend("export", str(run_dir), "--model-base", str(base), "--name", name)
     assert result.returncode == 0, result.stderr[-3000:]
-    return base / name / str(max(int(p.name) for p in (base / name).iterdir() if p.name.isdigit()))
+    return base / name / str(ModelBase(base, name).latest())

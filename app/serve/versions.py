@@ -111,7 +111,7 @@ class ModelVersions:
             return -1.0
 
     def _load_and_swap(self, version: int) -> bool:
-        self._statuses[version] = VersionStatus(version, "LOADING")
+        self._set_status(version, "LOADING")
         started = time.monotonic()
         try:
             servable = self._load(version, self.base.version_dir(version))
@@ -119,7 +119,7 @@ class ModelVersions:
             message = (
                 f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}"
             )
-            self._statuses[version] = VersionStatus(version, "END", message)
+            self._set_status(version, "END", message)
             self._failed_at[version] = self._mtime(version)
             kept = f"; still serving version {self._served.version}" if self._served else ""
             self._log(f"Version {version} of {self.base.name!r} failed to load ({message}){kept}")
@@ -136,9 +136,13 @@ class ModelVersions:
             threading.Thread(target=self._unload, args=(previous,), daemon=True).start()
         return True
 
+    def _set_status(self, version: int, state: str, error: str = "") -> None:
+        with self._lock:  # the status API reads them from request threads
+            self._statuses[version] = VersionStatus(version, state, error)
+
     def _unload(self, servable: Servable) -> None:
         servable.unload()
-        self._statuses[servable.version] = VersionStatus(servable.version, "END")
+        self._set_status(servable.version, "END")
         self._log(f"Unloaded version {servable.version} of {self.base.name!r}")
 
     # === Requests ===
@@ -165,11 +169,13 @@ class ModelVersions:
         """TF Serving's GetModelStatus: every version this server knows of (or the one asked for)."""
         if name != self.base.name:
             raise not_found(f"Could not find any versions of model {name}")
+        with self._lock:
+            known = dict(self._statuses)
         if version is None:
-            return [self._statuses[v] for v in sorted(self._statuses, reverse=True)]
-        if version not in self._statuses:
+            return [known[v] for v in sorted(known, reverse=True)]
+        if version not in known:
             raise not_found(f"Could not find version {version} of model {name}")
-        return [self._statuses[version]]
+        return [known[version]]
 
     def status_response(
         self, name: str, version: int | None = None
