@@ -29,8 +29,14 @@ from app.data.tokenizer import SubwordTokenizer, load_tokenizer
 from app.models.search import beam_search, fixed_length_greedy_search, greedy_search, max_output_lengths
 from app.models.seq2seq import Seq2SeqDecoding, build_model
 from app.processes import run_python_for_json
+from app.special_tokens import END_ID, PAD_ID
 
 MODEL_CARD_NAME = "model_card.json"  # inside every SavedModel folder this module writes
+# With `xla`, greedy batches of up to this many sentences decode through the XLA-compiled search:
+# below it, per-op overhead dominates and XLA halves the time; above it, the uncompiled search,
+# which drops ended sentences from the batch, does less work (the bench measures both sides).
+XLA_MAX_BATCH = 64
+XLA_MIN_SOURCE_LENGTH = 8  # padded source lengths: powers of two from here, so few shapes compile
 
 
 class Translator(tf.Module):
@@ -44,11 +50,13 @@ class Translator(tf.Module):
             sentence, min(ratio · source tokens + offset, max_output_tokens).
         max_input_tokens: longer inputs are truncated (keeping their end marker).
         beam_width, length_penalty_alpha: the search (1 = greedy); GNMT length normalisation.
-        xla: give `translate_ids`'s search the `jit_compile` attribute. Off by default: stock
-            TensorFlow Serving does not run XLA-compiled functions unless started with a flag,
-            and its GPU builds without the XLA compiler fail on them (tensorflow/serving#2214).
-            Either way the id-level path is XLA-compilable: a caller can wrap it in
-            `tf.function(jit_compile=True)`.
+        xla: give `translate_ids`'s search the `jit_compile` attribute, and let greedy
+            `serving_default` batches of up to `XLA_MAX_BATCH` sentences use it, padded to a
+            power-of-two batch and source length (so that a few shapes compile, once each). Off by
+            default: stock TensorFlow Serving does not run XLA-compiled functions unless started
+            with a flag, and its GPU builds without the XLA compiler fail on them
+            (tensorflow/serving#2214). Either way the id-level path is XLA-compilable: a caller
+            can wrap it in `tf.function(jit_compile=True)`.
 
     No defaults here: the config's `decode` section is their one source (`build_translator`).
 
@@ -84,6 +92,7 @@ class Translator(tf.Module):
         self._length_limits = (max_length_ratio, max_length_offset, max_output_tokens)
         self._max_input_tokens = max_input_tokens
         self.beam_width, self._alpha = beam_width, length_penalty_alpha
+        self._xla = xla
         self._translate_valid_ids = tf.function(
             self._search_valid_ids, input_signature=[tf.TensorSpec([None, None], tf.int32)], jit_compile=xla
         )
@@ -128,8 +137,43 @@ class Translator(tf.Module):
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
     def translate(self, text):
         """`serving_default`: translation and its log-probability (sum over output tokens)."""
-        result = self.search(self.source_ids(text))
-        return {"translation": self.target_tokenizer.detokenize(result.tokens), "score": result.scores}
+        tokens, scores = self._translate_source_ids(self.source_ids(text))
+        return {"translation": self.target_tokenizer.detokenize(tokens), "score": scores}
+
+    def _translate_source_ids(self, source_ids: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """Output ids and scores: small greedy batches through the XLA-compiled search when `xla`."""
+        if not self._xla or self.beam_width > 1:
+            result = self.search(source_ids)
+            return result.tokens, result.scores
+
+        def uncompiled():
+            result = self.search(source_ids)
+            return result.tokens, result.scores
+
+        return tf.cond(
+            tf.shape(source_ids)[0] <= XLA_MAX_BATCH,
+            lambda: self._padded_compiled_search(source_ids),
+            uncompiled,
+        )
+
+    def _padded_compiled_search(self, source_ids: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """`_translate_valid_ids` on `source_ids` padded to a power-of-two batch (rows holding only
+        the end id) and source length, cut back to the real rows and their longest output."""
+        batch, length = tf.shape(source_ids)[0], tf.shape(source_ids)[1]
+        padded_batch = _power_of_two_at_least(batch)
+        padded_length = _power_of_two_at_least(tf.maximum(length, XLA_MIN_SOURCE_LENGTH))
+        filler = tf.one_hot(0, padded_length, on_value=END_ID, off_value=PAD_ID, dtype=tf.int32)
+        padded = tf.concat(
+            [
+                tf.pad(source_ids, [[0, 0], [0, padded_length - length]]),
+                tf.tile(filler[None, :], [padded_batch - batch, 1]),
+            ],
+            axis=0,
+        )
+        out = self._translate_valid_ids(padded)
+        lengths = out["lengths"][:batch]
+        longest = tf.reduce_max(tf.concat([lengths, [1]], axis=0))  # ≥ 1 column, as `search` gives
+        return out["ids"][:batch, :longest], out["score"][:batch]
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
     def translate_with_attention(self, text):
@@ -189,6 +233,14 @@ class Translator(tf.Module):
             "translate_with_attention": self.translate_with_attention.get_concrete_function(),
             "translate_ids": self.translate_ids.get_concrete_function(),
         }
+
+
+def _power_of_two_at_least(value: tf.Tensor) -> tf.Tensor:
+    """The smallest power of two ≥ `value` (≥ 1), for int32 scalars up to 2**30."""
+    value = tf.maximum(value, 1) - 1
+    for shift in (1, 2, 4, 8, 16):
+        value = tf.bitwise.bitwise_or(value, tf.bitwise.right_shift(value, shift))
+    return value + 1
 
 
 def float32_model(model: keras.Model, config: Config) -> keras.Model:

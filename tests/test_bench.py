@@ -15,6 +15,7 @@ import pytest
 
 from app import load_test
 from app.bench import BenchPlan, format_table, serve_goals, steady_state_rate
+from app.bench.decoding import first_clauses, headline_figures, targets
 
 
 def test_steady_state_rate_is_the_median_window_after_warm_up():
@@ -164,16 +165,102 @@ FAKE_SERVE = {
         },
     },
 }
+
+
+def fake_speed(sentences_per_s: float, p50: float) -> dict:
+    """A decode row as `decode_speed` writes it: the batch-64 and batch-1 figures given."""
+    batches = {
+        size: {
+            "calls": 2,
+            "sentences_per_s": sentences_per_s if size == "64" else 100.0,
+            "target_tokens_per_s": 10 * sentences_per_s,
+            "mean_output_tokens": 10.0,
+            "latency_ms_p50": p50 if size == "1" else 50.0,
+            "latency_ms_p90": 1.25 * p50 if size == "1" else 60.0,
+            "warmup_s": 0.5,
+        }
+        for size in ("1", "8", "64", "256")
+    }
+    return {
+        "batches": batches,
+        "sentences_per_s_batch64": sentences_per_s,
+        "latency_ms_batch1_p50": p50,
+        "latency_ms_batch1_p90": 1.25 * p50,
+    }
+
+
 FAKE_DECODE = {
-    "greedy_short": {
-        "sentences_per_s_batch64": 1000.0,
-        "latency_ms_batch1_p50": 8.0,
-        "latency_ms_batch1_p90": 10.0,
-        "mean_source_words": 8.0,
-        "mean_output_words": 6.3,
+    "buckets": {
+        "short": {
+            "source_tokens": [1, 10],
+            "sentences": 256,
+            "mean_source_tokens": 6.7,
+            "mean_source_words": 4.8,
+        },
+        "long": {
+            "source_tokens": [21, 40],
+            "sentences": 200,
+            "mean_source_tokens": 28.8,
+            "mean_source_words": 20.5,
+        },
     },
+    "exports": {
+        "greedy": {"load_s": 2.8, "first_call_s": 0.69},
+        "beam4": {"load_s": 2.0, "first_call_s": 0.65},
+    },
+    "greedy_short": fake_speed(1000.0, 8.0),
+    "greedy_long": fake_speed(500.0, 20.0),
+    "beam4_short": fake_speed(500.0, 12.0),
+    "beam4_long": fake_speed(100.0, 40.0),
     "peak_rss_mb": 1200.0,
 }
+
+
+def test_headline_figures_and_targets_follow_the_short_bucket_and_the_best_bahdanau_row():
+    train = {
+        "bahdanau/float32": {"train_examples_per_s": 800.0},
+        "bahdanau/mixed_bfloat16": {"train_examples_per_s": 1200.0},
+        "additive_after/mixed_bfloat16": {"train_examples_per_s": 1500.0},  # not the faithful model
+    }
+    report = {"train": train, "decode": FAKE_DECODE}
+    assert headline_figures(report) == {
+        "decode_short_greedy_b64_sent_per_s": 1000.0,
+        "decode_short_greedy_b1_p50_ms": 8.0,
+        "decode_short_beam4_over_greedy_b64": 2.0,
+        "train_bahdanau_best_examples_per_s": 1200.0,
+    }
+    verdicts = {row["target"]: row["met"] for row in targets(report)}
+    assert verdicts == {
+        "greedy, short, batch 64: sentences/s": False,  # 1,000 < 3,800
+        "greedy, short, batch 1: p50 ms": False,  # 8.0 > 1.7
+        "beam 4 over greedy, short, batch 64: time": True,  # 2.0 ≤ 2.5
+        "beam 4 over greedy, long, batch 64: time": False,  # 5.0
+        "bahdanau training, best precision: examples/s": True,  # 1,200 ≥ 1,160
+    }
+    fast = {**FAKE_DECODE, "greedy_short": fake_speed(4000.0, 1.5)}
+    rows = {row["target"]: row for row in targets({"train": train, "decode": fast})}
+    assert rows["greedy, short, batch 64: sentences/s"]["met"]
+    assert rows["greedy, short, batch 1: p50 ms"]["met"]
+    assert rows["greedy, short, batch 64: sentences/s"]["ratio_to_tutorial"] == pytest.approx(
+        4000 / 1892, abs=1e-3
+    )
+    assert headline_figures({"train": {}, "decode": {}})["decode_short_greedy_b64_sent_per_s"] is None
+    assert targets({"train": {}, "decode": {}}) == []
+
+
+@pytest.mark.parametrize(
+    ("sentence", "expected"),
+    [
+        ("Y lloró Jesús.", ["Y lloró Jesús."]),
+        (
+            "Y dijo Dios: Sea la luz, y fué la luz.",
+            ["Y dijo Dios: Sea la luz, y fué la luz.", "Y dijo Dios:"],
+        ),
+        ("Hola,mundo", ["Hola,mundo"]),  # a clause ends at punctuation followed by a space
+    ],
+)
+def test_the_short_bucket_also_draws_on_first_clauses(sentence, expected):
+    assert first_clauses(sentence) == expected
 
 
 def test_serve_goals_compare_the_most_clients_with_the_offline_decode():
@@ -214,7 +301,15 @@ def test_the_table_shows_decoding_and_serving_rows_goals_and_peak_rss():
     }
     table = format_table(report)
     lines = table.splitlines()
-    assert any(line.startswith("greedy_short") and "1000" in line for line in lines)
+    rows = [line.split() for line in lines if line.startswith(("greedy_", "beam4_"))]
+    assert len(rows) == 4 * 4  # export × bucket, each at batch 1, 8, 64 and 256
+    assert ["greedy_short", "64", "1000", "10000", "50.0", "60.0", "10.0", "0.50"] in rows
+    assert "short: 256 sentences of 1–10 source tokens (6.7 tokens, 4.8 words on average)" in table
+    assert "greedy: loaded in 2.8 s, first call 0.69 s" in table
+    assert "target greedy, short, batch 64: sentences/s: 1,000 = 0.53 × the tutorial's 1,892" in table
+    assert "target beam 4 over greedy, long, batch 64: time: 5 (goal ≤ 2.5): missed" in table
+    training = next(line.split() for line in lines if line.startswith("bahdanau/float32 "))
+    assert training[1:3] == ["800", "1.38"]  # examples/s and their ratio to the tutorial's 580
     assert "decoding peak RSS 1200 MB" in table
     header = next(line for line in lines if line.startswith("server "))
     assert " ".join(header.split()) == "server clients req/s p50 ms p90 ms p99 ms mean batch errors"

@@ -16,7 +16,7 @@ from app.evaluate import evaluate_run
 from app.export import export_run
 from app.run import RunDir
 from app.special_tokens import END_PIECE
-from app.translator import load_translator, reload_and_translate
+from app.translator import XLA_MAX_BATCH, load_translator, reload_and_translate
 from tests.conftest import tiny_overrides
 
 SENTENCES = ["Y lloró Jesús.", "En el principio crió Dios los cielos y la tierra.", "Hola"]
@@ -179,6 +179,29 @@ def test_translate_ids_matches_greedy_text_decoding_and_compiles_with_xla_after_
     np.testing.assert_allclose(out_xla["score"].numpy(), out["score"].numpy(), rtol=1e-4, atol=1e-4)
     hlo = compiled.experimental_get_compiler_ir(source_ids)(stage="hlo")
     assert "while" in hlo  # the whole search loop went to XLA
+
+
+@pytest.mark.slow
+def test_the_xla_path_translates_like_the_uncompiled_search_at_every_batch_size(trained_run):
+    """With `xla`, greedy batches up to XLA_MAX_BATCH go through the compiled fixed-shape search on
+    padded shapes; larger ones through the uncompiled one. Both give the reference's translations."""
+    reference = load_translator(RunDir(trained_run), beam_width=1)
+    compiled = load_translator(RunDir(trained_run), beam_width=1, xla=True)
+    graph = compiled.translate.get_concrete_function().graph.as_graph_def()
+    assert any(function.attr["_XlaMustCompile"].b for function in graph.library.function)
+    sentences = SENTENCES + AWKWARD  # 11, one of them truncated to max_input_tokens
+    for size in (1, 3, len(sentences), XLA_MAX_BATCH + 1):
+        batch = tf.constant((sentences * (1 + size // len(sentences)))[:size])
+        want, got = reference.translate(batch), compiled.translate(batch)
+        assert got["translation"].numpy().tolist() == want["translation"].numpy().tolist(), size
+        np.testing.assert_allclose(got["score"].numpy(), want["score"].numpy(), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"), [(0, 1), (1, 1), (2, 2), (3, 4), (8, 8), (9, 16), (1000, 1024)]
+)
+def test_padded_sizes_are_powers_of_two(value, expected):
+    assert int(translator_module._power_of_two_at_least(tf.constant(value))) == expected
 
 
 @pytest.mark.slow

@@ -178,10 +178,28 @@ def test_quick_bench_on_the_bible_corpus_writes_a_sane_report(readme_session):
             row["time_to_first_step_s"] > 0 and row["peak_rss_mb"] > 100 and row["dev_loss_after_steps"] > 0
         )
         assert row["mean_source_tokens"] <= pairs["max_source_tokens"]  # trained on the chosen pairs
-    for name in ("greedy_short", "greedy_long", "beam4_short", "beam4_long"):
-        speed = report["decode"][name]
-        assert speed["sentences_per_s_batch64"] > 0
-        assert 0 < speed["latency_ms_batch1_p50"] <= speed["latency_ms_batch1_p90"]
+    decode = report["decode"]
+    assert (
+        decode["buckets"]["short"]["sentences"] > 0 and decode["buckets"]["short"]["mean_source_tokens"] <= 10
+    )
+    for name in ("greedy", "beam4"):
+        assert decode["exports"][name]["first_call_s"] > 0
+        for bucket, info in decode["buckets"].items():
+            if not info["sentences"]:
+                continue
+            speed = decode[f"{name}_{bucket}"]
+            assert list(speed["batches"]) == ["1", "8", "64", "256"]
+            for row in speed["batches"].values():
+                assert row["target_tokens_per_s"] > row["sentences_per_s"] > 0
+                assert 0 < row["latency_ms_p50"] <= row["latency_ms_p90"]
+    assert report["decode_short_greedy_b64_sent_per_s"] == decode["greedy_short"]["sentences_per_s_batch64"]
+    assert report["decode_short_greedy_b1_p50_ms"] > 0 and report["decode_short_beam4_over_greedy_b64"] > 0
+    assert report["train_bahdanau_best_examples_per_s"] == max(
+        report["train"][key]["train_examples_per_s"]
+        for key in ("bahdanau/float32", "bahdanau/mixed_bfloat16")
+    )
+    assert {row["target"] for row in report["targets"]} >= {"greedy, short, batch 64: sentences/s"}
+    assert "target greedy, short, batch 1: p50 ms" in stdout
     for server in ("batching", "no_batching"):  # the loopback load test of `attend serve`
         load = report["serve"]["servers"][server]
         assert load["exit_status"] == 0 and load["peak_rss_mb"] > 100

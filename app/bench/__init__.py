@@ -19,7 +19,6 @@ is its own and no precision policy or compiled function leaks between them:
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import os
@@ -34,6 +33,14 @@ import keras
 import tensorflow as tf
 
 from app import load_test
+from app.bench.decoding import (
+    TUTORIAL,
+    bucket_sources,
+    format_decode,
+    format_targets,
+    headline_figures,
+    targets,
+)
 from app.models.cost import model_gflop_per_example, step_breakdown
 from app.processes import run_python_for_json
 
@@ -81,8 +88,8 @@ class BenchPlan:
     windows: int = 5
     window_steps: int = 20
     dev_batches: int = 10
-    latency_calls: int = 30
-    throughput_batches: int = 5
+    latency_calls: int = 30  # batch-1 calls per bucket and export
+    decode_sentences: int = 512  # sentences per bucket, export and larger batch size (at least 2 calls)
     serving_steps: int = 800  # training steps of the model decoding is timed on
     load_requests: int = 6000  # per server setting and number of clients, at most …
     load_seconds: float = 20.0  # … and within this time
@@ -95,7 +102,7 @@ QUICK_PLAN = BenchPlan(
     window_steps=3,
     dev_batches=2,
     latency_calls=3,
-    throughput_batches=1,
+    decode_sentences=16,
     serving_steps=5,
     load_requests=64,  # at least one request per client at 64 clients
     load_seconds=1.5,
@@ -227,42 +234,6 @@ def export_for_serving(model, config, data, export_dir: Path) -> None:
         save_translator(translator, export_dir / name, {"bench": True}, ["Hola."], log=lambda *_: None)
 
 
-def run_decode_phase(export_dir: Path, short: list[str], long: list[str], plan: BenchPlan) -> dict:
-    """Decoding speed of the reloaded SavedModels."""
-    import tensorflow_text  # noqa: F401  (the SentencePiece ops)
-
-    result = {}
-    for name, _ in SERVING_EXPORTS:
-        serve = tf.saved_model.load(str(export_dir / name)).signatures["serving_default"]
-        for label, sentences in (("short", short), ("long", long)):
-            result[f"{name}_{label}"] = decode_speed(serve, sentences, plan)
-    result["peak_rss_mb"] = round(peak_rss_mb(), 1)
-    return result
-
-
-def decode_speed(serve, sentences: list[str], plan: BenchPlan) -> dict:
-    batch = tf.constant((sentences * 64)[:64])
-    serve(text=batch)  # trace and warm up
-    started = time.perf_counter()
-    for _ in range(plan.throughput_batches):
-        translations = serve(text=batch)["translation"].numpy()
-    per_batch = (time.perf_counter() - started) / plan.throughput_batches
-    latencies = []
-    for index in range(plan.latency_calls):
-        one = tf.constant([sentences[index % len(sentences)]])
-        started = time.perf_counter()
-        serve(text=one)["translation"].numpy()
-        latencies.append(1000 * (time.perf_counter() - started))
-    latencies.sort()
-    return {
-        "sentences_per_s_batch64": round(64 / per_batch, 1),
-        "latency_ms_batch1_p50": round(latencies[len(latencies) // 2], 2),
-        "latency_ms_batch1_p90": round(latencies[int(0.9 * (len(latencies) - 1))], 2),
-        "mean_source_words": round(sum(len(s.split()) for s in sentences) / len(sentences), 1),
-        "mean_output_words": round(sum(len(t.split()) for t in translations) / len(translations), 1),
-    }
-
-
 def run_serve_phase(
     export_dir: Path,
     sentences: list[str],
@@ -356,19 +327,6 @@ def serve_goals(serve: dict, decode: dict) -> dict:
         "batching_goal_met": speedup >= BATCHING_GOAL,
         "errors": sum(row["errors"] for server in servers.values() for row in server["load"]),
     }
-
-
-def pick_sources(config, data_dir: Path) -> tuple[list[str], list[str]]:
-    """Short (≤ 10 words) and long (≥ 30 words) source sentences from the dev and test splits; a corpus
-    without such sentences gives its shortest and longest 64 (the report shows their mean length)."""
-    from app.data.tokenizer import read_side
-
-    directory = data_dir / config.corpus_name
-    sentences = sorted({s for split in ("dev", "test") for s in read_side(directory / f"{split}.tsv", 0)})
-    by_length = sorted(sentences, key=lambda sentence: len(sentence.split()))
-    short = [s for s in sentences if len(s.split()) <= 10][:64] or by_length[:64]
-    long = [s for s in sentences if len(s.split()) >= 30][:64] or by_length[-64:]
-    return short, long
 
 
 def choose_token_limits(config, data) -> dict:
@@ -491,22 +449,29 @@ def run_bench(
             report["train"][key] = _phase(["train", *common, *sets])
         if serve_run is not None:
             report["serve_model"] = export_run_for_serving(serve_run, Path(scratch))
-            short, long = pick_sources(RunDir(serve_run).config(), data_dir)
+            corpus_dir = data_dir / RunDir(serve_run).config().corpus_name
         else:
             log(f"bench: training the decoding model ({plan.serving_steps} steps) …")
             note = f"the bench model after {plan.serving_steps} training steps"
             sets = [f"--set={override}" for override in overrides]
             serving = _phase(["serving-model", *common, "--export-dir", scratch, *sets])
             report["serve_model"] = {"run": None, "note": note, **serving}
-            short, long = pick_sources(config, data_dir)
+            corpus_dir = data_dir / config.corpus_name
+        sources = bucket_sources(corpus_dir, Path(scratch) / SERVE_EXPORT / "assets" / "source.model")
+        sources_file = Path(scratch) / "sources.json"
+        sources_file.write_text(json.dumps(sources, ensure_ascii=False))
         quick_flag = ["--quick"] if quick else []
-        log("bench: decoding with the reloaded SavedModel …")
-        sources = json.dumps([short, long])
-        report["decode"] = _phase(["decode", "--export-dir", scratch, "--sources", sources, *quick_flag])
+        log("bench: decoding with the reloaded SavedModels, by source length and batch size …")
+        report["decode"] = _phase(
+            ["decode", "--export-dir", scratch, "--sources", str(sources_file), *quick_flag]
+        )
         log("bench: serving the greedy SavedModel under load (attend serve, batching on and off) …")
-        sources = json.dumps([short, []])
-        report["serve"] = _phase(["serve", "--export-dir", scratch, "--sources", sources, *quick_flag])
+        report["serve"] = _phase(
+            ["serve", "--export-dir", scratch, "--sources", str(sources_file), *quick_flag]
+        )
         report["serve"]["goals"] = serve_goals(report["serve"], report["decode"])
+    report |= headline_figures(report)
+    report["targets"] = targets(report)
     output.write_text(json.dumps(report, indent=2) + "\n")
     log(format_table(report))
     log(f"Wrote {output}")
@@ -529,12 +494,14 @@ def format_table(report: dict) -> str:
     lines = [
         f"training pairs: {pairs['train_pairs']:,} (dev {pairs['dev_pairs']:,}) of at most "
         f"{pairs['max_source_tokens']} source / {pairs['max_target_tokens']} target tokens",
-        f"{'training':<24}{'ex/s':>8}{'tok/s':>10}{'1st step s':>13}{'GFLOP/s':>9}{'util':>6}"
+        f"{'training':<24}{'ex/s':>8}{'× tut.':>8}{'tok/s':>10}{'1st step s':>13}{'GFLOP/s':>9}{'util':>6}"
         f"{'dev loss':>10}{'RSS MB':>8}",
     ]
     for key, row in report["train"].items():
+        to_tutorial = row["train_examples_per_s"] / TUTORIAL["train_examples_per_s"]
         lines.append(
-            f"{key:<24}{row['train_examples_per_s']:>8.0f}{row['train_target_tokens_per_s']:>10.0f}"
+            f"{key:<24}{row['train_examples_per_s']:>8.0f}{to_tutorial:>8.2f}"
+            f"{row['train_target_tokens_per_s']:>10.0f}"
             f"{row['time_to_first_step_s']:>13.1f}{row['achieved_gflops']:>9.1f}"
             f"{row['utilization']:>6.0%}{row['dev_loss_after_steps']:>10.3f}{row['peak_rss_mb']:>8.0f}"
         )
@@ -549,22 +516,14 @@ def format_table(report: dict) -> str:
         )
     serve_model = report.get("serve_model", {})
     lines.append(f"decoding is timed on {serve_model.get('run') or serve_model.get('note')}")
-    lines.append(
-        f"{'decoding (SavedModel)':<24}{'sent/s @64':>10}{'p50 ms @1':>12}{'p90 ms @1':>12}"
-        f"{'output words':>14}"
-    )
-    for key, row in report["decode"].items():
-        if isinstance(row, dict):
-            lines.append(
-                f"{key:<24}{row['sentences_per_s_batch64']:>10.0f}{row['latency_ms_batch1_p50']:>12.1f}"
-                f"{row['latency_ms_batch1_p90']:>12.1f}{row['mean_output_words']:>14.1f}"
-            )
+    lines += format_decode(report["decode"])
     lines.append(
         f"decoding peak RSS {report['decode']['peak_rss_mb']:.0f} MB; matmul peak "
         f"{next(iter(report['train'].values()))['matmul_peak_gflops']:.0f} GFLOP/s (float32)"
     )
     if report.get("serve"):
         lines += format_serve(report["serve"])
+    lines += format_targets(report.get("targets") or targets(report))
     return "\n".join(lines)
 
 
@@ -616,47 +575,3 @@ def _ms(value: float | None) -> str:
 
 def _met(flag: bool) -> str:
     return "met" if flag else "missed"
-
-
-def main(argv: list[str] | None = None) -> int:
-    """The phases run in their own processes: `python -m app.bench train|serving-model|decode|serve …`.
-
-    `decode` and `serve` take the sentences of `--sources` ([short, long] as JSON; by default those
-    of the preset's corpus); `serve` also `--clients 1,8,64` and `--server-settings` (JSON: label →
-    `attend serve` flags, e.g. '{"t0": ["--batch_timeout_micros=0"]}'), to try batching knobs."""
-    parser = argparse.ArgumentParser(prog="python -m app.bench")
-    parser.add_argument("phase", choices=("train", "serving-model", "decode", "serve"))
-    parser.add_argument("--preset", default="bench")
-    parser.add_argument("--data-dir", type=Path, default=Path("data"))
-    parser.add_argument("--export-dir", type=Path, default=None)
-    parser.add_argument("--sources", default="[[], []]")
-    parser.add_argument("--clients", default=",".join(map(str, SERVE_CLIENTS)))
-    parser.add_argument("--server-settings", default=None)
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--set", action="append", default=[], dest="overrides", help="section.key=value")
-    args = parser.parse_args(argv)
-    plan = QUICK_PLAN if args.quick else BenchPlan()
-    from app.config import load_config
-
-    if args.phase in ("decode", "serve"):
-        short, long = json.loads(args.sources)
-        if not short and not long:
-            short, long = pick_sources(load_config(args.preset, args.overrides), args.data_dir)
-        if args.phase == "decode":
-            result = run_decode_phase(args.export_dir, short, long, plan)
-        else:
-            clients = tuple(int(count) for count in args.clients.split(","))
-            settings = json.loads(args.server_settings) if args.server_settings else None
-            result = run_serve_phase(args.export_dir, short, plan, clients, settings)
-    else:
-        config = load_config(args.preset, args.overrides)
-        if args.phase == "serving-model":
-            result = run_serving_model_phase(config, args.data_dir, plan, args.export_dir)
-        else:
-            result = run_train_phase(config, args.data_dir, plan)
-    print(json.dumps(result))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,0 +1,64 @@
+"""`python -m app.bench PHASE …`: one phase of `attend bench` in its own process (see `app.bench`)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from app.bench import (
+    QUICK_PLAN,
+    SERVE_CLIENTS,
+    SERVE_EXPORT,
+    SERVING_EXPORTS,
+    BenchPlan,
+    run_serve_phase,
+    run_serving_model_phase,
+    run_train_phase,
+)
+from app.bench.decoding import bucket_sources, run_decode_phase
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`decode` and `serve` take the sentences of `--sources` (a JSON file: bucket → sentences; by
+    default those of the preset's corpus); `decode` times the `--exports` folders of `--export-dir`;
+    `serve` also takes `--clients 1,8,64` and `--server-settings` (JSON: label → `attend serve` flags,
+    e.g. '{"t0": ["--batch_timeout_micros=0"]}'), to try batching knobs."""
+    parser = argparse.ArgumentParser(prog="python -m app.bench")
+    parser.add_argument("phase", choices=("train", "serving-model", "decode", "serve"))
+    parser.add_argument("--preset", default="bench")
+    parser.add_argument("--data-dir", type=Path, default=Path("data"))
+    parser.add_argument("--export-dir", type=Path, default=None)
+    parser.add_argument("--exports", default=",".join(name for name, _ in SERVING_EXPORTS))
+    parser.add_argument("--sources", type=Path, default=None)
+    parser.add_argument("--clients", default=",".join(map(str, SERVE_CLIENTS)))
+    parser.add_argument("--server-settings", default=None)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--set", action="append", default=[], dest="overrides", help="section.key=value")
+    args = parser.parse_args(argv)
+    plan = QUICK_PLAN if args.quick else BenchPlan()
+    from app.config import load_config
+
+    config = load_config(args.preset, args.overrides)
+    if args.phase in ("decode", "serve"):
+        if args.sources:
+            sources = json.loads(args.sources.read_text())
+        else:
+            model = args.export_dir / SERVE_EXPORT / "assets" / "source.model"
+            sources = bucket_sources(args.data_dir / config.corpus_name, model)
+        if args.phase == "decode":
+            result = run_decode_phase(args.export_dir, tuple(args.exports.split(",")), sources, plan)
+        else:
+            clients = tuple(int(count) for count in args.clients.split(","))
+            settings = json.loads(args.server_settings) if args.server_settings else None
+            result = run_serve_phase(args.export_dir, sources["short"][:64], plan, clients, settings)
+    elif args.phase == "serving-model":
+        result = run_serving_model_phase(config, args.data_dir, plan, args.export_dir)
+    else:
+        result = run_train_phase(config, args.data_dir, plan)
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
