@@ -26,7 +26,13 @@ import tensorflow as tf
 from app.config import Config
 from app.data.pipeline import add_source_end
 from app.data.tokenizer import SubwordTokenizer, load_tokenizer
-from app.models.search import beam_search, fixed_length_greedy_search, greedy_search, max_output_lengths
+from app.models.search import (
+    beam_search,
+    fixed_length_greedy_search,
+    fixed_shape_beam_search,
+    greedy_search,
+    max_output_lengths,
+)
 from app.models.seq2seq import Seq2SeqDecoding, build_model
 from app.processes import run_python_for_json
 from app.special_tokens import END_ID, PAD_ID
@@ -50,9 +56,10 @@ class Translator(tf.Module):
             sentence, min(ratio · source tokens + offset, max_output_tokens).
         max_input_tokens: longer inputs are truncated (keeping their end marker).
         beam_width, length_penalty_alpha: the search (1 = greedy); GNMT length normalisation.
-        xla: give `translate_ids`'s search the `jit_compile` attribute, and let greedy
-            `serving_default` batches of up to `XLA_MAX_BATCH` sentences use it, padded to a
-            power-of-two batch and source length (so that a few shapes compile, once each). Off by
+        xla: give `translate_ids`'s search the `jit_compile` attribute, and let `serving_default`
+            batches of up to `XLA_MAX_BATCH` sentences decode through a compiled fixed-shape search
+            (greedy or beam), padded to a power-of-two batch and source length (so that a few
+            shapes compile, once each). Off by
             default: stock TensorFlow Serving does not run XLA-compiled functions unless started
             with a flag, and its GPU builds without the XLA compiler fail on them
             (tensorflow/serving#2214). Either way the id-level path is XLA-compilable: a caller
@@ -93,8 +100,15 @@ class Translator(tf.Module):
         self._max_input_tokens = max_input_tokens
         self.beam_width, self._alpha = beam_width, length_penalty_alpha
         self._xla = xla
+        ids_spec = [tf.TensorSpec([None, None], tf.int32)]
         self._translate_valid_ids = tf.function(
-            self._search_valid_ids, input_signature=[tf.TensorSpec([None, None], tf.int32)], jit_compile=xla
+            self._search_valid_ids, input_signature=ids_spec, jit_compile=xla
+        )
+        # `serving_default`'s compiled path: `translate_ids`'s greedy search, or the fixed-shape beam
+        self._compiled_search = (
+            self._translate_valid_ids
+            if beam_width == 1
+            else tf.function(self._static_search, input_signature=ids_spec, jit_compile=xla)
         )
 
     def source_ids(self, text: tf.Tensor) -> tf.Tensor:
@@ -114,20 +128,39 @@ class Translator(tf.Module):
         text = tf.ensure_shape(text, [None])
         return tf.strings.unicode_transcode(text, "UTF-8", "UTF-8", errors="replace", replacement_char=0xFFFD)
 
-    def search(self, source_ids: tf.Tensor, collect: str | None = None, static_shapes: bool = False):
-        """Greedy (beam width 1) or beam search from `[batch, src]` ids; `static_shapes`: greedy into
-        a `[batch, max_output_tokens]` buffer, for XLA."""
+    def search(
+        self,
+        source_ids: tf.Tensor,
+        collect: str | None = None,
+        static_shapes: bool = False,
+        beam_width: int | None = None,
+    ):
+        """Greedy (beam width 1) or beam search from `[batch, src]` ids (`beam_width`: the
+        translator's unless given); `static_shapes`: into a `[batch, max_output_tokens]` buffer,
+        every sentence stepping until the batch's last one ends, for XLA."""
+        width = self.beam_width if beam_width is None else beam_width
         source_lengths = tf.reduce_sum(tf.cast(tf.not_equal(source_ids, 0), tf.int32), axis=1)
         limits = max_output_lengths(source_lengths, *self._length_limits)
         state = self._decoding.encode(source_ids)
+        output_length = self._length_limits[2]
+        if static_shapes and width > 1:
+            return fixed_shape_beam_search(
+                self._decoding.step,
+                state,
+                limits,
+                output_length,
+                width,
+                self._alpha,
+                constant_keys=Seq2SeqDecoding.CONSTANT_KEYS,
+            )
         if static_shapes:
-            return fixed_length_greedy_search(self._decoding.step, state, limits, self._length_limits[2])
-        if self.beam_width > 1:
+            return fixed_length_greedy_search(self._decoding.step, state, limits, output_length)
+        if width > 1:
             return beam_search(
                 self._decoding.step,
                 state,
                 limits,
-                self.beam_width,
+                width,
                 self._alpha,
                 collect=collect,
                 constant_keys=Seq2SeqDecoding.CONSTANT_KEYS,
@@ -141,8 +174,8 @@ class Translator(tf.Module):
         return {"translation": self.target_tokenizer.detokenize(tokens), "score": scores}
 
     def _translate_source_ids(self, source_ids: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        """Output ids and scores: small greedy batches through the XLA-compiled search when `xla`."""
-        if not self._xla or self.beam_width > 1:
+        """Output ids and scores: batches up to `XLA_MAX_BATCH` through the XLA-compiled search when `xla`."""
+        if not self._xla:
             result = self.search(source_ids)
             return result.tokens, result.scores
 
@@ -157,8 +190,8 @@ class Translator(tf.Module):
         )
 
     def _padded_compiled_search(self, source_ids: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        """`_translate_valid_ids` on `source_ids` padded to a power-of-two batch (rows holding only
-        the end id) and source length, cut back to the real rows and their longest output."""
+        """`_compiled_search` on `source_ids` padded to a power-of-two batch (rows holding only the
+        end id) and source length, cut back to the real rows and their longest output."""
         batch, length = tf.shape(source_ids)[0], tf.shape(source_ids)[1]
         padded_batch = _power_of_two_at_least(batch)
         padded_length = _power_of_two_at_least(tf.maximum(length, XLA_MIN_SOURCE_LENGTH))
@@ -170,7 +203,7 @@ class Translator(tf.Module):
             ],
             axis=0,
         )
-        out = self._translate_valid_ids(padded)
+        out = self._compiled_search(padded)
         lengths = out["lengths"][:batch]
         longest = tf.reduce_max(tf.concat([lengths, [1]], axis=0))  # ≥ 1 column, as `search` gives
         return out["ids"][:batch, :longest], out["score"][:batch]
@@ -212,7 +245,10 @@ class Translator(tf.Module):
             return tf.identity(source_ids)
 
     def _search_valid_ids(self, source_ids):
-        result = self.search(source_ids, static_shapes=True)
+        return self._static_search(source_ids, beam_width=1)
+
+    def _static_search(self, source_ids, beam_width: int | None = None):
+        result = self.search(source_ids, static_shapes=True, beam_width=beam_width)
         return {"ids": result.tokens, "lengths": result.lengths, "score": result.scores}
 
     def translate_texts(self, sentences: list[str], batch_size: int = 64) -> list[str]:

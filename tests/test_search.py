@@ -14,6 +14,7 @@ from app.models.search import (
     _tile_beams,
     beam_search,
     fixed_length_greedy_search,
+    fixed_shape_beam_search,
     greedy_search,
     max_output_lengths,
     top_k,
@@ -243,6 +244,30 @@ def test_fixed_length_greedy_compiles_with_xla_and_matches_the_dynamic_one():
     assert (fixed.tokens.numpy()[:, width:] == 0).all()
     np.testing.assert_array_equal(fixed.lengths.numpy(), dynamic.lengths.numpy())
     np.testing.assert_allclose(fixed.scores.numpy(), dynamic.scores.numpy(), rtol=1e-5)
+
+
+@pytest.mark.parametrize(("seed", "alpha"), [(5, 0.6), (6, 0.0), (7, 1.0)])
+def test_fixed_shape_beam_compiles_with_xla_and_matches_the_dynamic_one(seed, alpha):
+    """Ended sentences stay in the batch and hypotheses are written into a static buffer: the same
+    best hypotheses, lengths and scores as `beam_search`, whose sentences leave the batch."""
+    step, limits = markov_step(random_table(seed)), tf.constant([12, 4, 9, 1, 15])
+    dynamic = beam_search(step, markov_state(5), limits, beam_width=3, alpha=alpha)
+    compiled = tf.function(
+        lambda lengths: fixed_shape_beam_search(
+            step, markov_state(5), lengths, 16, beam_width=3, alpha=alpha
+        ),
+        jit_compile=True,
+    )
+    fixed = compiled(limits)
+    assert fixed.tokens.shape == (5, 16) and fixed.collected is None
+    width = dynamic.tokens.shape[1]
+    np.testing.assert_array_equal(fixed.tokens.numpy()[:, :width], dynamic.tokens.numpy())
+    assert (fixed.tokens.numpy()[:, width:] == 0).all()
+    np.testing.assert_array_equal(fixed.lengths.numpy(), dynamic.lengths.numpy())
+    np.testing.assert_allclose(fixed.scores.numpy(), dynamic.scores.numpy(), rtol=1e-5)
+    assert (fixed.lengths.numpy() <= np.minimum(limits.numpy(), 16)).all()
+    capped = compiled(tf.constant([40, 40, 40, 40, 40]))  # limits beyond the buffer end there
+    assert capped.tokens.shape == (5, 16) and (capped.lengths.numpy() <= 16).all()
 
 
 def test_constant_state_entries_are_not_reordered_and_change_nothing():

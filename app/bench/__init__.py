@@ -7,10 +7,12 @@ is its own and no precision policy or compiled function leaks between them:
   and target tokens/s (median over windows), achieved model FLOP/s against a float32 matmul
   peak measured in the same process, dev loss after the same number of steps, peak RSS.
 - `serving-model`: a model of the same size trained for `BenchPlan.serving_steps` and exported
-  (greedy and beam K=4): decoding costs what the outputs' lengths cost, and after the few timed
-  steps a model emits only a word or two per sentence.
-- `decode`: those SavedModels reloaded with `tf.saved_model.load`, as a serving program would:
-  sentences/s at batch 64 and p50/p90 latency at batch 1, for short and long sources.
+  (`SERVING_EXPORTS`: greedy, beam K=4, greedy with `--xla`): decoding costs what the outputs'
+  lengths cost, and after the few timed steps a model emits only a word or two per sentence.
+- `decode` (`app.bench.decoding`): those SavedModels reloaded with `tf.saved_model.load`, as a
+  serving program would, on sources bucketed by subword length (1–10, 11–20, 21–40) at batch 1,
+  8, 64 and 256: sentences/s, target tokens/s, p50/p90 latency, first-call time; the targets
+  against the TensorFlow tutorial's figures, and the headline figures at bench.json's top level.
 - `serve`: the greedy SavedModel served by `attend serve` (a subprocess on loopback, whose peak
   RSS is its own), with dynamic batching and without, under 1, 8 and 64 concurrent clients each
   sending one of the decode phase's short sentences per REST request: requests/s, p50/p90/p99
@@ -50,7 +52,9 @@ BENCH_PRECISIONS = ("float32", "mixed_bfloat16")
 # limit is raised in steps of `train.bucket_width` until at least this many pairs remain.
 MIN_TRAIN_PAIRS = 256  # four batches of 64 distinct pairs
 MIN_DEV_PAIRS = 32
-SERVING_EXPORTS = (("greedy", 1), ("beam4", 4))  # (SavedModel folder, beam width) that decoding is timed on
+# (SavedModel folder, beam width, `attend export --xla`) that decoding is timed on: the default export
+# of each search, and greedy with XLA (beam search has no compiled path: its export would be beam4's)
+SERVING_EXPORTS = (("greedy", 1, False), ("beam4", 4, False), ("greedy_xla", 1, True))
 # The `serve` phase: `attend serve` over the greedy export, loaded by closed-loop REST clients.
 SERVE_EXPORT = "greedy"
 SERVE_MODEL_NAME = "bench"
@@ -225,12 +229,14 @@ def steady_state_rate(step_ends: list[float], plan: BenchPlan, batch_size: int) 
 
 
 def export_for_serving(model, config, data, export_dir: Path) -> None:
-    """Two SavedModels of the same weights: greedy and beam (K=4) `serving_default`."""
+    """The `SERVING_EXPORTS` SavedModels of the same weights."""
     from app.translator import build_translator, float32_model, save_translator
 
     model = float32_model(model, config)
-    for name, width in SERVING_EXPORTS:
-        translator = build_translator(model, config, data.vocab_dir, data.tokenizers, beam_width=width)
+    for name, width, xla in SERVING_EXPORTS:
+        translator = build_translator(
+            model, config, data.vocab_dir, data.tokenizers, beam_width=width, xla=xla
+        )
         save_translator(translator, export_dir / name, {"bench": True}, ["Hola."], log=lambda *_: None)
 
 
@@ -388,12 +394,12 @@ def training_variants(quick: bool) -> list[tuple[str, list[str]]]:
 
 
 def export_run_for_serving(run_dir: Path, export_dir: Path) -> dict:
-    """Greedy and beam (K=4) SavedModels of a trained run, for decoding speed on real outputs."""
+    """The `SERVING_EXPORTS` SavedModels of a trained run, for decoding speed on real outputs."""
     from app.run import RunDir
     from app.translator import load_translator, save_translator
 
-    for name, width in SERVING_EXPORTS:
-        translator = load_translator(RunDir(run_dir), beam_width=width)
+    for name, width, xla in SERVING_EXPORTS:
+        translator = load_translator(RunDir(run_dir), beam_width=width, xla=xla)
         save_translator(translator, export_dir / name, {"bench": True}, ["Hola."], log=lambda *_: None)
     return {
         "run": str(run_dir),

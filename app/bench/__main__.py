@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--preset", default="bench")
     parser.add_argument("--data-dir", type=Path, default=Path("data"))
     parser.add_argument("--export-dir", type=Path, default=None)
-    parser.add_argument("--exports", default=",".join(name for name, _ in SERVING_EXPORTS))
+    parser.add_argument("--exports", default=",".join(name for name, *_ in SERVING_EXPORTS))
     parser.add_argument("--sources", type=Path, default=None)
     parser.add_argument("--clients", default=",".join(map(str, SERVE_CLIENTS)))
     parser.add_argument("--server-settings", default=None)

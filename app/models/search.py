@@ -6,8 +6,9 @@ stock TensorFlow Serving runs; no model is needed to test it (drive it with a fa
 Finished sentences leave the batch: the step function runs only on the rows still decoding,
 so a batch costs about the sum of its output lengths, not batch size × its longest output
 (with 64 short Bible verses the longest greedy output is ~3× the mean). Every state entry
-must therefore be batch-major (first axis = the rows). `fixed_length_greedy_search` keeps all
-rows and static shapes instead, for XLA and TPUs.
+must therefore be batch-major (first axis = the rows). `fixed_length_greedy_search` and
+`fixed_shape_beam_search` keep all rows and static shapes instead, for XLA and TPUs: the same
+results, at the cost of stepping ended sentences until the batch's last one ends.
 
 Each search's loop state is a NamedTuple (`GreedyState`, `FixedLengthState`, `BeamState`), run
 by `_decode_loop`. Beam search lays a sentence's K hypotheses out in consecutive rows of the
@@ -471,4 +472,90 @@ def beam_search(
         tf.gather(final.lengths, best, batch_dims=1),
         tf.gather(final.log_probs, best, batch_dims=1),
         tf.gather(final.history, best, batch_dims=1) if collect else None,
+    )
+
+
+class FixedShapeBeamState(NamedTuple):
+    """`fixed_shape_beam_search`'s loop state: every sentence's K hypotheses step until all have
+    ended, so all shapes are static."""
+
+    step: tf.Tensor  # [] the step being decoded
+    tokens: tf.Tensor  # [batch·K] each hypothesis's token fed at this step
+    model_state: dict  # the step function's state, entries [batch·K, …]
+    log_probs: tf.Tensor  # [batch, K] each hypothesis's log-probability
+    finished: tf.Tensor  # [batch, K] whether each hypothesis has ended
+    lengths: tf.Tensor  # [batch, K] tokens so far, end id included
+    sequences: tf.Tensor  # [batch, K, output_length] each hypothesis's tokens, 0 after its end
+
+
+def fixed_shape_beam_search(
+    step_fn: StepFunction,
+    state: dict,
+    max_lengths: tf.Tensor,
+    output_length: int,
+    beam_width: int = 4,
+    alpha: float = 0.6,
+    start_id: int = START_ID,
+    end_id: int = END_ID,
+    constant_keys: tuple[str, ...] = (),
+) -> SearchResult:
+    """`beam_search` with static shapes, what XLA needs: no sentence leaves the batch (an ended
+    one keeps its hypotheses, extended by padding at no cost) and tokens are written into a
+    `[batch, K, output_length]` buffer (limits are capped to it). The same best hypotheses,
+    lengths and scores as `beam_search`; nothing is collected."""
+    batch_size = tf.shape(max_lengths)[0]
+    width = beam_width
+    max_lengths = tf.minimum(max_lengths, output_length)
+    state = tf.nest.map_structure(lambda tensor: _tile_beams(tensor, width), state)
+    beam_limits = _split_beams(_tile_beams(max_lengths, width), width)  # [batch, K]
+
+    def body(loop: FixedShapeBeamState) -> FixedShapeBeamState:
+        logits, model_state = step_fn(loop.tokens, loop.model_state)
+        at_limit = loop.step >= beam_limits - 1  # [batch, K]
+        token_log_probs, top_tokens = _beam_candidates(
+            tf.nn.log_softmax(logits), loop.finished[:, :, None], at_limit[:, :, None], width, end_id
+        )
+        candidates = loop.log_probs[:, :, None] + token_log_probs  # [batch, K, K]
+        candidate_lengths = loop.lengths + tf.cast(tf.logical_not(loop.finished), tf.int32)  # [batch, K]
+        normalised = candidates / length_penalty(candidate_lengths, alpha)[:, :, None]
+        parent, next_tokens, log_probs = _best_candidates(normalised, top_tokens, candidates, width)
+        finished = tf.logical_or(
+            tf.gather(loop.finished, parent, batch_dims=1), tf.equal(next_tokens, end_id)
+        )
+        column = tf.one_hot(loop.step, output_length, dtype=tf.int32)  # write column `step` of the buffer
+        sequences = tf.gather(loop.sequences, parent, batch_dims=1) + column * next_tokens[:, :, None]
+        rows = _flat_rows(parent, width)  # [batch·K]
+        model_state = {
+            key: value if key in constant_keys else _gather_rows(value, rows)
+            for key, value in model_state.items()
+        }
+        return FixedShapeBeamState(
+            loop.step + 1,
+            _merge_beams(tf.where(finished, end_id, next_tokens)),
+            model_state,
+            log_probs,
+            finished,
+            tf.gather(candidate_lengths, parent, batch_dims=1),
+            sequences,
+        )
+
+    initial = FixedShapeBeamState(
+        step=tf.constant(0),
+        tokens=tf.fill([batch_size * width], tf.constant(start_id, tf.int32)),
+        model_state=state,
+        # only beam 0 is live at first, so the first expansion does not pick the same token K times
+        log_probs=tf.tile(tf.concat([[0.0], tf.fill([width - 1], -1e9)], 0)[None, :], [batch_size, 1]),
+        finished=tf.zeros([batch_size, width], tf.bool),
+        lengths=tf.zeros([batch_size, width], tf.int32),
+        sequences=tf.zeros([batch_size, width, output_length], tf.int32),
+    )
+    final = _decode_loop(
+        body, initial, max_lengths, lambda loop: tf.logical_not(tf.reduce_all(loop.finished))
+    )
+    best = tf.argmax(final.log_probs / length_penalty(final.lengths, alpha), axis=1, output_type=tf.int32)
+    return SearchResult(
+        tf.gather(final.sequences, best, batch_dims=1),
+        tf.gather(final.lengths, best, batch_dims=1),
+        tf.gather(final.log_probs, best, batch_dims=1),
+        None,
     )
