@@ -38,10 +38,13 @@ from app.processes import run_python_for_json
 from app.special_tokens import END_ID, PAD_ID
 
 MODEL_CARD_NAME = "model_card.json"  # inside every SavedModel folder this module writes
-# With `xla`, greedy batches of up to this many sentences decode through the XLA-compiled search:
-# below it, per-op overhead dominates and XLA halves the time; above it, the uncompiled search,
-# which drops ended sentences from the batch, does less work (the bench measures both sides).
-XLA_MAX_BATCH = 64
+# With `xla`, greedy batches of up to this many sentences (beam batches: the second figure) decode
+# through the compiled fixed-shape search. There per-op overhead dominates and XLA saves up to half
+# the time; in larger batches the uncompiled search, which drops ended sentences from the batch,
+# does less work. Measured by the bench (bench-size model, 2 cores, steady state): greedy 1.6–1.9×
+# at batch 1 and 1.5–2.2× at batch 8, but 0.65–0.8× at batch 64; beam 4 1.7–2.3× at batch 1,
+# 1.5× at batch 8 and 0.9× at batch 32 (one sentence repeated).
+XLA_MAX_BATCH = {"greedy": 16, "beam": 8}
 XLA_MIN_SOURCE_LENGTH = 8  # padded source lengths: powers of two from here, so few shapes compile
 
 
@@ -174,7 +177,7 @@ class Translator(tf.Module):
         return {"translation": self.target_tokenizer.detokenize(tokens), "score": scores}
 
     def _translate_source_ids(self, source_ids: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        """Output ids and scores: batches up to `XLA_MAX_BATCH` through the XLA-compiled search when `xla`."""
+        """Output ids and scores; with `xla`, batches up to `XLA_MAX_BATCH` through the compiled search."""
         if not self._xla:
             result = self.search(source_ids)
             return result.tokens, result.scores
@@ -184,7 +187,7 @@ class Translator(tf.Module):
             return result.tokens, result.scores
 
         return tf.cond(
-            tf.shape(source_ids)[0] <= XLA_MAX_BATCH,
+            tf.shape(source_ids)[0] <= XLA_MAX_BATCH["greedy" if self.beam_width == 1 else "beam"],
             lambda: self._padded_compiled_search(source_ids),
             uncompiled,
         )

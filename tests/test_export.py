@@ -184,15 +184,15 @@ def test_translate_ids_matches_greedy_text_decoding_and_compiles_with_xla_after_
 @pytest.mark.slow
 @pytest.mark.parametrize("beam_width", [1, 4])
 def test_the_xla_path_translates_like_the_uncompiled_search_at_every_batch_size(trained_run, beam_width):
-    """With `xla`, batches up to XLA_MAX_BATCH go through the compiled fixed-shape search (greedy or
-    beam) on padded shapes; larger ones through the uncompiled one. Both give the reference's
-    translations."""
+    """With `xla`, batches of up to XLA_MAX_BATCH sentences go through the compiled fixed-shape
+    search (greedy or beam) on padded shapes; larger ones through the uncompiled one. Both give the
+    reference's translations."""
     reference = load_translator(RunDir(trained_run), beam_width=beam_width)
     compiled = load_translator(RunDir(trained_run), beam_width=beam_width, xla=True)
     graph = compiled.translate.get_concrete_function().graph.as_graph_def()
     assert any(function.attr["_XlaMustCompile"].b for function in graph.library.function)
     sentences = SENTENCES + AWKWARD  # 11, one of them truncated to max_input_tokens
-    for size in (1, 3, len(sentences), XLA_MAX_BATCH + 1):
+    for size in (1, 3, len(sentences), XLA_MAX_BATCH["greedy" if beam_width == 1 else "beam"] + 1):
         batch = tf.constant((sentences * (1 + size // len(sentences)))[:size])
         want, got = reference.translate(batch), compiled.translate(batch)
         assert got["translation"].numpy().tolist() == want["translation"].numpy().tolist(), size

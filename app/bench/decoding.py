@@ -108,8 +108,9 @@ def run_decode_phase(export_dir: Path, exports: tuple[str, ...], sources: dict[s
 
 
 def decode_speed(serve, sentences: list[str], plan, target_tokenizer) -> dict:
-    """Sentences/s, generated target tokens/s and per-call latency at each of `BATCH_SIZES`, each after
-    one untimed call of that batch size (its `warmup_s`: tracing, or compiling a new shape)."""
+    """Sentences/s, generated target tokens/s and per-call latency at each of `BATCH_SIZES`, in steady
+    state: after an untimed pass over the same batches and one more (`warmup_s`: what tracing, and
+    with XLA compiling each new padded shape, cost), as a long-running server would be."""
     rows = {}
     for size in BATCH_SIZES:
         calls = plan.latency_calls if size == 1 else max(2, math.ceil(plan.decode_sentences / size))
@@ -118,7 +119,8 @@ def decode_speed(serve, sentences: list[str], plan, target_tokenizer) -> dict:
             for call in range(calls + 1)
         ]
         started = time.perf_counter()
-        serve(text=batches[-1])["translation"].numpy()
+        for batch in batches:  # every shape these batches need is traced (and compiled) before timing
+            serve(text=batch)["translation"].numpy()
         warmup_s = time.perf_counter() - started
         latencies, outputs = [], []
         for batch in batches[:-1]:
