@@ -99,7 +99,8 @@ def _add_run_commands(commands, preset: str) -> None:
     export.add_argument(
         "--xla",
         action="store_true",
-        help="give translate_ids the jit_compile attribute (stock TF Serving then needs XLA: off by default)",
+        help="compile translate_ids, and serving_default for small batches, with XLA: about twice as fast "
+        "at batch 1-8 on CPU (stock TF Serving then needs XLA: off by default)",
     )
 
 

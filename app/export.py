@@ -29,7 +29,8 @@ def export_run(
     above the highest there), invisible to servers until it is checked and renamed into place.
     Refuses a run without trained weights, and a run whose training failed (diverged) unless
     `force`: then the last good checkpoint is exported, and the model card says what failed.
-    `xla`: `translate_ids` carries the `jit_compile` attribute (stock TF Serving then needs XLA)."""
+    `xla`: `translate_ids`, and `serving_default` for small batches, run XLA-compiled searches
+    (`Translator`; stock TF Serving then needs XLA)."""
     run = RunDir(run_dir)
     with run.lock():
         failure = run.failure()

@@ -252,6 +252,10 @@ def test_headline_figures_and_targets_follow_the_short_bucket_and_the_best_bahda
     ratio = rows["greedy (greedy_xla), short, batch 64: sentences/s"]["ratio_to_tutorial"]
     assert ratio == pytest.approx(4000 / 1892, abs=1e-3)
     assert rows["beam 4 over greedy, short, batch 64: time"]["value"] == 8.0  # 4,000 / 500
+    both_beams = {**fast, "beam4_xla_short": fake_speed(1000.0, 5.0)}  # the faster beam export counts
+    assert (
+        headline_figures({"train": train, "decode": both_beams})["decode_short_beam4_over_greedy_b64"] == 4.0
+    )
     assert headline_figures({"train": {}, "decode": {}})["decode_short_greedy_b64_sent_per_s"] is None
     assert targets({"train": {}, "decode": {}}) == []
 

@@ -182,7 +182,7 @@ def test_quick_bench_on_the_bible_corpus_writes_a_sane_report(readme_session):
     assert (
         decode["buckets"]["short"]["sentences"] > 0 and decode["buckets"]["short"]["mean_source_tokens"] <= 10
     )
-    for name in ("greedy", "beam4", "greedy_xla"):
+    for name in ("greedy", "beam4", "greedy_xla", "beam4_xla"):
         assert decode["exports"][name]["first_call_s"] > 0
         for bucket, info in decode["buckets"].items():
             if not info["sentences"]:

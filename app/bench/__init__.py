@@ -7,8 +7,8 @@ is its own and no precision policy or compiled function leaks between them:
   and target tokens/s (median over windows), achieved model FLOP/s against a float32 matmul
   peak measured in the same process, dev loss after the same number of steps, peak RSS.
 - `serving-model`: a model of the same size trained for `BenchPlan.serving_steps` and exported
-  (`SERVING_EXPORTS`: greedy, beam K=4, greedy with `--xla`): decoding costs what the outputs'
-  lengths cost, and after the few timed steps a model emits only a word or two per sentence.
+  (`SERVING_EXPORTS`: greedy and beam K=4, each plain and with `--xla`): decoding costs what the
+  outputs' lengths cost, and after the few timed steps a model emits only a word or two per sentence.
 - `decode` (`app.bench.decoding`): those SavedModels reloaded with `tf.saved_model.load`, as a
   serving program would, on sources bucketed by subword length (1–10, 11–20, 21–40) at batch 1,
   8, 64 and 256: sentences/s, target tokens/s, p50/p90 latency, first-call time; the targets
@@ -52,9 +52,9 @@ BENCH_PRECISIONS = ("float32", "mixed_bfloat16")
 # limit is raised in steps of `train.bucket_width` until at least this many pairs remain.
 MIN_TRAIN_PAIRS = 256  # four batches of 64 distinct pairs
 MIN_DEV_PAIRS = 32
-# (SavedModel folder, beam width, `attend export --xla`) that decoding is timed on: the default export
-# of each search, and greedy with XLA (beam search has no compiled path: its export would be beam4's)
-SERVING_EXPORTS = (("greedy", 1, False), ("beam4", 4, False), ("greedy_xla", 1, True))
+# (SavedModel folder, beam width, `attend export --xla`) that decoding is timed on: each search's
+# default export and its XLA one (compiled search for small batches)
+SERVING_EXPORTS = (("greedy", 1, False), ("beam4", 4, False), ("greedy_xla", 1, True), ("beam4_xla", 4, True))
 # The `serve` phase: `attend serve` over the greedy export, loaded by closed-loop REST clients.
 SERVE_EXPORT = "greedy"
 SERVE_MODEL_NAME = "bench"

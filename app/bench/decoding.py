@@ -20,7 +20,8 @@ import tensorflow as tf
 BUCKETS = {"short": (1, 10), "medium": (11, 20), "long": (21, 40)}  # source subword tokens, inclusive
 BATCH_SIZES = (1, 8, 64, 256)
 SENTENCES_PER_BUCKET = 256
-GREEDY_EXPORTS = ("greedy", "greedy_xla")  # the bench's greedy SavedModels: plain and `--xla`
+# the bench's SavedModels of each search: plain and `--xla`
+SEARCH_EXPORTS = {"greedy": ("greedy", "greedy_xla"), "beam4": ("beam4", "beam4_xla")}
 SEED = 1234
 
 # The TensorFlow NMT tutorial's exported model, measured in one process on this machine kind
@@ -154,9 +155,10 @@ def _quantile(values: list[float], fraction: float) -> float:
     return ordered[int(fraction * (len(ordered) - 1))]
 
 
-def fastest_greedy(decode: dict, bucket: str, figure: str) -> tuple[str, dict] | tuple[None, None]:
-    """The greedy export (plain or XLA) with the best `figure` on `bucket`: (its name, its row)."""
-    rows = [(name, decode[f"{name}_{bucket}"]) for name in GREEDY_EXPORTS if f"{name}_{bucket}" in decode]
+def fastest(decode: dict, search: str, bucket: str, figure: str) -> tuple[str, dict] | tuple[None, None]:
+    """The export of `search` (plain or XLA) with the best `figure` on `bucket`: (its name, its row)."""
+    names = SEARCH_EXPORTS[search]
+    rows = [(name, decode[f"{name}_{bucket}"]) for name in names if f"{name}_{bucket}" in decode]
     if not rows:
         return None, None
     if figure.startswith("latency"):
@@ -165,12 +167,12 @@ def fastest_greedy(decode: dict, bucket: str, figure: str) -> tuple[str, dict] |
 
 
 def headline_figures(report: dict) -> dict:
-    """The figures scripts follow from run to run, at bench.json's top level (greedy: the faster of
-    the plain and the XLA export, named beside)."""
+    """The figures scripts follow from run to run, at bench.json's top level (each search: the faster
+    of its plain and its XLA export, named beside)."""
     decode, train = report.get("decode", {}), report.get("train", {})
-    b64_name, b64 = fastest_greedy(decode, "short", "sentences_per_s_batch64")
-    b1_name, b1 = fastest_greedy(decode, "short", "latency_ms_batch1_p50")
-    beam = decode.get("beam4_short")
+    b64_name, b64 = fastest(decode, "greedy", "short", "sentences_per_s_batch64")
+    b1_name, b1 = fastest(decode, "greedy", "short", "latency_ms_batch1_p50")
+    _, beam = fastest(decode, "beam4", "short", "sentences_per_s_batch64")
     bahdanau = [row["train_examples_per_s"] for key, row in train.items() if key.startswith("bahdanau/")]
     return {
         "decode_short_greedy_b64_sent_per_s": b64 and b64["sentences_per_s_batch64"],
@@ -213,8 +215,8 @@ def targets(report: dict) -> list[dict]:
         TUTORIAL["greedy_b1_p50_ms"],
     )
     for bucket in BUCKETS:
-        _, greedy = fastest_greedy(decode, bucket, "sentences_per_s_batch64")
-        beam = decode.get(f"beam4_{bucket}")
+        _, greedy = fastest(decode, "greedy", bucket, "sentences_per_s_batch64")
+        _, beam = fastest(decode, "beam4", bucket, "sentences_per_s_batch64")
         if greedy and beam:
             ratio = round(greedy["sentences_per_s_batch64"] / beam["sentences_per_s_batch64"], 3)
             add(f"beam 4 over greedy, {bucket}, batch 64: time", ratio, TARGET_BEAM_OVER_GREEDY, False)
