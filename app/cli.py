@@ -216,7 +216,7 @@ def _add_bench_command(commands, preset: str) -> None:
     bench.add_argument(
         "--preset", default="bench", help="config preset (default: bench, the tutorial's size)"
     )
-    bench.add_argument("--quick", action="store_true", help="a tiny model and few steps (about 3 minutes)")
+    bench.add_argument("--quick", action="store_true", help="a tiny model and few steps (about 5 minutes)")
     bench.add_argument(
         "--out", type=Path, default=Path("bench.json"), help="the JSON report (default: bench.json)"
     )

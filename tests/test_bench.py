@@ -322,6 +322,8 @@ def test_the_table_shows_decoding_and_serving_rows_goals_and_peak_rss():
         "target greedy (greedy), short, batch 64: sentences/s: 1,000 = 0.53 × the tutorial's 1,892" in table
     )
     assert "target beam 4 over greedy, long, batch 64: time: 5 (goal ≤ 2.5): missed" in table
+    assert "--quick" not in table
+    assert "--quick: a tiny model" in format_table({**report, "quick": True})
     training = next(line.split() for line in lines if line.startswith("bahdanau/float32 "))
     assert training[1:3] == ["800", "1.38"]  # examples/s and their ratio to the tutorial's 580
     assert "decoding peak RSS 1200 MB" in table

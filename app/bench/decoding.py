@@ -110,21 +110,22 @@ def run_decode_phase(export_dir: Path, exports: tuple[str, ...], sources: dict[s
 
 def decode_speed(serve, sentences: list[str], plan, target_tokenizer) -> dict:
     """Sentences/s, generated target tokens/s and per-call latency at each of `BATCH_SIZES`, in steady
-    state: after an untimed pass over the same batches and one more (`warmup_s`: what tracing, and
-    with XLA compiling each new padded shape, cost), as a long-running server would be."""
+    state: after an untimed pass over the same batches (`warmup_s`: what tracing, and with XLA
+    compiling each new padded shape, cost), as a long-running server would be."""
     rows = {}
     for size in BATCH_SIZES:
-        calls = plan.latency_calls if size == 1 else max(2, math.ceil(plan.decode_sentences / size))
+        calls = plan.latency_calls if size == 1 else math.ceil(plan.decode_sentences / size)
+        calls = max(calls, plan.decode_min_calls)
         batches = [
             tf.constant([sentences[(call * size + row) % len(sentences)] for row in range(size)])
-            for call in range(calls + 1)
+            for call in range(calls)
         ]
         started = time.perf_counter()
         for batch in batches:  # every shape these batches need is traced (and compiled) before timing
             serve(text=batch)["translation"].numpy()
         warmup_s = time.perf_counter() - started
         latencies, outputs = [], []
-        for batch in batches[:-1]:
+        for batch in batches:
             started = time.perf_counter()
             outputs += list(serve(text=batch)["translation"].numpy())
             latencies.append(1000 * (time.perf_counter() - started))
