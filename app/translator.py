@@ -62,11 +62,10 @@ class Translator(tf.Module):
         xla: give `translate_ids`'s search the `jit_compile` attribute, and let `serving_default`
             batches of up to `XLA_MAX_BATCH` sentences decode through a compiled fixed-shape search
             (greedy or beam), padded to a power-of-two batch and source length (so that a few
-            shapes compile, once each). Off by
-            default: stock TensorFlow Serving does not run XLA-compiled functions unless started
-            with a flag, and its GPU builds without the XLA compiler fail on them
-            (tensorflow/serving#2214). Either way the id-level path is XLA-compilable: a caller
-            can wrap it in `tf.function(jit_compile=True)`.
+            shapes compile, once each). Off by default: stock TensorFlow Serving does not run
+            XLA-compiled functions unless started with a flag, and its GPU builds without the XLA
+            compiler fail on them (tensorflow/serving#2214). Either way the id-level path is
+            XLA-compilable: a caller can wrap it in `tf.function(jit_compile=True)`.
 
     No defaults here: the config's `decode` section is their one source (`build_translator`).
 
@@ -178,14 +177,13 @@ class Translator(tf.Module):
 
     def _translate_source_ids(self, source_ids: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """Output ids and scores; with `xla`, batches up to `XLA_MAX_BATCH` through the compiled search."""
-        if not self._xla:
-            result = self.search(source_ids)
-            return result.tokens, result.scores
 
         def uncompiled():
             result = self.search(source_ids)
             return result.tokens, result.scores
 
+        if not self._xla:
+            return uncompiled()
         return tf.cond(
             tf.shape(source_ids)[0] <= XLA_MAX_BATCH["greedy" if self.beam_width == 1 else "beam"],
             lambda: self._padded_compiled_search(source_ids),

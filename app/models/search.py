@@ -10,10 +10,11 @@ must therefore be batch-major (first axis = the rows). `fixed_length_greedy_sear
 `fixed_shape_beam_search` keep all rows and static shapes instead, for XLA and TPUs: the same
 results, at the cost of stepping ended sentences until the batch's last one ends.
 
-Each search's loop state is a NamedTuple (`GreedyState`, `FixedLengthState`, `BeamState`), run
-by `_decode_loop`. Beam search lays a sentence's K hypotheses out in consecutive rows of the
-model's state (`[n·K, …]`) and keeps its own bookkeeping as `[batch, K, …]`; `_split_beams`,
-`_merge_beams`, `_flat_rows` and `_hypothesis_rows` convert between the two.
+Each search's loop state is a NamedTuple (`GreedyState`, `FixedLengthState`, `BeamState`,
+`FixedShapeBeamState`), run by `_decode_loop`. Beam search lays a sentence's K hypotheses out in
+consecutive rows of the model's state (`[n·K, …]`) and keeps its own bookkeeping as
+`[batch, K, …]`; `_split_beams`, `_merge_beams`, `_flat_rows` and `_hypothesis_rows` convert
+between the two.
 """
 
 from __future__ import annotations
