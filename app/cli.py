@@ -260,16 +260,26 @@ def run_prepare(args: argparse.Namespace) -> int:
 
 
 def run_train(args: argparse.Namespace) -> int:
+    from app.recipe.distribution import worker_role
     from app.run import RunDir
     from app.train import train
 
     profile = ["train.profile_batches=10,20"] if args.profile else []
     config = load_config(args.preset, [*args.overrides, *profile])
+    if config.train.distribution == "multi_worker" and not args.run_dir:
+        raise ValueError(
+            "train.distribution=multi_worker needs --run-dir: the same folder (on storage every machine "
+            "sees) in the command of every worker, so that they resume the same run"
+        )
     run = RunDir(args.run_dir) if args.run_dir else RunDir.for_training(config)
     if run.is_unfinished:
         print(f"Resuming the interrupted run in {run}")
     print(f"Run folder: {run}")
     train(config, run.path, args.data_dir)
+    role = worker_role(config.train.distribution)
+    if not role.is_chief:
+        print(f"Done: {role.description}; the chief wrote the run folder {run} and exports it")
+        return 0
     if not args.no_export:
         from app.export import export_run
 

@@ -44,6 +44,7 @@ class DataConfig:
     max_chars: int = 1000  # longer sides are "absurd" and reported as bad lines
     max_pairs: int | None = None  # keep at most this many pairs (after cleaning), for small runs
     seed: int = 1234
+    shard_pairs: int = 1_000_000  # a larger train split is written as train-000NN-of-000MM.tsv shards
 
 
 @dataclass(frozen=True)
@@ -54,7 +55,9 @@ class TokenizerConfig:
     target_vocab_size: int = 8000
     model_type: str = "unigram"  # unigram | bpe
     character_coverage: float = 1.0
-    max_training_sentences: int = 200_000
+    # a seeded sample of at most this many train pairs trains both models: SentencePiece's suffix array
+    # takes about 21 bytes per character, so 100k pairs of 250 characters cost about 0.5 GB
+    max_training_sentences: int = 100_000
 
 
 @dataclass(frozen=True)
@@ -97,7 +100,14 @@ class TrainConfig:
     log_every_steps: int = 50
     histogram_epochs: int = 1  # weight histograms every N epochs (0 = never)
     jit_compile: bool = False  # XLA for the training step (measured slower on 2 CPU cores: see the bench)
-    precision: str = "float32"  # float32 | mixed_bfloat16 | auto (bfloat16 where the CPU computes it)
+    # auto (mixed_float16 on GPUs of compute capability >= 7.0, mixed_bfloat16 on a CPU with bfloat16
+    # instructions, else float32) | float32 | mixed_bfloat16 | mixed_float16 (with loss scaling)
+    precision: str = "float32"
+    # tf.distribute: auto (mirrored when more than one GPU is visible, else none) | none | mirrored
+    # (the visible GPUs of this machine) | multi_worker (machines listed in TF_CONFIG) | tpu
+    distribution: str = "auto"
+    tpu: str = ""  # the TPU's name or address for distribution=tpu ("" = the TPU VM's own or $TPU_NAME)
+    steps_per_execution: int = 1  # training steps per call into the graph (a TPU wants tens to hundreds)
     profile_batches: str = (
         ""  # e.g. "10,20": TensorBoard profiler trace of those steps (`attend train --profile`)
     )
@@ -290,6 +300,7 @@ RANGES: dict[str, Bound] = {
     "data.max_chars": _SIZE,
     "data.max_pairs": _SIZE,
     "data.seed": _SEED,
+    "data.shard_pairs": _SIZE,
     "tokenizer.source_vocab_size": _at_least(MINIMUM_VOCAB_SIZE),
     "tokenizer.target_vocab_size": _at_least(MINIMUM_VOCAB_SIZE),
     "tokenizer.character_coverage": Bound("greater than 0 and at most 1", lambda value: 0 < value <= 1),
@@ -317,6 +328,7 @@ RANGES: dict[str, Bound] = {
     "train.log_every_steps": _SIZE,
     "train.histogram_epochs": _COUNT,  # 0 = never
     "train.steps_per_epoch": _SIZE,
+    "train.steps_per_execution": _SIZE,
     "train.seed": _SEED,
     "decode.max_length_ratio": _POSITIVE,
     "decode.max_length_offset": _COUNT,
@@ -380,7 +392,11 @@ def validate(config: Config) -> None:
         ),
         "model.luong_score": (config.model.luong_score, ("general", "dot")),
         "tokenizer.model_type": (config.tokenizer.model_type, ("unigram", "bpe")),
-        "train.precision": (config.train.precision, ("float32", "mixed_bfloat16", "auto")),
+        "train.precision": (config.train.precision, ("auto", "float32", "mixed_bfloat16", "mixed_float16")),
+        "train.distribution": (
+            config.train.distribution,
+            ("auto", "none", "mirrored", "multi_worker", "tpu"),
+        ),
     }
     for key, (value, allowed) in choices.items():
         if value not in allowed:

@@ -21,10 +21,12 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import fcntl
+import hashlib
 import json
 import math
 import os
 import shutil
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -249,6 +251,33 @@ class RunDir:
             if created and [entry.name for entry in self.path.iterdir()] == [self.lock_path.name]:
                 self.lock_path.unlink()
                 self.path.rmdir()
+
+    # === Workers that are not the chief ===
+    def scratch_for_worker(self, index: int) -> RunDir:
+        """A folder of this run's layout for a worker that is not the chief (multi-worker training).
+
+        Only the chief writes the run folder. Every other worker runs the same callbacks, which write
+        the same files, so it gets a scratch folder in the system's temporary directory instead, seeded
+        with the chief's resumable state (backup and checkpoints), so that it resumes from the same
+        epoch and compares with the same best score. `remove` deletes it at the end; its name is fixed
+        (the run's name, a digest of its path, the worker's index), so that a killed worker's scratch
+        folder is replaced when the worker starts again.
+        """
+        scratch = RunDir(self.worker_scratch_path(index))
+        scratch.remove()
+        scratch.path.mkdir(parents=True)
+        for folder in ("backup_dir", "checkpoints_dir"):
+            source = getattr(self, folder)
+            if source.is_dir():
+                shutil.copytree(source, getattr(scratch, folder))
+        return scratch
+
+    def worker_scratch_path(self, index: int) -> Path:
+        digest = hashlib.sha256(str(self.path.resolve()).encode("utf-8")).hexdigest()[:12]
+        return Path(tempfile.gettempdir()) / f"attend-{self.name}-{digest}-worker{index}"
+
+    def remove(self) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
 
     # === Choosing a folder ===
     @classmethod

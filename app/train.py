@@ -19,8 +19,16 @@ from app.data.pipeline import count_batches
 from app.data.prepare import PreparedData, check_enough_pairs, filter_report, prepare_data
 from app.data.tokenizer import read_side
 from app.models.precision import training_policy
-from app.recipe import compile_model, make_callbacks, make_datasets
+from app.recipe import (
+    check_batch_divides,
+    compile_model,
+    make_callbacks,
+    make_datasets,
+    shard_input_function,
+)
 from app.recipe.callbacks import DevTranslationMonitor, TrainingDiverged, write_hparams
+from app.recipe.distribution import Distribution, WorkerRole, resolve_distribution
+from app.recipe.strategy_loop import StrategyLoop
 from app.run import RunDir
 from app.scoring import corpus_bleu, read_references
 from app.translator import Translator, build_translator, float32_model
@@ -32,62 +40,129 @@ def train(config: Config, run_dir: Path, data_dir: Path = Path("data"), log=prin
     """Trains (resuming an interrupted run in `run_dir`) and keeps the best weights: by dev BLEU,
     or by dev loss when `train.bleu_sentences=0`. Returns the final metrics.
 
+    Under `train.distribution=multi_worker` every machine runs this with the same `run_dir`; only
+    the chief writes it, the others write into scratch folders they remove (`RunDir.scratch_for_worker`).
     Nothing is written into the run folder before the data has passed every check. Raises
     `RunFailed` (after recording it in the folder) when the loss diverges: the last good
     checkpoint stays, and `attend export` refuses the run."""
-    run = RunDir(run_dir)
-    with run.lock(create=True):
-        run.check_resumable(config)
-        # before any tokenizer runs: seeding clears TF's eager kernel cache, and with it the
-        # SentencePiece kernel resource an eager tokenizer call created
-        keras.utils.set_random_seed(config.train.seed)
-        data = prepare_data(config, data_dir, log=log)
-        filtered = filter_report(data, config.train.max_source_tokens, config.train.max_target_tokens)
-        for counts in filtered.values():
-            log(counts.describe())
-            check_enough_pairs(counts, config.train.batch_size)
-            for warning in counts.warnings():
-                log(f"Note: {warning}")
-        run.start(config, log=log)
-        failure = run.failure()
-        if failure:
-            log(f"The last attempt failed ({failure['message']}); resuming from its last backup")
-        try:
-            return _fit(config, data, run, filtered, log)
-        except TrainingDiverged as diverged:
-            raise _record_divergence(run, diverged) from diverged
+    distribution = resolve_distribution(config.train)
+    role = distribution.role()
+    strategy = distribution.strategy()  # first: MultiWorkerMirroredStrategy must precede every TF op
+    log(f"{distribution.describe(strategy)}" + (f", {role.description}" if role.count > 1 else ""))
+    check_batch_divides(config.train.batch_size, strategy.num_replicas_in_sync)
+    chief_run = RunDir(run_dir)
+    run = chief_run if role.is_chief else chief_run.scratch_for_worker(role.index)
+    if not role.is_chief:
+        log(f"{role.description} writes into the scratch folder {run}; the chief writes {chief_run}")
+    try:
+        with run.lock(create=True):
+            if role.is_chief:
+                run.check_resumable(config)
+            # before any tokenizer runs: seeding clears TF's eager kernel cache, and with it the
+            # SentencePiece kernel resource an eager tokenizer call created
+            keras.utils.set_random_seed(config.train.seed)
+            data = prepare_data(config, data_dir, log=log)
+            filtered = filter_report(data, config.train.max_source_tokens, config.train.max_target_tokens)
+            for counts in filtered.values():
+                log(counts.describe())
+                check_enough_pairs(counts, config.train.batch_size)
+                for warning in counts.warnings():
+                    log(f"Note: {warning}")
+            run.start(config, log=log)
+            failure = run.failure()
+            if failure:
+                log(f"The last attempt failed ({failure['message']}); resuming from its last backup")
+            try:
+                return _fit(config, data, run, filtered, Trainer(distribution, strategy, role), log)
+            except TrainingDiverged as diverged:
+                raise _record_divergence(run, diverged) from diverged
+    finally:
+        if not role.is_chief:
+            run.remove()
 
 
-def _fit(config: Config, data: PreparedData, run: RunDir, filtered: dict, log) -> dict:
+class Trainer:
+    """How this process trains: Keras's `fit`, or the strategy loop where `fit` fails (multi_worker)."""
+
+    def __init__(self, distribution: Distribution, strategy: tf.distribute.Strategy, role: WorkerRole):
+        self.distribution, self.strategy, self.role = distribution, strategy, role
+        self.loop: StrategyLoop | None = None
+
+    def record(self) -> dict:
+        """What trained, for the metrics and the model card."""
+        return {
+            "setting": self.distribution.train.distribution,
+            "strategy": type(self.strategy).__name__,
+            "replicas": self.strategy.num_replicas_in_sync,
+            "workers": self.role.count,
+            "loop": "model.fit"
+            if self.distribution.runs_fit
+            else "strategy.run (app/recipe/strategy_loop.py)",
+        }
+
+    def datasets(self, config: Config, data: PreparedData) -> tuple[tf.data.Dataset, tf.data.Dataset, int]:
+        """Train and dev sets and the steps of one epoch: one pass over the train split at
+        train.batch_size (under multi_worker, about one pass over each worker's shard at its share
+        of the batch; each worker then reads its own shard, see `fit`)."""
+        train_set, dev_set = make_datasets(config, data, self.distribution.static_shapes)
+        return train_set, dev_set, config.train.steps_per_epoch or count_batches(train_set)
+
+    def fit(self, model: keras.Model, config: Config, data: PreparedData, sets, callbacks):
+        (train_set, dev_set, steps), epochs = sets, config.train.epochs
+        if self.distribution.runs_fit:
+            return model.fit(
+                train_set.repeat(),
+                epochs=epochs,
+                steps_per_epoch=steps,
+                validation_data=dev_set,
+                shuffle=False,  # the tf.data pipeline shuffles
+                callbacks=callbacks,
+                verbose="auto",
+            )
+        self.loop = StrategyLoop(model, self.strategy)
+        return self.loop.fit(
+            shard_input_function(config, data),
+            epochs=epochs,
+            steps_per_epoch=steps,
+            validation_data=dev_set,
+            callbacks=callbacks,
+        )
+
+    def evaluate(self, model: keras.Model, dev_set: tf.data.Dataset) -> tuple[float, float]:
+        """(dev loss, dev token accuracy) of the model's current weights."""
+        if self.loop:
+            logs = self.loop.evaluate(dev_set)
+            return logs["loss"], logs["token_accuracy"]
+        dev_loss, dev_accuracy = model.evaluate(dev_set, verbose=0)
+        return float(dev_loss), float(dev_accuracy)
+
+
+def _fit(config: Config, data: PreparedData, run: RunDir, filtered: dict, trainer: Trainer, log) -> dict:
     shutil.copytree(data.vocab_dir, run.vocab_dir, dirs_exist_ok=True)
-    train_set, dev_set = make_datasets(config, data)
-    steps_per_epoch = config.train.steps_per_epoch or count_batches(train_set)
+    train_set, dev_set, steps_per_epoch = sets = trainer.datasets(config, data)
     log(
         f"Training on {filtered['train'].kept:,} pairs: {steps_per_epoch} steps per epoch, "
         f"at most {config.train.epochs} epochs"
     )
-    model = compile_model(config, data, steps_per_epoch * config.train.epochs)
+    model = compile_model(config, data, steps_per_epoch * config.train.epochs, trainer.strategy)
     write_hparams(run.logs_dir, config.to_dict(), run.name)
     started = time.time()
-    history = model.fit(
-        train_set.repeat(),
-        epochs=config.train.epochs,
-        steps_per_epoch=steps_per_epoch,
-        validation_data=dev_set,
-        shuffle=False,  # the tf.data pipeline shuffles
-        callbacks=make_callbacks(run, config.train, make_dev_monitor(model, config, data, run)),
-        verbose="auto",
-    )
+    callbacks = make_callbacks(run, config.train, make_dev_monitor(model, config, data, run))
+    history = trainer.fit(model, config, data, sets, callbacks)
     seconds = time.time() - started
     if run.is_trained:
         model.load_weights(str(run.best_weights))
-    metrics = final_metrics(model, dev_set, history, seconds)
+    metrics = {
+        **final_metrics(model, trainer.evaluate(model, dev_set), history, seconds),
+        "distribution": trainer.record(),
+    }
     log(f"Best weights: dev loss {metrics['dev_loss']:.4f}, accuracy {metrics['dev_token_accuracy']:.4f}")
     run.clear_failure()
     run.write_metrics(metrics)
     run.write_model_card(model_card(config, data, filtered, metrics))
-    translator = build_translator(float32_model(model, config), config, run.vocab_dir, data.tokenizers)
-    log_sample_translations(translator, data.corpus.dev, log)
+    if trainer.role.is_chief:
+        translator = build_translator(float32_model(model, config), config, run.vocab_dir, data.tokenizers)
+        log_sample_translations(translator, data.corpus.dev, log)
     return metrics
 
 
@@ -135,8 +210,8 @@ def log_sample_translations(translator: Translator, dev_tsv: Path, log=print) ->
         log(f"  source:      {source}\n  reference:   {reference}\n  translation: {translation}\n")
 
 
-def final_metrics(model: keras.Model, dev_set: tf.data.Dataset, history, seconds: float) -> dict:
-    dev_loss, dev_accuracy = model.evaluate(dev_set, verbose=0)
+def final_metrics(model: keras.Model, dev_scores: tuple[float, float], history, seconds: float) -> dict:
+    dev_loss, dev_accuracy = dev_scores
     epochs = len(history.history.get("loss", []))
     return {
         "status": "trained",

@@ -214,6 +214,8 @@ def test_profile_batches_out_of_order_or_malformed_are_refused(batches):
         ("train.epocs=3", "Unknown key"),
         ("training.epochs=3", "Unknown config section"),
         ("model.cell=rnn", "model.cell='rnn' is not one of"),
+        ("train.distribution=horovod", "train.distribution='horovod' is not one of"),
+        ("train.precision=float16", "train.precision='float16' is not one of"),
         ("epochs=3", "section.key=value"),
         ("data.corpus=tsv", "needs data.tsv_path"),
         ("name.x=3", "'name' is not a config section"),

@@ -263,6 +263,22 @@ def test_auto_precision_is_bfloat16_only_on_a_cpu_that_computes_it(tmp_path, mon
     monkeypatch.setattr(precision, "cpu_computes_bfloat16", lambda: False)
     assert precision.training_policy("auto") == "float32"
     assert precision.training_policy("mixed_bfloat16") == "mixed_bfloat16"
+    assert precision.training_policy("mixed_float16") == "mixed_float16"
+
+
+@pytest.mark.parametrize(
+    ("capabilities", "policy"),
+    [([(8, 0)], "mixed_float16"), ([(7, 0), (9, 0)], "mixed_float16"), ([(8, 0), (6, 1)], "float32")],
+)
+def test_auto_precision_is_float16_on_gpus_with_tensor_cores(monkeypatch, capabilities, policy):
+    from app.models import precision
+
+    monkeypatch.setattr(precision, "cpu_computes_bfloat16", lambda: True)  # a GPU decides, not the CPU
+    monkeypatch.setattr(
+        tf.config, "list_physical_devices", lambda kind=None: ["gpu"] if kind == "GPU" else []
+    )
+    monkeypatch.setattr(precision, "gpu_compute_capabilities", lambda: capabilities)
+    assert precision.training_policy("auto") == policy
 
 
 def test_a_bfloat16_model_is_served_by_a_float32_copy_of_its_weights():

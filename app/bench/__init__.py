@@ -43,6 +43,13 @@ from app.bench.decoding import (
     headline_figures,
     targets,
 )
+from app.bench.prepare import (
+    PREPARE_SIZES,
+    QUICK_PREPARE_OVERRIDES,
+    QUICK_PREPARE_SIZES,
+    format_prepare,
+    prepare_curve,
+)
 from app.models.cost import model_gflop_per_example, step_breakdown
 from app.processes import run_python_for_json
 
@@ -344,7 +351,7 @@ def choose_token_limits(config, data) -> dict:
 
     lengths = {
         split: list(zip(*token_lengths(path, data.vocab_dir), strict=True))
-        for split, path in (("train", data.corpus.train), ("dev", data.corpus.dev))
+        for split, path in (("train", data.corpus.train_files), ("dev", data.corpus.dev))
     }
     longest = max(max(pair) for pairs in lengths.values() for pair in pairs)
     source_limit, target_limit = config.train.max_source_tokens, config.train.max_target_tokens
@@ -478,10 +485,50 @@ def run_bench(
             ["serve", "--export-dir", scratch, "--sources", str(sources_file), *quick_flag]
         )
         report["serve"]["goals"] = serve_goals(report["serve"], report["decode"])
+    report["prepare"] = prepare_scale(preset, overrides, quick, data_dir, log)
     report |= headline_figures(report)
     report["targets"] = targets(report)
     output.write_text(json.dumps(report, indent=2) + "\n")
     log(format_table(report))
+    log(f"Wrote {output}")
+    return report
+
+
+def prepare_scale(
+    preset: str,
+    overrides: list[str],
+    quick: bool,
+    data_dir: Path,
+    log=print,
+    sizes: tuple[int, ...] | None = None,
+) -> dict:
+    """The `prepare` phase at each size (`PREPARE_SIZES`, or the quick ones), one process each."""
+    sizes = sizes or (QUICK_PREPARE_SIZES if quick else PREPARE_SIZES)
+    sets = [f"--set={override}" for override in (*overrides, *(QUICK_PREPARE_OVERRIDES if quick else ()))]
+    points = []
+    for pairs in sizes:
+        log(f"bench: attend prepare on {pairs:,} recombined pairs …")
+        points.append(
+            _phase(["prepare", "--preset", preset, "--data-dir", str(data_dir), "--pairs", str(pairs), *sets])
+        )
+    return prepare_curve(points)
+
+
+def run_prepare_bench(
+    preset: str,
+    overrides: list[str],
+    quick: bool,
+    output: Path,
+    data_dir: Path,
+    log=print,
+    sizes: tuple[int, ...] | None = None,
+) -> dict:
+    """Only the `prepare` scale curve (what `attend bench` adds at its end), written to `output`."""
+    overrides = [*(QUICK_OVERRIDES if quick else []), *overrides]
+    curve = prepare_scale(preset, overrides, quick, data_dir, log, sizes)
+    report = {"machine": machine_description(), "preset": preset, "overrides": overrides, "prepare": curve}
+    output.write_text(json.dumps(report, indent=2) + "\n")
+    log("\n".join(format_prepare(curve)))
     log(f"Wrote {output}")
     return report
 
@@ -531,6 +578,8 @@ def format_table(report: dict) -> str:
     )
     if report.get("serve"):
         lines += format_serve(report["serve"])
+    if report.get("prepare"):
+        lines += format_prepare(report["prepare"])
     if report.get("quick"):
         lines.append("--quick: a tiny model, so the targets below check the report, not the speed")
     lines += format_targets(report.get("targets") or targets(report))

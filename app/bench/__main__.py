@@ -17,15 +17,17 @@ from app.bench import (
     run_train_phase,
 )
 from app.bench.decoding import bucket_sources, run_decode_phase
+from app.bench.prepare import run_prepare_phase
 
 
 def main(argv: list[str] | None = None) -> int:
     """`decode` and `serve` take the sentences of `--sources` (a JSON file: bucket → sentences; by
     default those of the preset's corpus); `decode` times the `--exports` folders of `--export-dir`;
     `serve` also takes `--clients 1,8,64` and `--server-settings` (JSON: label → `attend serve` flags,
-    e.g. '{"t0": ["--batch_timeout_micros=0"]}'), to try batching knobs."""
+    e.g. '{"t0": ["--batch_timeout_micros=0"]}'), to try batching knobs; `prepare` times `attend
+    prepare` on `--pairs` pairs recombined from the preset's corpus (in `--work-dir`)."""
     parser = argparse.ArgumentParser(prog="python -m app.bench")
-    parser.add_argument("phase", choices=("train", "serving-model", "decode", "serve"))
+    parser.add_argument("phase", choices=("train", "serving-model", "decode", "serve", "prepare"))
     parser.add_argument("--preset", default="bench")
     parser.add_argument("--data-dir", type=Path, default=Path("data"))
     parser.add_argument("--export-dir", type=Path, default=None)
@@ -33,6 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sources", type=Path, default=None)
     parser.add_argument("--clients", default=",".join(map(str, SERVE_CLIENTS)))
     parser.add_argument("--server-settings", default=None)
+    parser.add_argument("--pairs", type=int, default=100_000, help="prepare: pairs to generate")
+    parser.add_argument("--work-dir", type=Path, default=None, help="prepare: scratch folder (default: temp)")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--set", action="append", default=[], dest="overrides", help="section.key=value")
     args = parser.parse_args(argv)
@@ -52,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
             clients = tuple(int(count) for count in args.clients.split(","))
             settings = json.loads(args.server_settings) if args.server_settings else None
             result = run_serve_phase(args.export_dir, sources["short"][:64], plan, clients, settings)
+    elif args.phase == "prepare":
+        result = run_prepare_phase(config, args.data_dir, args.pairs, args.work_dir)
     elif args.phase == "serving-model":
         result = run_serving_model_phase(config, args.data_dir, plan, args.export_dir)
     else:

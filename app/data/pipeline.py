@@ -8,14 +8,16 @@ before `cache()`, so every epoch replays the first one's order).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import tensorflow as tf
 
-from app.data.tokenizer import SubwordTokenizer
+from app.data.tokenizer import SubwordTokenizer, as_paths
 from app.special_tokens import END_ID, START_ID
 
 _TOKENIZE_BATCH = 1024
+INTERLEAVE_FILES = 16  # shards read at once: enough to mix them, few enough open files
 
 
 def add_source_end(ids: tf.RaggedTensor) -> tf.RaggedTensor:
@@ -30,9 +32,29 @@ def add_target_markers(ids: tf.RaggedTensor) -> tf.RaggedTensor:
     return tf.concat([starts, ids, ends], axis=1)
 
 
-def read_pairs(tsv_path: Path) -> tf.data.Dataset:
-    """(source, target) string pairs from a prepared `source<TAB>target` file."""
-    lines = tf.data.TextLineDataset(str(tsv_path))
+def read_lines(tsv_paths: Path | Sequence[Path]) -> tf.data.Dataset:
+    """The lines of one file, or of several interleaved (one line of each in turn, deterministic).
+
+    Shards of a large train split are read INTERLEAVE_FILES at a time; `tf.distribute` can also
+    give each worker its own shards (auto-sharding by file) because the dataset starts from the names.
+    """
+    files = [str(path) for path in as_paths(tsv_paths)]
+    if not files:
+        raise ValueError("make_dataset needs at least one prepared TSV file; none was given")
+    if len(files) == 1:
+        return tf.data.TextLineDataset(files[0])
+    return tf.data.Dataset.from_tensor_slices(files).interleave(
+        tf.data.TextLineDataset,
+        cycle_length=min(len(files), INTERLEAVE_FILES),
+        block_length=1,
+        num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=True,
+    )
+
+
+def read_pairs(tsv_paths: Path | Sequence[Path]) -> tf.data.Dataset:
+    """(source, target) string pairs from prepared `source<TAB>target` file(s)."""
+    lines = read_lines(tsv_paths)
     columns = lines.map(
         lambda line: tf.strings.split(line, "\t", maxsplit=2), num_parallel_calls=tf.data.AUTOTUNE
     )
@@ -75,7 +97,7 @@ def bucket_boundaries(max_length: int, width: int) -> list[int]:
 
 
 def make_dataset(
-    tsv_path: Path,
+    tsv_paths: Path | Sequence[Path],
     source_tokenizer: SubwordTokenizer,
     target_tokenizer: SubwordTokenizer,
     *,
@@ -85,14 +107,26 @@ def make_dataset(
     bucket_width: int = 8,
     shuffle_buffer: int = 0,
     seed: int | None = None,
+    shard: tuple[int, int] | None = None,
+    static_shapes: bool = False,
 ) -> tf.data.Dataset:
     """Batches `((source_ids, target_in), target_out)` padded with 0, bucketed by length.
 
+    `tsv_paths` is one prepared file or several (a sharded train split: `PreparedCorpus.train_files`),
+    read interleaved so that each pass yields every pair of every file once.
     Pairs whose source (with its end marker) exceeds `max_source_tokens`, or whose target
     (without the start marker) exceeds `max_target_tokens`, are left out. `shuffle_buffer=0`
     keeps file order (dev and test).
+
+    `shard=(count, index)` keeps every count-th pair from the index-th on, before tokenizing: one
+    worker's share under multi-worker training, each pair in exactly one share. `static_shapes`
+    (TPUs) pads every batch to its bucket's upper bound and drops the partial last batch of each
+    bucket, so that batches come in a few fixed shapes.
     """
-    pairs = tokenize_pairs(read_pairs(tsv_path), source_tokenizer, target_tokenizer)
+    lines = read_pairs(tsv_paths)
+    if shard:
+        lines = lines.shard(*shard)
+    pairs = tokenize_pairs(lines, source_tokenizer, target_tokenizer)
     pairs = pairs.filter(
         lambda s, t: tf.logical_and(tf.size(s) <= max_source_tokens, tf.size(t) - 1 <= max_target_tokens)
     ).cache()
@@ -100,12 +134,16 @@ def make_dataset(
         pairs = pairs.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
     longest = max(max_source_tokens, max_target_tokens + 1)
     boundaries = bucket_boundaries(longest, bucket_width)
+    if static_shapes and boundaries[-1] <= longest:
+        boundaries.append(longest + 1)  # padding to a bound needs one above every length
     batches = pairs.bucket_by_sequence_length(
         element_length_func=lambda s, t: tf.maximum(tf.size(s), tf.size(t)),
         bucket_boundaries=boundaries,
         bucket_batch_sizes=[batch_size] * (len(boundaries) + 1),
         padded_shapes=([None], [None]),
         padding_values=(0, 0),
+        pad_to_bucket_boundary=static_shapes,
+        drop_remainder=static_shapes,
     )
     return batches.map(to_model_inputs, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 

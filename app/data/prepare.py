@@ -7,7 +7,8 @@ start from; both halves are cached under `data/` and reused when unchanged.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+import itertools
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,11 +20,13 @@ from app.data.tokenizer import (
     SubwordTokenizer,
     fit_tokenizers,
     load_tokenizer,
+    read_lines,
     read_side,
     round_trip_failures,
 )
 
 ROUND_TRIP_SAMPLE = 2000
+LENGTH_CHUNK = 10_000
 Log = Callable[[str], object]
 
 
@@ -90,14 +93,21 @@ class LengthFilterCounts:
 
 
 def prepare_data(config: Config, data_dir: Path, log: Log = print) -> PreparedData:
-    """Prepared splits plus fitted tokenizers, both cached under `data_dir` and reused when unchanged."""
-    corpus = prepare_corpus(config, data_dir, log=log)
+    """Prepared splits plus fitted tokenizers, both cached under `data_dir` and reused when unchanged.
+
+    Each half holds its own file lock while it works, so that processes started at once with the
+    same `data_dir` (workers, or two commands) prepare it once: the others wait, then reuse."""
+    return prepare_tokenizers(config, prepare_corpus(config, data_dir, log=log), log)
+
+
+def prepare_tokenizers(config: Config, corpus: PreparedCorpus, log: Log = print) -> PreparedData:
+    """Fits (or reuses) the tokenizers of a prepared corpus and checks their round trip on dev."""
     settings = dataclasses.asdict(config.tokenizer)
     vocab_name = (
         f"vocab-{settings['model_type']}-{settings['source_vocab_size']}-{settings['target_vocab_size']}"
     )
     vocab_dir = corpus.directory / vocab_name
-    paths = fit_tokenizers(corpus.train, vocab_dir, settings, log=log)
+    paths = fit_tokenizers(corpus.train_files, vocab_dir, settings, log=log, seed=config.data.seed)
     source = load_tokenizer(paths["source"], "source_tokenizer")
     target = load_tokenizer(paths["target"], "target_tokenizer")
     failures = {}
@@ -112,30 +122,53 @@ def prepare_data(config: Config, data_dir: Path, log: Log = print) -> PreparedDa
     return PreparedData(corpus, vocab_dir, source, target, failures)
 
 
-def token_lengths(tsv_path: Path, vocab_dir: Path) -> tuple[list[int], list[int]]:
-    """Per pair of a prepared file: source length with its end marker, target length with its end
+def token_lengths(tsv_paths: Path | Sequence[Path], vocab_dir: Path) -> tuple[list[int], list[int]]:
+    """Per pair of prepared files: source length with its end marker, target length with its end
     marker (without the start marker) — the lengths the pipeline's filter compares.
 
     Counted by the `sentencepiece` package on the same models (the prepared text is normalised
     already): a second tensorflow-text pipeline, made and dropped beside the training one, takes
     the SentencePiece kernel resource they share with it (TF Text 2.21)."""
-    lengths = []
-    for column, side in enumerate(("source", "target")):
-        processor = sentencepiece.SentencePieceProcessor(model_file=str(vocab_dir / f"{side}.model"))
-        lengths.append([len(ids) + 1 for ids in processor.encode(list(read_side(tsv_path, column)))])
-    return lengths[0], lengths[1]
+    lengths: tuple[list[int], list[int]] = ([], [])
+    for sources, targets in _length_chunks(tsv_paths, vocab_dir):
+        lengths[0].extend(sources)
+        lengths[1].extend(targets)
+    return lengths
+
+
+def _length_chunks(
+    tsv_paths: Path | Sequence[Path], vocab_dir: Path
+) -> Iterator[tuple[list[int], list[int]]]:
+    """`token_lengths` LENGTH_CHUNK pairs at a time, so that a split of millions is never held whole."""
+    processors = [
+        sentencepiece.SentencePieceProcessor(model_file=str(vocab_dir / f"{side}.model"))
+        for side in ("source", "target")
+    ]
+    lines = read_lines(tsv_paths)
+    while chunk := list(itertools.islice(lines, LENGTH_CHUNK)):
+        sides = zip(*(line.split("\t")[:2] for line in chunk), strict=True)
+        yield tuple(
+            [len(ids) + 1 for ids in processor.encode(list(side))]
+            for processor, side in zip(processors, sides, strict=True)
+        )
 
 
 def count_length_filter(
-    split: str, tsv_path: Path, vocab_dir: Path, max_source_tokens: int, max_target_tokens: int
+    split: str,
+    tsv_paths: Path | Sequence[Path],
+    vocab_dir: Path,
+    max_source_tokens: int,
+    max_target_tokens: int,
 ) -> LengthFilterCounts:
-    source_lengths, target_lengths = token_lengths(tsv_path, vocab_dir)
-    source_long = sum(length > max_source_tokens for length in source_lengths)
-    target_long = sum(
-        target > max_target_tokens and source <= max_source_tokens
-        for source, target in zip(source_lengths, target_lengths, strict=True)
-    )
-    pairs = len(source_lengths)
+    """The length filter's counts over one split's file(s), streamed."""
+    pairs = source_long = target_long = 0
+    for sources, targets in _length_chunks(tsv_paths, vocab_dir):
+        pairs += len(sources)
+        source_long += sum(length > max_source_tokens for length in sources)
+        target_long += sum(
+            target > max_target_tokens and source <= max_source_tokens
+            for source, target in zip(sources, targets, strict=True)
+        )
     return LengthFilterCounts(split, pairs, pairs - source_long - target_long, source_long, target_long)
 
 
@@ -167,8 +200,9 @@ def filter_report(
     splits: tuple[str, ...] = ("train", "dev"),
 ) -> dict[str, LengthFilterCounts]:
     """The length filter's counts for the splits a run trains and validates on."""
-    files = {"train": data.corpus.train, "dev": data.corpus.dev, "test": data.corpus.test}
     return {
-        split: count_length_filter(split, files[split], data.vocab_dir, max_source_tokens, max_target_tokens)
+        split: count_length_filter(
+            split, data.corpus.split_files(split), data.vocab_dir, max_source_tokens, max_target_tokens
+        )
         for split in splits
     }

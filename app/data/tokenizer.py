@@ -13,19 +13,24 @@ from __future__ import annotations
 
 import hashlib
 import io
+import itertools
 import json
+import os
+import random
 import shutil
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 import sentencepiece
 import tensorflow as tf
 import tensorflow_text as tf_text
 
+from app.data.lock import exclusive_lock
 from app.special_tokens import END_ID, PAD_ID, START_ID, UNKNOWN_ID
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: a seeded sample of all train files instead of the first lines of one
+_HASH_CHUNK = 1 << 20
 _BYTE_PIECES = 256
 _MINIMUM_VOCAB_SIZE = _BYTE_PIECES + 4 + 32
 
@@ -136,13 +141,40 @@ def _train(
     )
 
 
-def read_side(tsv_path: Path, column: int, limit: int | None = None) -> Iterator[str]:
-    """One side (0 = source, 1 = target) of a prepared `source<TAB>target` file."""
-    with open(tsv_path, encoding="utf-8") as lines:
-        for number, line in enumerate(lines):
-            if limit is not None and number >= limit:
-                return
-            yield line.rstrip("\n").split("\t")[column]
+def read_side(tsv_paths: Path | Sequence[Path], column: int, limit: int | None = None) -> Iterator[str]:
+    """One side (0 = source, 1 = target) of prepared `source<TAB>target` files, one after the other."""
+    for line in itertools.islice(read_lines(tsv_paths), limit):
+        yield line.split("\t")[column]
+
+
+def read_lines(tsv_paths: Path | Sequence[Path]) -> Iterator[str]:
+    """The lines (without their end) of one file, or of several in turn (a sharded train split)."""
+    for path in as_paths(tsv_paths):
+        with open(path, encoding="utf-8") as lines:
+            for line in lines:
+                yield line.rstrip("\n")
+
+
+def as_paths(tsv_paths: Path | str | Sequence[Path]) -> tuple[Path, ...]:
+    """One path or a sequence of paths, as a tuple of paths."""
+    if isinstance(tsv_paths, (str, os.PathLike)):
+        return (Path(tsv_paths),)
+    return tuple(Path(path) for path in tsv_paths)
+
+
+def sample_lines(tsv_paths: Path | Sequence[Path], limit: int, seed: int) -> list[str]:
+    """A seeded uniform sample of at most `limit` lines of the files, in one pass and `limit` lines of
+    memory (reservoir sampling). Files of at most `limit` lines come back whole, in their order."""
+    chosen: list[str] = []
+    generator = random.Random(seed)
+    for number, line in enumerate(read_lines(tsv_paths)):
+        if number < limit:
+            chosen.append(line)
+        else:
+            slot = generator.randrange(number + 1)
+            if slot < limit:
+                chosen[slot] = line
+    return chosen
 
 
 def round_trip_failures(
@@ -160,27 +192,61 @@ def round_trip_failures(
     return failures
 
 
-def _fingerprint(train_tsv: Path, settings: dict) -> str:
-    digest = hashlib.sha256(json.dumps({"format": FORMAT_VERSION, **settings}, sort_keys=True).encode())
-    digest.update(train_tsv.read_bytes())
+def _fingerprint(train_files: tuple[Path, ...], settings: dict, seed: int) -> str:
+    """The settings, the sample's seed and every train file's bytes, read in chunks."""
+    header = {"format": FORMAT_VERSION, "seed": seed, **settings}
+    digest = hashlib.sha256(json.dumps(header, sort_keys=True).encode())
+    for path in train_files:
+        digest.update(f"\x00{path.name}\x00".encode())
+        with open(path, "rb") as handle:
+            while chunk := handle.read(_HASH_CHUNK):
+                digest.update(chunk)
     return digest.hexdigest()
 
 
-def fit_tokenizers(train_tsv: Path, vocab_dir: Path, settings: dict, log=print) -> dict[str, Path]:
+def fit_tokenizers(
+    train_files: Path | Sequence[Path], vocab_dir: Path, settings: dict, log=print, *, seed: int = 0
+) -> dict[str, Path]:
     """Trains source and target models on the train split into `vocab_dir`, reusing them when unchanged.
 
-    `settings` holds `source_vocab_size`, `target_vocab_size`, `model_type`, `character_coverage`
-    and `max_training_sentences` (the TokenizerConfig as a dict). Returns the `.model` paths.
+    `train_files` is the train split's file, or its shards. `settings` holds `source_vocab_size`,
+    `target_vocab_size`, `model_type`, `character_coverage` and `max_training_sentences` (the
+    TokenizerConfig as a dict): both models train on the same seeded sample of at most that many
+    pairs, drawn from all the files (None: every pair). Returns the `.model` paths. Holds a lock
+    beside `vocab_dir`, so that a second process fitting the same models waits, then reuses them.
     Logs a line before and after each model, with its time and size (a tiny corpus may support
     fewer pieces than asked for); the trainer's own log is silenced (`minloglevel` in `_train`).
     """
-    fingerprint = _fingerprint(train_tsv, settings)
-    paths = {side: vocab_dir / f"{side}.model" for side in ("source", "target")}
-    manifest = vocab_dir / "manifest.json"
-    same = manifest.is_file() and json.loads(manifest.read_text()).get("fingerprint") == fingerprint
-    if same and all(path.is_file() for path in paths.values()):
-        log(f"Reusing tokenizers in {vocab_dir}")
+    train_files = as_paths(train_files)
+    lock = vocab_dir.parent / f".{vocab_dir.name}.lock"
+    with exclusive_lock(lock, f"the tokenizers in {vocab_dir}", log):
+        fingerprint = _fingerprint(train_files, settings, seed)
+        paths = {side: vocab_dir / f"{side}.model" for side in ("source", "target")}
+        manifest = vocab_dir / "manifest.json"
+        same = manifest.is_file() and json.loads(manifest.read_text()).get("fingerprint") == fingerprint
+        if same and all(path.is_file() for path in paths.values()):
+            log(f"Reusing tokenizers in {vocab_dir}")
+            return paths
+        _fit_into(vocab_dir, _training_lines(train_files, settings, seed, log), settings, fingerprint, log)
         return paths
+
+
+def _training_lines(
+    train_files: tuple[Path, ...], settings: dict, seed: int, log
+) -> Callable[[], Iterator[str]]:
+    """The pairs both models train on: a seeded sample held in memory, or every line streamed."""
+    limit = settings["max_training_sentences"]
+    if limit is None:
+        return lambda: read_lines(train_files)
+    started = time.perf_counter()
+    sample = sample_lines(train_files, limit, seed)
+    log(f"Sampled {len(sample):,} pairs for the tokenizers in {time.perf_counter() - started:.1f} s")
+    return lambda: iter(sample)
+
+
+def _fit_into(
+    vocab_dir: Path, lines: Callable[[], Iterator[str]], settings: dict, fingerprint: str, log
+) -> None:
     staging = vocab_dir.with_name(vocab_dir.name + ".tmp")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
@@ -188,7 +254,7 @@ def fit_tokenizers(train_tsv: Path, vocab_dir: Path, settings: dict, log=print) 
         log(f"Training the {side} SentencePiece model ({settings[f'{side}_vocab_size']} pieces) ...")
         started = time.perf_counter()
         proto = train_sentencepiece(
-            read_side(train_tsv, column, settings["max_training_sentences"]),
+            (line.split("\t")[column] for line in lines()),
             settings[f"{side}_vocab_size"],
             settings["model_type"],
             settings["character_coverage"],
@@ -200,7 +266,6 @@ def fit_tokenizers(train_tsv: Path, vocab_dir: Path, settings: dict, log=print) 
     (staging / "manifest.json").write_text(json.dumps({"fingerprint": fingerprint, **settings}, indent=2))
     shutil.rmtree(vocab_dir, ignore_errors=True)
     staging.rename(vocab_dir)
-    return paths
 
 
 def _write_vocab_listing(model_proto: bytes, path: Path) -> None:

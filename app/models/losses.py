@@ -8,12 +8,38 @@ import tensorflow as tf
 
 @keras.saving.register_keras_serializable(package="attend")
 def masked_cross_entropy(labels, logits):
-    """Mean cross-entropy over the non-padding target tokens of the batch."""
+    """Mean cross-entropy over the non-padding target tokens of the whole (global) batch.
+
+    Under a `tf.distribute` strategy each replica holds a slice of the batch with its own number of
+    rows and target tokens (`distributed_share`). Without one, the plain masked mean.
+    """
     mask = tf.cast(tf.not_equal(labels, 0), tf.float32)
     losses = tf.nn.sparse_softmax_cross_entropy_with_logits(
         tf.cast(labels, tf.int32), tf.cast(logits, tf.float32)
     )
-    return tf.reduce_sum(losses * mask) / tf.maximum(tf.reduce_sum(mask), 1.0)
+    total, tokens = tf.reduce_sum(losses * mask), tf.reduce_sum(mask)
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return total / tf.maximum(tokens, 1.0)
+    return distributed_share(total, tokens, tf.cast(tf.shape(labels)[0], tf.float32), context)
+
+
+def distributed_share(total, tokens, rows, context: tf.distribute.ReplicaContext) -> tf.Tensor:
+    """One replica's loss, such that training and its logs equal those of the undivided batch.
+
+    - The gradient: this replica's token-loss sum over the token count of all replicas (an
+      all-reduce). Keras sums the replicas' gradients and leaves a scalar loss unscaled, so the
+      sum is the gradient of the batch's mean. (A mean per replica would weight the replica with
+      fewer tokens more, and summed over replicas multiply the gradient by their number.)
+    - The value: Keras logs the replicas' losses times their number, averaged with the replicas'
+      rows as weights; the value is scaled by `rows / (replicas × replica rows)` so that this
+      average is the batch's mean even when a batch splits unevenly (the last of a length bucket).
+    """
+    replicas = float(context.num_replicas_in_sync)
+    share = total / tf.maximum(context.all_reduce(tf.distribute.ReduceOp.SUM, tokens), 1.0)
+    all_rows = context.all_reduce(tf.distribute.ReduceOp.SUM, rows)
+    logged = tf.math.divide_no_nan(share * all_rows, replicas * rows)
+    return share + tf.stop_gradient(logged - share)
 
 
 @keras.saving.register_keras_serializable(package="attend")

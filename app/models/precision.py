@@ -11,6 +11,9 @@ from pathlib import Path
 import tensorflow as tf
 
 BFLOAT16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
+PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
+# Tensor cores compute float16 from Volta (compute capability 7.0) on; older GPUs gain nothing from it.
+FLOAT16_MIN_COMPUTE_CAPABILITY = (7, 0)
 
 
 def weight_as(variable, dtype) -> tf.Tensor:
@@ -27,12 +30,28 @@ def cpu_computes_bfloat16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
     return any(flag in flags for flag in BFLOAT16_CPU_FLAGS)
 
 
+def gpu_compute_capabilities() -> list[tuple[int, int]]:
+    """(major, minor) of each visible GPU (TensorFlow's device details; empty without GPUs)."""
+    capabilities = []
+    for gpu in tf.config.list_physical_devices("GPU"):
+        capability = tf.config.experimental.get_device_details(gpu).get("compute_capability")
+        if capability:
+            capabilities.append(tuple(capability))
+    return capabilities
+
+
 def training_policy(precision: str) -> str:
-    """The Keras dtype policy for `train.precision`. `auto` is mixed_bfloat16 on a CPU with bfloat16
-    instructions and no visible GPU (the bench measured it faster at equal dev loss there) and
-    float32 everywhere else; `float32` and `mixed_bfloat16` are taken as they are."""
+    """The Keras dtype policy for `train.precision`; `auto` follows the hardware:
+    - GPUs, all of compute capability 7.0 or more: mixed_float16 (Keras scales the loss);
+    - other GPUs: float32;
+    - no GPU, a CPU with bfloat16 instructions: mixed_bfloat16 (the bench measured it faster at
+      equal dev loss there);
+    - else float32.
+    `float32`, `mixed_bfloat16` and `mixed_float16` are taken as they are."""
     if precision != "auto":
         return precision
-    if tf.config.list_physical_devices("GPU") or not cpu_computes_bfloat16():
-        return "float32"
-    return "mixed_bfloat16"
+    if tf.config.list_physical_devices("GPU"):
+        capabilities = gpu_compute_capabilities()
+        fast = capabilities and min(capabilities) >= FLOAT16_MIN_COMPUTE_CAPABILITY
+        return "mixed_float16" if fast else "float32"
+    return "mixed_bfloat16" if cpu_computes_bfloat16() else "float32"

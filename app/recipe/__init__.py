@@ -18,6 +18,7 @@ from app.models.losses import MaskedTokenAccuracy, masked_cross_entropy
 from app.models.precision import training_policy
 from app.models.seq2seq import build_model
 from app.recipe.callbacks import BestScoreRecord, DivergenceGuard, ModelGraphWriter, TensorBoard
+from app.recipe.optimizer import ReplicaSumClippingAdam
 
 
 class TrainingRun(Protocol):
@@ -38,24 +39,72 @@ class TrainingRun(Protocol):
     def write_first_epoch_dev_loss(self, dev_loss: float) -> None: ...
 
 
-def make_datasets(config: Config, data: PreparedData) -> tuple[tf.data.Dataset, tf.data.Dataset]:
-    """Train (shuffled each epoch) and dev batches; the dev set knows its length so that Keras
-    starts a fresh pass over it at every validation."""
-    common = {
-        "batch_size": config.train.batch_size,
-        "max_source_tokens": config.train.max_source_tokens,
-        "max_target_tokens": config.train.max_target_tokens,
-        "bucket_width": config.train.bucket_width,
+def _batching(train: TrainConfig, batch_size: int | None, static_shapes: bool) -> dict:
+    return {
+        "batch_size": batch_size or train.batch_size,
+        "max_source_tokens": train.max_source_tokens,
+        "max_target_tokens": train.max_target_tokens,
+        "bucket_width": train.bucket_width,
+        "static_shapes": static_shapes,
     }
-    train_set = make_dataset(
-        data.corpus.train,
+
+
+def make_train_set(
+    config: Config,
+    data: PreparedData,
+    *,
+    batch_size: int | None = None,
+    shard: tuple[int, int] | None = None,
+    static_shapes: bool = False,
+) -> tf.data.Dataset:
+    """Train batches, shuffled anew each epoch; `shard=(count, index)`: one worker's share of the pairs
+    (each pair in exactly one share), `batch_size`: its rows per batch (default train.batch_size)."""
+    return make_dataset(
+        data.corpus.train_files,
         *data.tokenizers,
         shuffle_buffer=config.train.shuffle_buffer,
         seed=config.train.seed,
-        **common,
+        shard=shard,
+        **_batching(config.train, batch_size, static_shapes),
     )
-    dev_set = make_dataset(data.corpus.dev, *data.tokenizers, **common)
-    return train_set, dev_set.apply(tf.data.experimental.assert_cardinality(count_batches(dev_set)))
+
+
+def make_dev_set(config: Config, data: PreparedData, static_shapes: bool = False) -> tf.data.Dataset:
+    """Dev batches in file order; the set knows its length so that Keras starts a fresh pass over it
+    at every validation."""
+    dev_set = make_dataset(data.corpus.dev, *data.tokenizers, **_batching(config.train, None, static_shapes))
+    return dev_set.apply(tf.data.experimental.assert_cardinality(count_batches(dev_set)))
+
+
+def make_datasets(
+    config: Config, data: PreparedData, static_shapes: bool = False
+) -> tuple[tf.data.Dataset, tf.data.Dataset]:
+    """Train (shuffled each epoch) and dev batches of `train.batch_size` rows."""
+    return make_train_set(config, data, static_shapes=static_shapes), make_dev_set(
+        config, data, static_shapes
+    )
+
+
+def shard_input_function(config: Config, data: PreparedData):
+    """`input_context → dataset` for `Strategy.distribute_datasets_from_function`: each input pipeline
+    (one per worker) reads its shard of the pairs, endlessly, in batches of one replica's share
+    of `train.batch_size`."""
+
+    def make(context: tf.distribute.InputContext) -> tf.data.Dataset:
+        rows = context.get_per_replica_batch_size(config.train.batch_size)
+        shard = (context.num_input_pipelines, context.input_pipeline_id)
+        return make_train_set(config, data, batch_size=rows, shard=shard).repeat()
+
+    return make
+
+
+def check_batch_divides(batch_size: int, replicas: int) -> None:
+    """Each replica gets the same share of the global batch, so it must divide evenly."""
+    if batch_size % replicas:
+        raise ValueError(
+            f"train.batch_size={batch_size} does not divide among {replicas} replicas; use a multiple of "
+            f"{replicas} (the global batch is split evenly over the replicas)"
+        )
 
 
 def learning_rate_schedule(train: TrainConfig, total_steps: int) -> keras.optimizers.schedules.CosineDecay:
@@ -72,24 +121,33 @@ def learning_rate_schedule(train: TrainConfig, total_steps: int) -> keras.optimi
 
 
 def make_optimizer(train: TrainConfig, total_steps: int) -> keras.optimizers.Optimizer:
-    """Adam on `learning_rate_schedule`, with gradient-norm clipping."""
-    return keras.optimizers.Adam(
+    """Adam on `learning_rate_schedule`, with gradient-norm clipping (of the gradients summed over the
+    replicas, under a distribution strategy)."""
+    return ReplicaSumClippingAdam(
         learning_rate=learning_rate_schedule(train, total_steps), clipnorm=train.clipnorm
     )
 
 
-def compile_model(config: Config, data: PreparedData, total_steps: int) -> keras.Model:
-    """The model for `config`, compiled for training (precision policy, loss, metrics, optimizer)."""
+def compile_model(
+    config: Config, data: PreparedData, total_steps: int, strategy: tf.distribute.Strategy | None = None
+) -> keras.Model:
+    """The model for `config`, compiled for training (precision policy, loss, metrics, optimizer), its
+    variables made in `strategy`'s scope (default: no distribution). Under mixed_float16 Keras wraps
+    the optimizer in a LossScaleOptimizer."""
     keras.mixed_precision.set_global_policy(training_policy(config.train.precision))
-    model = build_model(
-        data.source_tokenizer.vocab_size, data.target_tokenizer.vocab_size, **dataclasses.asdict(config.model)
-    )
-    model.compile(
-        optimizer=make_optimizer(config.train, total_steps),
-        loss=masked_cross_entropy,
-        metrics=[MaskedTokenAccuracy()],
-        jit_compile=config.train.jit_compile,
-    )
+    with (strategy or tf.distribute.get_strategy()).scope():
+        model = build_model(
+            data.source_tokenizer.vocab_size,
+            data.target_tokenizer.vocab_size,
+            **dataclasses.asdict(config.model),
+        )
+        model.compile(
+            optimizer=make_optimizer(config.train, total_steps),
+            loss=masked_cross_entropy,
+            metrics=[MaskedTokenAccuracy()],
+            jit_compile=config.train.jit_compile,
+            steps_per_execution=config.train.steps_per_execution,
+        )
     return model
 
 

@@ -1,0 +1,147 @@
+"""Training with `strategy.run` where Keras's `fit` does not work: under MultiWorkerMirroredStrategy.
+
+It stands in for `model.fit` and nothing more: the same compiled model, optimizer (with its loss
+scaling under mixed_float16), loss, callbacks (the same list, driven through Keras's
+`CallbackList`, so checkpoints, early stopping, TensorBoard, the dev BLEU monitor and
+BackupAndRestore behave as under `fit`) and the same logs: `loss` is the mean of the batches'
+losses weighted by their rows, `token_accuracy` is pooled over the epoch's tokens, and `val_…`
+are the same measures on the dev set.
+
+Each worker reads its own shard of the training pairs (`make_train_set(shard)`), and every
+worker runs the same number of steps, so none waits for a collective that another never joins.
+Validation runs on each worker over the whole dev set outside `strategy.run`: every worker
+holds the same weights, so all see the same dev loss and BLEU and take the same decisions
+(checkpoint, early stopping, divergence) without exchanging them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import keras
+import tensorflow as tf
+
+from app.models.losses import masked_cross_entropy
+
+SUM = tf.distribute.ReduceOp.SUM
+
+
+def token_counts(labels: tf.Tensor, logits: tf.Tensor) -> list[tf.Tensor]:
+    """[rows, summed token loss, correct tokens, tokens] of one batch (or one replica's part of it):
+    sums that add up over replicas, from which `EpochMeans` makes Keras's logs."""
+    labels = tf.cast(labels, tf.int32)
+    mask = tf.not_equal(labels, 0)
+    weights = tf.cast(mask, tf.float32)
+    losses = tf.nn.sparse_softmax_cross_entropy_with_logits(labels, tf.cast(logits, tf.float32))
+    hits = tf.logical_and(mask, tf.equal(tf.argmax(logits, axis=-1, output_type=tf.int32), labels))
+    rows = tf.cast(tf.shape(labels)[0], tf.float32)
+    return [
+        rows,
+        tf.reduce_sum(losses * weights),
+        tf.reduce_sum(tf.cast(hits, tf.float32)),
+        tf.reduce_sum(weights),
+    ]
+
+
+class EpochMeans:
+    """Keras's epoch logs: each batch's mean token loss averaged with its rows as weights, the token
+    accuracy pooled over all tokens."""
+
+    def __init__(self):
+        self.loss_rows = self.rows = self.correct = self.tokens = 0.0
+
+    def add(self, rows: float, loss_sum: float, correct: float, tokens: float) -> None:
+        self.loss_rows += rows * loss_sum / max(tokens, 1.0)
+        self.rows += rows
+        self.correct += correct
+        self.tokens += tokens
+
+    def logs(self, prefix: str = "") -> dict[str, float]:
+        return {
+            f"{prefix}loss": self.loss_rows / self.rows if self.rows else float("nan"),
+            f"{prefix}token_accuracy": self.correct / self.tokens if self.tokens else 0.0,
+        }
+
+
+class StrategyLoop:
+    """`fit` and `evaluate` of a compiled model built in `strategy.scope()`.
+
+    Args:
+        model: compiled with `app.recipe.compile_model` inside `strategy.scope()`.
+        strategy: the strategy whose scope built it.
+    """
+
+    def __init__(self, model: keras.Model, strategy: tf.distribute.Strategy):
+        self.model, self.strategy = model, strategy
+        self._train_step = tf.function(self._distributed_step)
+        self._test_batch = tf.function(self._test_step)
+
+    def _replica_step(self, batch):
+        (source, target_in), target_out = batch
+        model, optimizer = self.model, self.model.optimizer
+        with tf.GradientTape() as tape:
+            logits = model([source, target_in], training=True)
+            loss = masked_cross_entropy(target_out, logits)  # this replica's share of the global mean
+            scaled = optimizer.scale_loss(loss)  # mixed_float16: Keras's loss scaling (else unchanged)
+        gradients = tape.gradient(scaled, model.trainable_variables)
+        optimizer.apply_gradients(zip(gradients, model.trainable_variables, strict=True))
+        return token_counts(target_out, logits)
+
+    def _distributed_step(self, iterator):
+        results = self.strategy.run(self._replica_step, args=(next(iterator),))
+        return [self.strategy.reduce(SUM, value, axis=None) for value in results]
+
+    def _test_step(self, source, target_in, target_out):
+        return token_counts(target_out, self.model([source, target_in], training=False))
+
+    def evaluate(self, dataset: tf.data.Dataset, prefix: str = "") -> dict[str, float]:
+        """The dev measures of `fit`'s logs over all of `dataset`, on this worker alone."""
+        means = EpochMeans()
+        for (source, target_in), target_out in dataset:
+            means.add(*(float(value) for value in self._test_batch(source, target_in, target_out)))
+        return means.logs(prefix)
+
+    def fit(
+        self,
+        make_train_set: Callable[[tf.distribute.InputContext], tf.data.Dataset],
+        *,
+        epochs: int,
+        steps_per_epoch: int,
+        validation_data: tf.data.Dataset,
+        callbacks: list[keras.callbacks.Callback],
+        verbose: int = 1,
+    ) -> keras.callbacks.History:
+        """Trains like `model.fit(train, epochs, steps_per_epoch, validation_data, callbacks)`.
+
+        `make_train_set(input_context)` returns this input pipeline's endless dataset of
+        per-replica batches (`tf.distribute.Strategy.distribute_datasets_from_function`)."""
+        model = self.model
+        listed = keras.callbacks.CallbackList(
+            callbacks, add_history=True, add_progbar=verbose != 0, model=model,
+            verbose=verbose, epochs=epochs, steps=steps_per_epoch,
+        )  # fmt: skip
+        iterator = iter(self.strategy.distribute_datasets_from_function(make_train_set))
+        model.stop_training = False
+        with self.strategy.scope():  # BackupAndRestore builds the optimizer's variables to restore them
+            listed.on_train_begin()
+        initial_epoch = model._initial_epoch or 0  # where BackupAndRestore's backup says to resume
+        logs: dict[str, float] = {}
+        for epoch in range(initial_epoch, epochs):
+            logs = self._train_epoch(epoch, iterator, steps_per_epoch, listed)
+            logs.update(self.evaluate(validation_data, prefix="val_"))
+            listed.on_epoch_end(epoch, logs)
+            if model.stop_training:
+                break
+        listed.on_train_end(logs)
+        return model.history
+
+    def _train_epoch(self, epoch: int, iterator, steps: int, listed: keras.callbacks.CallbackList) -> dict:
+        listed.on_epoch_begin(epoch)
+        means = EpochMeans()
+        for step in range(steps):
+            listed.on_train_batch_begin(step)
+            means.add(*(float(value) for value in self._train_step(iterator)))
+            listed.on_train_batch_end(step, means.logs())
+            if self.model.stop_training:
+                break
+        return means.logs()
