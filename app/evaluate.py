@@ -31,6 +31,12 @@ def evaluate_run(
     run = RunDir(run_dir)
     config = run.config()
     tsv = source_file or data_dir / config.corpus_name / f"{split}.tsv"
+    shards = sorted(tsv.parent.glob(f"{split}-*-of-*.tsv")) if not source_file else []
+    if shards and not tsv.is_file():
+        raise ValueError(
+            f"The {split} split of {tsv.parent} is sharded into {len(shards)} files (a corpus of millions of "
+            "pairs); score the dev or test split, or one file with --source FILE.tsv"
+        )
     if not tsv.is_file():
         raise ValueError(
             f"No {tsv}; run `attend prepare --preset {run.config_path}` or pass --source FILE.tsv"

@@ -28,7 +28,7 @@ from app.recipe import (
 )
 from app.recipe.callbacks import DevTranslationMonitor, TrainingDiverged, write_hparams
 from app.recipe.distribution import Distribution, WorkerRole, resolve_distribution
-from app.recipe.strategy_loop import StrategyLoop
+from app.recipe.strategy_loop import DevEvaluation, DevScores, StrategyLoop
 from app.run import RunDir
 from app.scoring import corpus_bleu, read_references
 from app.translator import Translator, build_translator, float32_model
@@ -86,7 +86,8 @@ class Trainer:
 
     def __init__(self, distribution: Distribution, strategy: tf.distribute.Strategy, role: WorkerRole):
         self.distribution, self.strategy, self.role = distribution, strategy, role
-        self.loop: StrategyLoop | None = None
+        # Keras's validation under a strategy fails on a dev batch that splits unevenly (strategy_loop)
+        self.keras_validates = distribution.runs_fit and strategy.num_replicas_in_sync == 1
 
     def record(self) -> dict:
         """What trained, for the metrics and the model card."""
@@ -107,6 +108,10 @@ class Trainer:
         train_set, dev_set = make_datasets(config, data, self.distribution.static_shapes)
         return train_set, dev_set, config.train.steps_per_epoch or count_batches(train_set)
 
+    def dev_scores(self, model: keras.Model, dev_set: tf.data.Dataset) -> DevScores | None:
+        """The callback that puts the dev scores into the logs, where Keras's validation does not."""
+        return None if self.keras_validates else DevScores(DevEvaluation(model), dev_set)
+
     def fit(self, model: keras.Model, config: Config, data: PreparedData, sets, callbacks):
         (train_set, dev_set, steps), epochs = sets, config.train.epochs
         if self.distribution.runs_fit:
@@ -114,27 +119,23 @@ class Trainer:
                 train_set.repeat(),
                 epochs=epochs,
                 steps_per_epoch=steps,
-                validation_data=dev_set,
+                validation_data=dev_set if self.keras_validates else None,
                 shuffle=False,  # the tf.data pipeline shuffles
                 callbacks=callbacks,
                 verbose="auto",
             )
-        self.loop = StrategyLoop(model, self.strategy)
-        return self.loop.fit(
-            shard_input_function(config, data),
-            epochs=epochs,
-            steps_per_epoch=steps,
-            validation_data=dev_set,
-            callbacks=callbacks,
+        loop = StrategyLoop(model, self.strategy)
+        return loop.fit(
+            shard_input_function(config, data), epochs=epochs, steps_per_epoch=steps, callbacks=callbacks
         )
 
     def evaluate(self, model: keras.Model, dev_set: tf.data.Dataset) -> tuple[float, float]:
         """(dev loss, dev token accuracy) of the model's current weights."""
-        if self.loop:
-            logs = self.loop.evaluate(dev_set)
-            return logs["loss"], logs["token_accuracy"]
-        dev_loss, dev_accuracy = model.evaluate(dev_set, verbose=0)
-        return float(dev_loss), float(dev_accuracy)
+        if self.keras_validates:
+            dev_loss, dev_accuracy = model.evaluate(dev_set, verbose=0)
+            return float(dev_loss), float(dev_accuracy)
+        scores = DevEvaluation(model)(dev_set)
+        return scores["loss"], scores["token_accuracy"]
 
 
 def _fit(config: Config, data: PreparedData, run: RunDir, filtered: dict, trainer: Trainer, log) -> dict:
@@ -147,7 +148,8 @@ def _fit(config: Config, data: PreparedData, run: RunDir, filtered: dict, traine
     model = compile_model(config, data, steps_per_epoch * config.train.epochs, trainer.strategy)
     write_hparams(run.logs_dir, config.to_dict(), run.name)
     started = time.time()
-    callbacks = make_callbacks(run, config.train, make_dev_monitor(model, config, data, run))
+    monitor = make_dev_monitor(model, config, data, run)
+    callbacks = make_callbacks(run, config.train, monitor, trainer.dev_scores(model, dev_set))
     history = trainer.fit(model, config, data, sets, callbacks)
     seconds = time.time() - started
     if run.is_trained:

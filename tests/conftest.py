@@ -72,7 +72,14 @@ def trained_run(tmp_path_factory) -> Path:
 
 # The files that take minutes, longest first: `make test`'s workers take whole files in collection
 # order, so starting these first keeps one worker from getting a long file at the end.
-LONGEST_FILES = ("test_readme.py", "test_reliability.py", "test_serve_versions.py", "test_serve.py")
+LONGEST_FILES = (
+    "test_readme.py",
+    "test_distribute_multi_worker.py",
+    "test_reliability.py",
+    "test_distribute.py",
+    "test_serve_versions.py",
+    "test_serve.py",
+)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

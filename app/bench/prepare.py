@@ -19,10 +19,10 @@ import time
 from pathlib import Path
 
 PREPARE_SIZES = (100_000, 1_000_000, 5_000_000)
-QUICK_PREPARE_SIZES = (10_000, 20_000)
+QUICK_PREPARE_SIZES = (4_000, 8_000)
 # --quick checks the report, not the speed: SentencePiece's pruning down to the quick 500 pieces takes
 # about a minute on 44k of these long pairs, so its sample is cut to this
-QUICK_PREPARE_OVERRIDES = ("tokenizer.max_training_sentences=5000",)
+QUICK_PREPARE_OVERRIDES = ("tokenizer.max_training_sentences=2000",)
 LINEAR_TOLERANCE = 0.2
 RSS_GOAL_MB = 2e9 / 2**20  # 2 GB in the MiB the bench reports (1,907)
 LINEAR_FROM = 1_000_000  # the reference point: the smallest of at least this many pairs (else the smallest)

@@ -109,6 +109,7 @@ def make_dataset(
     seed: int | None = None,
     shard: tuple[int, int] | None = None,
     static_shapes: bool = False,
+    cache: bool = True,
 ) -> tf.data.Dataset:
     """Batches `((source_ids, target_in), target_out)` padded with 0, bucketed by length.
 
@@ -121,7 +122,8 @@ def make_dataset(
     `shard=(count, index)` keeps every count-th pair from the index-th on, before tokenizing: one
     worker's share under multi-worker training, each pair in exactly one share. `static_shapes`
     (TPUs) pads every batch to its bucket's upper bound and drops the partial last batch of each
-    bucket, so that batches come in a few fixed shapes.
+    bucket, so that batches come in a few fixed shapes. `cache=False` tokenizes anew every epoch
+    instead of holding every pair's ids in memory (for corpora of millions of pairs).
     """
     lines = read_pairs(tsv_paths)
     if shard:
@@ -129,7 +131,9 @@ def make_dataset(
     pairs = tokenize_pairs(lines, source_tokenizer, target_tokenizer)
     pairs = pairs.filter(
         lambda s, t: tf.logical_and(tf.size(s) <= max_source_tokens, tf.size(t) - 1 <= max_target_tokens)
-    ).cache()
+    )
+    if cache:
+        pairs = pairs.cache()
     if shuffle_buffer:
         pairs = pairs.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
     longest = max(max_source_tokens, max_target_tokens + 1)

@@ -49,6 +49,11 @@ def _batching(train: TrainConfig, batch_size: int | None, static_shapes: bool) -
     }
 
 
+# Up to this many train pairs, their token ids (int32, a few hundred bytes a pair with tf.data's
+# overhead) are cached in memory after the first epoch; larger splits are tokenized anew each epoch.
+MEMORY_CACHE_PAIRS = 1_000_000
+
+
 def make_train_set(
     config: Config,
     data: PreparedData,
@@ -65,6 +70,7 @@ def make_train_set(
         shuffle_buffer=config.train.shuffle_buffer,
         seed=config.train.seed,
         shard=shard,
+        cache=data.corpus.report["splits"]["train"] <= MEMORY_CACHE_PAIRS,
         **_batching(config.train, batch_size, static_shapes),
     )
 
@@ -152,9 +158,13 @@ def compile_model(
 
 
 def make_callbacks(
-    run: TrainingRun, train: TrainConfig, monitor: keras.callbacks.Callback | None
+    run: TrainingRun,
+    train: TrainConfig,
+    monitor: keras.callbacks.Callback | None,
+    dev_scores: keras.callbacks.Callback | None = None,
 ) -> list[keras.callbacks.Callback]:
     """Keras's callbacks in the order that matters at an epoch's end:
+    - the dev scores, where Keras's validation does not give them (`app.recipe.strategy_loop.DevScores`);
     - the divergence guard first: a diverged epoch stops the run before anything else sees it;
     - the dev monitor adds `val_bleu` to the logs before the checkpoint, early stopping and
       TensorBoard read them;
@@ -165,6 +175,7 @@ def make_callbacks(
     saved = run.best_score()
     best = saved if saved and saved.get("monitor") == metric else None
     return [
+        *([dev_scores] if dev_scores else []),
         DivergenceGuard(train.divergence_factor, run.first_epoch_dev_loss(), run.write_first_epoch_dev_loss),
         *([monitor] if monitor else []),
         keras.callbacks.ModelCheckpoint(

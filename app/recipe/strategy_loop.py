@@ -1,17 +1,19 @@
-"""Training with `strategy.run` where Keras's `fit` does not work: under MultiWorkerMirroredStrategy.
+"""Training with `strategy.run` where Keras's `fit` does not work, and dev scores that need no strategy.
 
-It stands in for `model.fit` and nothing more: the same compiled model, optimizer (with its loss
-scaling under mixed_float16), loss, callbacks (the same list, driven through Keras's
-`CallbackList`, so checkpoints, early stopping, TensorBoard, the dev BLEU monitor and
-BackupAndRestore behave as under `fit`) and the same logs: `loss` is the mean of the batches'
-losses weighted by their rows, `token_accuracy` is pooled over the epoch's tokens, and `val_…`
-are the same measures on the dev set.
-
-Each worker reads its own shard of the training pairs (`make_train_set(shard)`), and every
+`StrategyLoop` stands in for `model.fit` under MultiWorkerMirroredStrategy and nothing more: the
+same compiled model, optimizer (with its loss scaling under mixed_float16), loss, callbacks (the
+same list, driven through Keras's `CallbackList`, so checkpoints, early stopping, TensorBoard, the
+dev BLEU monitor and BackupAndRestore behave as under `fit`) and the same logs: `loss` is the mean
+of the batches' losses weighted by their rows, `token_accuracy` is pooled over the epoch's tokens.
+Each worker reads its own shard of the training pairs (`make_train_set(input_context)`), and every
 worker runs the same number of steps, so none waits for a collective that another never joins.
-Validation runs on each worker over the whole dev set outside `strategy.run`: every worker
-holds the same weights, so all see the same dev loss and BLEU and take the same decisions
-(checkpoint, early stopping, divergence) without exchanging them.
+
+`DevScores` puts `val_loss` and `val_token_accuracy` into the epoch's logs wherever the model has
+more than one replica. Keras's own validation under a strategy first reduces the dev set's first
+batch over the replicas to build the model, which fails whenever that batch splits unevenly (a
+length bucket's last, smaller batch). It runs on each worker over the whole dev set, outside
+`strategy.run`: every worker holds the same weights, so all see the same dev scores and take the
+same decisions (checkpoint, early stopping, divergence) without exchanging them.
 """
 
 from __future__ import annotations
@@ -63,8 +65,38 @@ class EpochMeans:
         }
 
 
+class DevEvaluation:
+    """The dev measures of Keras's logs (`loss`, `token_accuracy`) over a whole dataset, on this
+    process alone (no replicas: the weights are read as they are)."""
+
+    def __init__(self, model: keras.Model):
+        self.model = model
+        self._batch = tf.function(self._counts)
+
+    def _counts(self, source, target_in, target_out):
+        return token_counts(target_out, self.model([source, target_in], training=False))
+
+    def __call__(self, dataset: tf.data.Dataset, prefix: str = "") -> dict[str, float]:
+        means = EpochMeans()
+        for (source, target_in), target_out in dataset:
+            means.add(*(float(value) for value in self._batch(source, target_in, target_out)))
+        return means.logs(prefix)
+
+
+class DevScores(keras.callbacks.Callback):
+    """Adds `val_loss` and `val_token_accuracy` to each epoch's logs, for the callbacks after it."""
+
+    def __init__(self, evaluation: DevEvaluation, dev_set: tf.data.Dataset):
+        super().__init__()
+        self.evaluation, self.dev_set = evaluation, dev_set
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs.update(self.evaluation(self.dev_set, prefix="val_"))
+
+
 class StrategyLoop:
-    """`fit` and `evaluate` of a compiled model built in `strategy.scope()`.
+    """`fit` of a compiled model built in `strategy.scope()`, with `strategy.run`.
 
     Args:
         model: compiled with `app.recipe.compile_model` inside `strategy.scope()`.
@@ -74,7 +106,6 @@ class StrategyLoop:
     def __init__(self, model: keras.Model, strategy: tf.distribute.Strategy):
         self.model, self.strategy = model, strategy
         self._train_step = tf.function(self._distributed_step)
-        self._test_batch = tf.function(self._test_step)
 
     def _replica_step(self, batch):
         (source, target_in), target_out = batch
@@ -91,27 +122,17 @@ class StrategyLoop:
         results = self.strategy.run(self._replica_step, args=(next(iterator),))
         return [self.strategy.reduce(SUM, value, axis=None) for value in results]
 
-    def _test_step(self, source, target_in, target_out):
-        return token_counts(target_out, self.model([source, target_in], training=False))
-
-    def evaluate(self, dataset: tf.data.Dataset, prefix: str = "") -> dict[str, float]:
-        """The dev measures of `fit`'s logs over all of `dataset`, on this worker alone."""
-        means = EpochMeans()
-        for (source, target_in), target_out in dataset:
-            means.add(*(float(value) for value in self._test_batch(source, target_in, target_out)))
-        return means.logs(prefix)
-
     def fit(
         self,
         make_train_set: Callable[[tf.distribute.InputContext], tf.data.Dataset],
         *,
         epochs: int,
         steps_per_epoch: int,
-        validation_data: tf.data.Dataset,
         callbacks: list[keras.callbacks.Callback],
         verbose: int = 1,
     ) -> keras.callbacks.History:
-        """Trains like `model.fit(train, epochs, steps_per_epoch, validation_data, callbacks)`.
+        """Trains like `model.fit(train, epochs, steps_per_epoch, callbacks)`; the dev scores come from
+        a `DevScores` callback among `callbacks`.
 
         `make_train_set(input_context)` returns this input pipeline's endless dataset of
         per-replica batches (`tf.distribute.Strategy.distribute_datasets_from_function`)."""
@@ -128,7 +149,6 @@ class StrategyLoop:
         logs: dict[str, float] = {}
         for epoch in range(initial_epoch, epochs):
             logs = self._train_epoch(epoch, iterator, steps_per_epoch, listed)
-            logs.update(self.evaluate(validation_data, prefix="val_"))
             listed.on_epoch_end(epoch, logs)
             if model.stop_training:
                 break
