@@ -19,7 +19,14 @@ from app.data.prepare import prepare_data
 from app.run import RunDir
 from tests.conftest import tiny_overrides
 
-ENVIRONMENT = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONUNBUFFERED": "1"}
+# one thread each: two workers on a machine of two cores, beside the test suite's other worker
+ENVIRONMENT = {
+    **os.environ,
+    "TF_CPP_MIN_LOG_LEVEL": "3",
+    "PYTHONUNBUFFERED": "1",
+    "TF_NUM_INTRAOP_THREADS": "1",
+    "TF_NUM_INTEROP_THREADS": "1",
+}
 
 
 def free_ports(count: int) -> list[int]:
