@@ -218,6 +218,11 @@ def _add_bench_command(commands, preset: str) -> None:
     )
     bench.add_argument("--quick", action="store_true", help="a tiny model and few steps (about 5 minutes)")
     bench.add_argument(
+        "--prepare-only",
+        action="store_true",
+        help="only the `attend prepare` scale curve: 100k, 1M and 5M recombined pairs (about 8 minutes)",
+    )
+    bench.add_argument(
         "--out", type=Path, default=Path("bench.json"), help="the JSON report (default: bench.json)"
     )
     bench.add_argument(
@@ -354,7 +359,11 @@ def run_compare(args: argparse.Namespace) -> int:
 
 def run_bench(args: argparse.Namespace) -> int:
     from app.bench import run_bench as bench
+    from app.bench import run_prepare_bench
 
+    if args.prepare_only:
+        run_prepare_bench(args.preset, args.overrides, args.quick, args.out, args.data_dir)
+        return 0
     bench(args.preset, args.overrides, args.quick, args.out, args.data_dir, serve_run=args.serve_run)
     return 0
 

@@ -61,3 +61,17 @@ def test_the_phase_prepares_a_recombined_corpus_and_reports_it(tmp_path):
     assert result["tokenizer_sample"] == 500
     assert result["peak_rss_mb"] >= result["peak_rss_mb_after_corpus"] > 100
     assert not any(tmp_path.glob("attend-bench-prepare-*"))  # the scratch folder is gone
+
+
+def test_bench_prepare_only_writes_the_curve_and_its_goals(tmp_path):
+    import json
+
+    from tests.test_cli import attend_here
+
+    out = tmp_path / "bench.json"
+    arguments = ["bench", "--quick", "--prepare-only", "--preset", "smoke", "--out", str(out)]
+    completed = attend_here(*arguments, "--data-dir", str(tmp_path / "data"), *tiny_overrides())
+    assert completed.returncode == 0, completed.stderr
+    report = json.loads(out.read_text())
+    assert [point["pairs"] for point in report["prepare"]["points"]] == [4_000, 8_000]
+    assert report["prepare"]["goals"]["largest_pairs"] == 8_000 and "train" not in report
