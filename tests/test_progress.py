@@ -12,7 +12,7 @@ import sys
 import pytest
 
 from app.cli import main
-from app.data.corpus import RawPair, collect_pairs
+from app.data.corpus import RawPair, spool_pairs
 from app.data.tokenizer import fit_tokenizers
 from app.evaluate import TRANSLATE_BATCH, evaluate_run
 from app.progress import ENVIRONMENT_VARIABLE, progress, shows_progress
@@ -94,15 +94,18 @@ def test_the_default_stream_is_stderr_at_call_time(monkeypatch, capsys):
     assert captured.out == "" and "2/2" in captured.err and "pairs" in captured.err
 
 
-def test_corpus_reading_counts_lines_on_stderr_and_keeps_its_log_lines(monkeypatch, capsys):
+def test_corpus_reading_counts_lines_on_stderr_and_keeps_its_log_lines(monkeypatch, capsys, tmp_path):
     monkeypatch.setattr("app.data.corpus.PROGRESS_EVERY", 2)
     records = [RawPair(number, f"uno {number}", f"one {number}") for number in range(1, 6)]
     quiet: list[str] = []
-    expected = collect_pairs(iter(records), 100, log=quiet.append)
+    (tmp_path / "quiet").mkdir()
+    spool, tally = spool_pairs(iter(records), 100, 1, tmp_path / "quiet", log=quiet.append)
     assert capsys.readouterr().err == ""
     monkeypatch.setenv(ENVIRONMENT_VARIABLE, "1")
     shown: list[str] = []
-    assert collect_pairs(iter(records), 100, log=shown.append) == expected
+    (tmp_path / "shown").mkdir()
+    spooled, counted = spool_pairs(iter(records), 100, 1, tmp_path / "shown", log=shown.append)
+    assert counted == tally and spooled.keys.tolist() == spool.keys.tolist() and len(spool.keys) == 5
     drawn = capsys.readouterr().err
     assert "Reading the corpus: 0 lines" in drawn and "lines/s" in drawn  # a stream: count, rate
     assert [line for line in shown if line.startswith("  read ")] == [

@@ -307,20 +307,6 @@ def _validated(records: Iterable[RawPair], max_chars: int, tally: Tally, log: Lo
     log(f"Read {tally.read:,} lines in {time.perf_counter() - started:.1f} s")
 
 
-def collect_pairs(records: Iterable[RawPair], max_chars: int, log: Log = print) -> tuple[list[Pair], Tally]:
-    """Validates records and keeps each distinct pair once, in first-seen order, in memory.
-
-    For small inputs and tests; `prepare_corpus` streams with `spool_pairs` instead."""
-    tally = Tally()
-    unique: dict[Pair, None] = {}
-    for pair in _validated(records, max_chars, tally, log, lambda: len(unique)):
-        if pair in unique:
-            tally.duplicates += 1
-        else:
-            unique[pair] = None
-    return list(unique), tally
-
-
 # === Pass 1: validate, hash, spool ===
 
 
