@@ -297,14 +297,20 @@ class RunDir:
         return cls(models_dir / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}")
 
 
+# Settings that say where a run trains, not what it learns (N replicas train like one device, see
+# app/models/losses.py): an interrupted run may resume with others, e.g. on more GPUs or machines.
+WHERE_IT_TRAINS = ("train.distribution", "train.tpu", "train.steps_per_execution")
+
+
 def config_differences(first: Config, second: Config) -> list[tuple[str, Any, Any]]:
-    """`(section.key, first's value, second's value)` where two configs differ (their names aside)."""
+    """`(section.key, first's value, second's value)` where two configs differ (their names and
+    `WHERE_IT_TRAINS` aside)."""
     left = _flatten(dataclasses.asdict(dataclasses.replace(first, name="")))
     right = _flatten(dataclasses.asdict(dataclasses.replace(second, name="")))
     return [
         (key, left.get(key), right.get(key))
         for key in sorted(left.keys() | right.keys())
-        if left.get(key) != right.get(key)
+        if left.get(key) != right.get(key) and key not in WHERE_IT_TRAINS
     ]
 
 

@@ -42,10 +42,12 @@ def test_a_run_with_another_config_is_refused_naming_the_keys(tmp_path):
     run.check_resumable(load_config("smoke"))  # the same settings resume
 
 
-def test_config_differences_ignore_the_name_only():
+def test_config_differences_ignore_the_name_and_where_it_trains_only():
     first, second = load_config("smoke"), load_config("smoke", ["decode.beam_width=2"])
     assert config_differences(first, dataclasses.replace(first, name="other")) == []
     assert config_differences(first, second) == [("decode.beam_width", 4, 2)]
+    elsewhere = load_config("smoke", ["train.distribution=multi_worker", "train.steps_per_execution=8"])
+    assert config_differences(first, elsewhere) == []  # an interrupted run may resume on more machines
 
 
 def test_a_second_writer_is_refused_with_the_holders_pid(tmp_path):
