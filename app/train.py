@@ -88,6 +88,7 @@ class Trainer:
         self.distribution, self.strategy, self.role = distribution, strategy, role
         # Keras's validation under a strategy fails on a dev batch that splits unevenly (strategy_loop)
         self.keras_validates = distribution.runs_fit and strategy.num_replicas_in_sync == 1
+        self.dev_evaluation: DevEvaluation | None = None  # one traced function for every epoch and the end
 
     def record(self) -> dict:
         """What trained, for the metrics and the model card."""
@@ -110,7 +111,10 @@ class Trainer:
 
     def dev_scores(self, model: keras.Model, dev_set: tf.data.Dataset) -> DevScores | None:
         """The callback that puts the dev scores into the logs, where Keras's validation does not."""
-        return None if self.keras_validates else DevScores(DevEvaluation(model), dev_set)
+        if self.keras_validates:
+            return None
+        self.dev_evaluation = DevEvaluation(model)
+        return DevScores(self.dev_evaluation, dev_set)
 
     def fit(self, model: keras.Model, config: Config, data: PreparedData, sets, callbacks):
         (train_set, dev_set, steps), epochs = sets, config.train.epochs
@@ -134,7 +138,7 @@ class Trainer:
         if self.keras_validates:
             dev_loss, dev_accuracy = model.evaluate(dev_set, verbose=0)
             return float(dev_loss), float(dev_accuracy)
-        scores = DevEvaluation(model)(dev_set)
+        scores = (self.dev_evaluation or DevEvaluation(model))(dev_set)
         return scores["loss"], scores["token_accuracy"]
 
 

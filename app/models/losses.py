@@ -13,15 +13,28 @@ def masked_cross_entropy(labels, logits):
     Under a `tf.distribute` strategy each replica holds a slice of the batch with its own number of
     rows and target tokens (`distributed_share`). Without one, the plain masked mean.
     """
-    mask = tf.cast(tf.not_equal(labels, 0), tf.float32)
-    losses = tf.nn.sparse_softmax_cross_entropy_with_logits(
-        tf.cast(labels, tf.int32), tf.cast(logits, tf.float32)
-    )
-    total, tokens = tf.reduce_sum(losses * mask), tf.reduce_sum(mask)
+    total, tokens = token_loss_sum(labels, logits)
     context = tf.distribute.get_replica_context()
     if context is None or context.num_replicas_in_sync == 1:
         return total / tf.maximum(tokens, 1.0)
     return distributed_share(total, tokens, tf.cast(tf.shape(labels)[0], tf.float32), context)
+
+
+def token_loss_sum(labels, logits) -> tuple[tf.Tensor, tf.Tensor]:
+    """(summed cross-entropy, count) of the non-padding target tokens."""
+    mask = tf.cast(tf.not_equal(labels, 0), tf.float32)
+    losses = tf.nn.sparse_softmax_cross_entropy_with_logits(
+        tf.cast(labels, tf.int32), tf.cast(logits, tf.float32)
+    )
+    return tf.reduce_sum(losses * mask), tf.reduce_sum(mask)
+
+
+def token_hits(labels, logits) -> tuple[tf.Tensor, tf.Tensor]:
+    """(correctly predicted, count) of the non-padding target tokens."""
+    labels = tf.cast(labels, tf.int32)
+    mask = tf.not_equal(labels, 0)
+    hits = tf.logical_and(mask, tf.equal(tf.argmax(logits, axis=-1, output_type=tf.int32), labels))
+    return tf.reduce_sum(tf.cast(hits, tf.float32)), tf.reduce_sum(tf.cast(mask, tf.float32))
 
 
 def distributed_share(total, tokens, rows, context: tf.distribute.ReplicaContext) -> tf.Tensor:
@@ -53,11 +66,9 @@ class MaskedTokenAccuracy(keras.metrics.Metric):
         self.total = self.add_variable(shape=(), initializer="zeros", name="total")
 
     def update_state(self, labels, logits, sample_weight=None):
-        labels = tf.cast(labels, tf.int32)
-        mask = tf.not_equal(labels, 0)
-        hits = tf.logical_and(mask, tf.equal(tf.argmax(logits, axis=-1, output_type=tf.int32), labels))
-        self.correct.assign_add(tf.reduce_sum(tf.cast(hits, tf.float32)))
-        self.total.assign_add(tf.reduce_sum(tf.cast(mask, tf.float32)))
+        correct, total = token_hits(labels, logits)
+        self.correct.assign_add(correct)
+        self.total.assign_add(total)
 
     def result(self):
         return tf.math.divide_no_nan(self.correct, self.total)

@@ -23,7 +23,7 @@ from collections.abc import Callable
 import keras
 import tensorflow as tf
 
-from app.models.losses import masked_cross_entropy
+from app.models.losses import masked_cross_entropy, token_hits, token_loss_sum
 
 SUM = tf.distribute.ReduceOp.SUM
 
@@ -31,18 +31,9 @@ SUM = tf.distribute.ReduceOp.SUM
 def token_counts(labels: tf.Tensor, logits: tf.Tensor) -> list[tf.Tensor]:
     """[rows, summed token loss, correct tokens, tokens] of one batch (or one replica's part of it):
     sums that add up over replicas, from which `EpochMeans` makes Keras's logs."""
-    labels = tf.cast(labels, tf.int32)
-    mask = tf.not_equal(labels, 0)
-    weights = tf.cast(mask, tf.float32)
-    losses = tf.nn.sparse_softmax_cross_entropy_with_logits(labels, tf.cast(logits, tf.float32))
-    hits = tf.logical_and(mask, tf.equal(tf.argmax(logits, axis=-1, output_type=tf.int32), labels))
-    rows = tf.cast(tf.shape(labels)[0], tf.float32)
-    return [
-        rows,
-        tf.reduce_sum(losses * weights),
-        tf.reduce_sum(tf.cast(hits, tf.float32)),
-        tf.reduce_sum(weights),
-    ]
+    loss_sum, tokens = token_loss_sum(labels, logits)
+    correct, _ = token_hits(labels, logits)
+    return [tf.cast(tf.shape(labels)[0], tf.float32), loss_sum, correct, tokens]
 
 
 class EpochMeans:
