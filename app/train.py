@@ -17,20 +17,24 @@ from app import __version__
 from app.config import Config
 from app.data.pipeline import count_batches
 from app.data.prepare import PreparedData, check_enough_pairs, filter_report, prepare_data
-from app.data.tokenizer import read_side
+from app.data.tokenizer import read_side, vocabulary
 from app.models.precision import training_policy
 from app.recipe import (
     check_batch_divides,
     compile_model,
+    held_out_perplexity,
     make_callbacks,
     make_datasets,
     shard_input_function,
 )
 from app.recipe.callbacks import DevTranslationMonitor, TrainingDiverged, write_hparams
 from app.recipe.distribution import Distribution, WorkerRole, resolve_distribution
+from app.recipe.embeddings import apply_pretrained_embeddings
 from app.recipe.strategy_loop import DevEvaluation, DevScores, StrategyLoop
+from app.recipe.transfer import Parent, initialize_from, read_parent
+from app.recipe.transfer import describe as describe_initialization
 from app.run import RunDir
-from app.scoring import corpus_bleu, read_references
+from app.scoring import bleu_with_confidence, read_references
 from app.translator import Translator, build_translator, float32_model
 
 SAMPLE_TRANSLATIONS = 10
@@ -61,6 +65,7 @@ def train(config: Config, run_dir: Path, data_dir: Path = Path("data"), log=prin
             # before any tokenizer runs: seeding clears TF's eager kernel cache, and with it the
             # SentencePiece kernel resource an eager tokenizer call created
             keras.utils.set_random_seed(config.train.seed)
+            parent = read_parent(config.train.init_from) if config.train.init_from else None
             data = prepare_data(config, data_dir, log=log)
             filtered = filter_report(data, config.train.max_source_tokens, config.train.max_target_tokens)
             for counts in filtered.values():
@@ -73,7 +78,8 @@ def train(config: Config, run_dir: Path, data_dir: Path = Path("data"), log=prin
             if failure:
                 log(f"The last attempt failed ({failure['message']}); resuming from its last backup")
             try:
-                return _fit(config, data, run, filtered, Trainer(distribution, strategy, role), log)
+                trainer = Trainer(distribution, strategy, role, config.train.label_smoothing)
+                return _fit(config, data, run, filtered, trainer, log, parent)
             except TrainingDiverged as diverged:
                 raise _record_divergence(run, diverged) from diverged
     finally:
@@ -84,8 +90,15 @@ def train(config: Config, run_dir: Path, data_dir: Path = Path("data"), log=prin
 class Trainer:
     """How this process trains: Keras's `fit`, or the strategy loop where `fit` fails (multi_worker)."""
 
-    def __init__(self, distribution: Distribution, strategy: tf.distribute.Strategy, role: WorkerRole):
+    def __init__(
+        self,
+        distribution: Distribution,
+        strategy: tf.distribute.Strategy,
+        role: WorkerRole,
+        label_smoothing: float = 0.0,
+    ):
         self.distribution, self.strategy, self.role = distribution, strategy, role
+        self.label_smoothing = label_smoothing
         # Keras's validation under a strategy fails on a dev batch that splits unevenly (strategy_loop)
         self.keras_validates = distribution.runs_fit and strategy.num_replicas_in_sync == 1
         self.dev_evaluation: DevEvaluation | None = None  # one traced function for every epoch and the end
@@ -113,7 +126,7 @@ class Trainer:
         """The callback that puts the dev scores into the logs, where Keras's validation does not."""
         if self.keras_validates:
             return None
-        self.dev_evaluation = DevEvaluation(model)
+        self.dev_evaluation = DevEvaluation(model, self.label_smoothing)
         return DevScores(self.dev_evaluation, dev_set)
 
     def fit(self, model: keras.Model, config: Config, data: PreparedData, sets, callbacks):
@@ -128,28 +141,38 @@ class Trainer:
                 callbacks=callbacks,
                 verbose="auto",
             )
-        loop = StrategyLoop(model, self.strategy)
+        loop = StrategyLoop(model, self.strategy, self.label_smoothing)
         return loop.fit(
             shard_input_function(config, data), epochs=epochs, steps_per_epoch=steps, callbacks=callbacks
         )
 
-    def evaluate(self, model: keras.Model, dev_set: tf.data.Dataset) -> tuple[float, float]:
-        """(dev loss, dev token accuracy) of the model's current weights."""
+    def evaluate(self, model: keras.Model, dataset: tf.data.Dataset) -> dict[str, float]:
+        """`loss`, `token_accuracy` and `perplexity` of the model's current weights on `dataset`."""
         if self.keras_validates:
-            dev_loss, dev_accuracy = model.evaluate(dev_set, verbose=0)
-            return float(dev_loss), float(dev_accuracy)
-        scores = (self.dev_evaluation or DevEvaluation(model))(dev_set)
-        return scores["loss"], scores["token_accuracy"]
+            return {
+                key: float(value)
+                for key, value in model.evaluate(dataset, verbose=0, return_dict=True).items()
+            }
+        return (self.dev_evaluation or DevEvaluation(model, self.label_smoothing))(dataset)
 
 
-def _fit(config: Config, data: PreparedData, run: RunDir, filtered: dict, trainer: Trainer, log) -> dict:
+def _fit(
+    config: Config,
+    data: PreparedData,
+    run: RunDir,
+    filtered: dict,
+    trainer: Trainer,
+    log,
+    parent: Parent | None = None,
+) -> dict:
     shutil.copytree(data.vocab_dir, run.vocab_dir, dirs_exist_ok=True)
     train_set, dev_set, steps_per_epoch = sets = trainer.datasets(config, data)
     log(
         f"Training on {filtered['train'].kept:,} pairs: {steps_per_epoch} steps per epoch, "
         f"at most {config.train.epochs} epochs"
     )
-    model = compile_model(config, data, steps_per_epoch * config.train.epochs, trainer.strategy)
+    total_steps = steps_per_epoch * config.train.epochs
+    model, coverage = _compile_with_initial_weights(config, data, run, trainer, parent, total_steps, log)
     write_hparams(run.logs_dir, config.to_dict(), run.name)
     started = time.time()
     monitor = make_dev_monitor(model, config, data, run)
@@ -158,18 +181,57 @@ def _fit(config: Config, data: PreparedData, run: RunDir, filtered: dict, traine
     seconds = time.time() - started
     if run.is_trained:
         model.load_weights(str(run.best_weights))
-    metrics = {
-        **final_metrics(model, trainer.evaluate(model, dev_set), history, seconds),
-        "distribution": trainer.record(),
-    }
-    log(f"Best weights: dev loss {metrics['dev_loss']:.4f}, accuracy {metrics['dev_token_accuracy']:.4f}")
+    serving_model = float32_model(model, config)
+    test = held_out_perplexity(serving_model, config, data.tokenizers, data.corpus.test)
+    scores = {"dev": trainer.evaluate(model, dev_set), "test": test}
+    metrics = {**final_metrics(model, scores, history, seconds), "distribution": trainer.record()}
+    log(
+        f"Best weights: dev loss {metrics['dev_loss']:.4f}, accuracy {metrics['dev_token_accuracy']:.4f}, "
+        f"perplexity {metrics['dev_perplexity']:.2f} (test: {metrics['test_perplexity']:.2f})"
+    )
     run.clear_failure()
     run.write_metrics(metrics)
-    run.write_model_card(model_card(config, data, filtered, metrics))
+    run.write_model_card(model_card(config, data, filtered, metrics, run.init_report(), coverage or None))
     if trainer.role.is_chief:
-        translator = build_translator(float32_model(model, config), config, run.vocab_dir, data.tokenizers)
+        translator = build_translator(serving_model, config, run.vocab_dir, data.tokenizers)
         log_sample_translations(translator, data.corpus.dev, log)
     return metrics
+
+
+def _compile_with_initial_weights(
+    config: Config,
+    data: PreparedData,
+    run: RunDir,
+    trainer: Trainer,
+    parent: Parent | None,
+    total_steps: int,
+    log,
+) -> tuple[keras.Model, dict]:
+    """The compiled model, starting from pretrained word vectors (`model.*_embeddings`) or from a
+    parent run's weights (`train.init_from`) where the config says so; and the vectors' coverage
+    by side (empty without vectors)."""
+    coverage: dict = {}
+    model = compile_model(
+        config,
+        data,
+        total_steps,
+        trainer.strategy,
+        before_compile=lambda built: coverage.update(apply_pretrained_embeddings(built, config.model, data)),
+    )
+    for side, record in coverage.items():
+        log(
+            f"Pretrained {side} embeddings from {record['file']}: {record['pieces_found']:,} of "
+            f"{record['vocabulary_size']:,} pieces found ({100 * record['share']:.1f} %)"
+            + (", frozen" if config.model.freeze_embeddings else "")
+        )
+    if parent and not run.is_unfinished:  # a resumed run's own weights come back from its backup
+        vocabularies = {side: vocabulary(data.vocab_dir / f"{side}.model") for side in ("source", "target")}
+        with trainer.strategy.scope():
+            report = initialize_from(model, parent, config.train.init_parts, vocabularies)
+        run.write_init_report(report)
+        for line in describe_initialization(report):
+            log(line)
+    return model, coverage
 
 
 class RunFailed(RuntimeError):
@@ -197,13 +259,16 @@ def _record_divergence(run: RunDir, diverged: TrainingDiverged) -> RunFailed:
 
 
 def make_dev_monitor(model: keras.Model, config: Config, data: PreparedData, run: RunDir):
-    """Greedy dev BLEU, sample translations and attention images each epoch (None if disabled)."""
-    if not config.train.bleu_sentences:
+    """Greedy dev BLEU (with its confidence margin), sample translations and attention images each
+    epoch (None if disabled)."""
+    if config.train.bleu_sentences == 0:
         return None
     sources, references = read_references(data.corpus.dev)
     translator = build_translator(model, config, run.vocab_dir, data.tokenizers, beam_width=1)
-    count = config.train.bleu_sentences
-    return DevTranslationMonitor(translator, corpus_bleu, sources[:count], references[:count], run.logs_dir)
+    count = config.train.bleu_sentences  # None: the whole dev split
+    return DevTranslationMonitor(
+        translator, bleu_with_confidence, sources[:count], references[:count], run.logs_dir
+    )
 
 
 def log_sample_translations(translator: Translator, dev_tsv: Path, log=print) -> None:
@@ -216,13 +281,15 @@ def log_sample_translations(translator: Translator, dev_tsv: Path, log=print) ->
         log(f"  source:      {source}\n  reference:   {reference}\n  translation: {translation}\n")
 
 
-def final_metrics(model: keras.Model, dev_scores: tuple[float, float], history, seconds: float) -> dict:
-    dev_loss, dev_accuracy = dev_scores
+def final_metrics(model: keras.Model, scores: dict[str, dict], history, seconds: float) -> dict:
+    """`scores`: `{"dev": Trainer.evaluate's, "test": held_out_perplexity's}`."""
     epochs = len(history.history.get("loss", []))
     return {
         "status": "trained",
-        "dev_loss": float(dev_loss),
-        "dev_token_accuracy": float(dev_accuracy),
+        "dev_loss": scores["dev"]["loss"],
+        "dev_token_accuracy": scores["dev"]["token_accuracy"],
+        "dev_perplexity": scores["dev"]["perplexity"],
+        "test_perplexity": scores["test"]["perplexity"],  # as `attend evaluate` reports it
         "epochs_this_session": epochs,
         "train_seconds_this_session": round(seconds, 1),
         "parameters": int(model.count_params()),
@@ -230,9 +297,20 @@ def final_metrics(model: keras.Model, dev_scores: tuple[float, float], history, 
     }
 
 
-def model_card(config: Config, data: PreparedData, filtered: dict, metrics: dict) -> dict:
+def model_card(
+    config: Config,
+    data: PreparedData,
+    filtered: dict,
+    metrics: dict,
+    initialised_from: dict | None = None,
+    pretrained_embeddings: dict | None = None,
+) -> dict:
+    """`initialised_from`: the parent run and what was reused of it (`app.recipe.transfer`);
+    `pretrained_embeddings`: the word vectors' coverage by side (`app.recipe.embeddings`)."""
     return {
         "name": config.name,
+        "initialised_from": initialised_from,
+        "pretrained_embeddings": pretrained_embeddings,
         "source_language": config.data.source_language,
         "target_language": config.data.target_language,
         "data": {
@@ -252,6 +330,9 @@ def model_card(config: Config, data: PreparedData, filtered: dict, metrics: dict
             "serving_default": "text: string [batch] -> translation: string [batch], score: float32 [batch]",
             "translate_with_attention": "serving_default's outputs + attention: float32 [batch, tgt, src], "
             "source_tokens: string [batch, src], target_tokens: string [batch, tgt]",
+            "translate_nbest": "text: string [batch] -> translations: string [batch, K], scores: float32 "
+            "[batch, K], normalized_scores: float32 [batch, K]; the K = decoding.beam_width hypotheses of "
+            'the beam, best first ("" and -inf where fewer exist)',
             "translate_ids": "source_ids: int32 [batch, src] (0-padded, ending with 2) -> ids: int32 "
             "[batch, decode.max_output_tokens], lengths: int32 [batch], score: float32 [batch]; greedy, "
             "XLA-compilable",

@@ -40,9 +40,15 @@ def read_lines(stream: BinaryIO, name: str = "stdin") -> Iterator[str]:
 
 
 def translate_sentences(
-    model: Path, sentences: Iterable[str], batch_size: int = 64, plot: Path | None = None
+    model: Path,
+    sentences: Iterable[str],
+    batch_size: int = 64,
+    plot: Path | None = None,
+    nbest: int | None = None,
 ) -> Iterator[str]:
-    """Translations in input order, a batch at a time; with `plot`, heatmaps OUT.png, OUT-2.png, …
+    """Translations in input order, a batch at a time; with `plot`, heatmaps OUT.png, OUT-2.png, …;
+    with `nbest` K, the K best of the beam per sentence as lines `index ||| translation ||| score`
+    (Moses's and OpenNMT's n-best format: the sentence's 0-based index, its log-probability).
 
     Progress goes to stderr (`app.progress`: on a terminal, or with ATTEND_PROGRESS=1), but not
     while a person types the sentences at the terminal: there each answer is its own progress."""
@@ -51,9 +57,15 @@ def translate_sentences(
 
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    if plot and nbest:
+        raise ValueError("--plot and --nbest cannot be combined; plot the best translation without --nbest")
     if plot:
         plot.parent.mkdir(parents=True, exist_ok=True)
-    signatures = tf.saved_model.load(str(find_export(model))).signatures
+    export_dir = find_export(model)
+    signatures = tf.saved_model.load(str(export_dir)).signatures
+    if nbest:
+        yield from _nbest_lines(signatures, export_dir, sentences, batch_size, nbest)
+        return
     translate = signatures["translate_with_attention" if plot else "serving_default"]
     total = len(sentences) if isinstance(sentences, Sized) else None
     enabled = False if total is None and stdin_is_terminal() else None  # typed sentences: no bar
@@ -69,6 +81,34 @@ def translate_sentences(
                 yield translation.decode("utf-8")
             bar.refresh()
             start += len(batch)
+
+
+def _nbest_lines(signatures, export_dir: Path, sentences: Iterable[str], batch_size: int, k: int):
+    """`translate_sentences`'s n-best lines; asking for more than the beam holds stops at the first
+    batch, before anything is printed."""
+    import numpy as np
+    import tensorflow as tf
+
+    if "translate_nbest" not in signatures:
+        raise ValueError(
+            f"The SavedModel at {export_dir} has no translate_nbest signature (exported by an older "
+            "version); export it again with `attend export RUN_DIR`"
+        )
+    translate = signatures["translate_nbest"]
+    start = 0
+    for batch in batches(sentences, batch_size):
+        out = translate(text=tf.constant(batch, tf.string))
+        texts, scores = out["translations"].numpy(), out["scores"].numpy()
+        if k > texts.shape[1]:
+            raise ValueError(
+                f"--nbest {k} asks for more hypotheses than the export's beam holds ({texts.shape[1]}); "
+                f"train or export the run with decode.beam_width={k} or more"
+            )
+        for row in range(len(batch)):
+            for text, score in zip(texts[row][:k], scores[row][:k], strict=True):
+                if score != -np.inf:
+                    yield f"{start + row} ||| {text.decode('utf-8')} ||| {score:.4f}"
+        start += len(batch)
 
 
 def stdin_is_terminal() -> bool:

@@ -21,16 +21,20 @@ from pathlib import Path
 from typing import Protocol
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from app.config import Config
 from app.data.pipeline import add_source_end
 from app.data.tokenizer import SubwordTokenizer, load_tokenizer
 from app.models.search import (
+    UNREACHABLE_LOG_PROB,
     beam_search,
+    beam_search_nbest,
     fixed_length_greedy_search,
     fixed_shape_beam_search,
     greedy_search,
+    length_penalty,
     max_output_lengths,
 )
 from app.models.seq2seq import Seq2SeqDecoding, build_model
@@ -112,6 +116,10 @@ class Translator(tf.Module):
             if beam_width == 1
             else tf.function(self._static_search, input_signature=ids_spec, jit_compile=xla)
         )
+
+    @property
+    def tokenizers(self) -> tuple[SubwordTokenizer, SubwordTokenizer]:
+        return self.source_tokenizer, self.target_tokenizer
 
     def source_ids(self, text: tf.Tensor) -> tf.Tensor:
         """`[batch]` strings → `[batch, src]` int32 ids, 0-padded, each ending with the end id."""
@@ -223,6 +231,43 @@ class Translator(tf.Module):
             "target_tokens": self._pieces(self.target_tokenizer, result.tokens),
         }
 
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
+    def translate_nbest(self, text):
+        """`translate_nbest`: the beam's K = decode.beam_width hypotheses per sentence, best first:
+        `translations` string [batch, K], `scores` float32 [batch, K] (log-probabilities, as
+        `serving_default`'s `score`) and `normalized_scores` [batch, K] (log P / GNMT length penalty:
+        the ranking). Where the output limit leaves fewer than K hypotheses, the others are "" with
+        score -inf. With a beam width of 1, the greedy translation alone."""
+        source_ids = self.source_ids(text)
+        if self.beam_width == 1:
+            result = self.search(source_ids)
+            tokens, lengths, scores = result.tokens[:, None], result.lengths[:, None], result.scores[:, None]
+            normalised = scores / length_penalty(lengths, self._alpha)
+        else:
+            tokens, lengths, scores, normalised = self.search_nbest(source_ids)
+        shape = tf.shape(tokens)
+        flat = tf.reshape(tokens, [shape[0] * shape[1], shape[2]])
+        texts = tf.reshape(self.target_tokenizer.detokenize(flat), shape[:2])
+        reachable = scores > UNREACHABLE_LOG_PROB
+        minus_infinity = tf.fill(tf.shape(scores), -np.inf)
+        return {
+            "translations": tf.where(reachable, texts, ""),
+            "scores": tf.where(reachable, scores, minus_infinity),
+            "normalized_scores": tf.where(reachable, normalised, minus_infinity),
+        }
+
+    def search_nbest(self, source_ids: tf.Tensor):
+        """`beam_search_nbest` from `[batch, src]` ids at the translator's beam width."""
+        source_lengths = tf.reduce_sum(tf.cast(tf.not_equal(source_ids, 0), tf.int32), axis=1)
+        return beam_search_nbest(
+            self._decoding.step,
+            self._decoding.encode(source_ids),
+            max_output_lengths(source_lengths, *self._length_limits),
+            self.beam_width,
+            self._alpha,
+            constant_keys=Seq2SeqDecoding.CONSTANT_KEYS,
+        )
+
     @tf.function(input_signature=[tf.TensorSpec([None, None], tf.int32, name="source_ids")])
     def translate_ids(self, source_ids):
         """`translate_ids`: the accelerator's part, XLA-compilable with static output shapes. Source ids
@@ -269,6 +314,7 @@ class Translator(tf.Module):
             "serving_default": self.translate.get_concrete_function(),
             "translate_with_attention": self.translate_with_attention.get_concrete_function(),
             "translate_ids": self.translate_ids.get_concrete_function(),
+            "translate_nbest": self.translate_nbest.get_concrete_function(),
         }
 
 
@@ -296,7 +342,7 @@ def build_float32_model(source_vocab_size: int, target_vocab_size: int, config: 
     previous = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy("float32")
     try:
-        return build_model(source_vocab_size, target_vocab_size, **config.to_dict()["model"])
+        return build_model(source_vocab_size, target_vocab_size, **config.model.architecture())
     finally:
         keras.mixed_precision.set_global_policy(previous)
 

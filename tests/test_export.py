@@ -98,6 +98,7 @@ def test_export_carries_vocabularies_and_a_model_card(trained_run):
         "serving_default",
         "translate_with_attention",
         "translate_ids",
+        "translate_nbest",
     }
 
 
@@ -245,3 +246,28 @@ def test_other_styles_with_an_lstm_train_and_export(tmp_path, settings):
     else:
         rows = weights[(weights.sum(axis=-1) > 0)]
         np.testing.assert_allclose(rows.sum(axis=-1), 1.0, rtol=1e-4)
+
+
+@pytest.mark.slow
+def test_nbest_gives_the_beam_s_distinct_hypotheses_best_first_in_a_fresh_export(trained_run):
+    from app.translate import translate_sentences
+
+    loaded = tf.saved_model.load(str(trained_run / "export"))
+    sentences = ["Y lloró Jesús.", "En el principio creó Dios los cielos y la tierra.", ""]
+    out = loaded.signatures["translate_nbest"](text=tf.constant(sentences))
+    width = RunDir(trained_run).config().decode.beam_width
+    assert out["translations"].shape == (3, width) and out["scores"].shape == (3, width)
+    best = loaded.signatures["serving_default"](text=tf.constant(sentences))
+    for row in range(2):
+        hypotheses = [text.decode("utf-8") for text in out["translations"].numpy()[row]]
+        ranked = out["normalized_scores"].numpy()[row]
+        assert hypotheses[0] == best["translation"].numpy()[row].decode("utf-8")
+        assert out["scores"].numpy()[row, 0] == pytest.approx(best["score"].numpy()[row], abs=1e-4)
+        assert (np.diff(ranked) <= 1e-6).all() and np.isfinite(ranked).all()
+    lines = list(translate_sentences(trained_run, sentences[:2], nbest=2))
+    assert [line.split(" ||| ")[0] for line in lines] == ["0", "0", "1", "1"]
+    first = lines[0].split(" ||| ")
+    assert first[1] == best["translation"].numpy()[0].decode("utf-8")
+    assert float(first[2]) == pytest.approx(best["score"].numpy()[0], abs=1e-3)
+    with pytest.raises(ValueError, match=f"more hypotheses than the export's beam holds \\({width}\\)"):
+        list(translate_sentences(trained_run, sentences[:1], nbest=width + 1))

@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import math
+
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from app.models.decoder import AttentionDecoder
-from app.models.losses import MaskedTokenAccuracy, masked_cross_entropy
+from app.models.losses import (
+    MaskedPerplexity,
+    MaskedTokenAccuracy,
+    label_smoothed_cross_entropy,
+    masked_cross_entropy,
+    perplexity,
+    token_loss_sum,
+)
 from app.models.seq2seq import Seq2SeqDecoding, build_model
 from app.models.styles import ATTENTION_STYLES, LuongStyle, SourceEncoding
 
@@ -232,6 +241,39 @@ def test_loss_and_accuracy_ignore_padding():
     assert float(metric.result()) == pytest.approx(2 / 3)
 
 
+def test_perplexity_is_exp_of_the_loss_on_a_batch_and_pools_tokens_over_batches():
+    labels = tf.constant([[3, 4, 0, 0], [5, 6, 7, 2]])
+    logits = tf.random.stateless_normal([2, 4, 10], seed=(3, 4))
+    metric = MaskedPerplexity()
+    metric.update_state(labels, logits)
+    assert float(metric.result()) == pytest.approx(math.exp(float(masked_cross_entropy(labels, logits))))
+    loss_sum, tokens = token_loss_sum(labels, logits)
+    assert float(tokens) == 6 and perplexity(float(loss_sum), float(tokens)) == pytest.approx(
+        float(metric.result()), rel=1e-6
+    )
+    # a second batch of one token: pooled over the 7 tokens, not a mean of the two batches' means
+    more_labels, more_logits = tf.constant([[8, 0]]), tf.random.stateless_normal([1, 2, 10], seed=(5, 6))
+    metric.update_state(more_labels, more_logits)
+    more_sum, _ = token_loss_sum(more_labels, more_logits)
+    assert float(metric.result()) == pytest.approx(
+        math.exp((float(loss_sum) + float(more_sum)) / 7), rel=1e-6
+    )
+
+
+def test_label_smoothing_mixes_the_uniform_cross_entropy_in_and_ignores_padding():
+    labels = tf.constant([[3, 4, 0]])
+    logits = tf.random.stateless_normal([1, 3, 10], seed=(7, 8))
+    log_probs = tf.nn.log_softmax(logits)[0, :2]  # the two real tokens
+    nll = -np.array([log_probs[0, 3], log_probs[1, 4]])
+    uniform = -tf.reduce_mean(log_probs, axis=-1).numpy()
+    smoothed = label_smoothed_cross_entropy(0.1)
+    assert float(smoothed(labels, logits)) == pytest.approx(np.mean(0.9 * nll + 0.1 * uniform), rel=1e-6)
+    assert label_smoothed_cross_entropy(0.0) is masked_cross_entropy
+    # the smoothed optimum is not one-hot: a confident right answer costs more than a softer one
+    confident, softer = tf.one_hot([[3]], 10) * 30.0, tf.one_hot([[3]], 10) * 5.0
+    assert float(smoothed(tf.constant([[3]]), confident)) > float(smoothed(tf.constant([[3]]), softer))
+
+
 @pytest.mark.parametrize(
     ("style", "options"), [*((style, {}) for style in ATTENTION_STYLES), ("luong", FEEDING)]
 )
@@ -289,14 +331,14 @@ def test_a_bfloat16_model_is_served_by_a_float32_copy_of_its_weights():
     config = load_config("smoke", sizes)
     keras.mixed_precision.set_global_policy("mixed_bfloat16")
     try:
-        trained = build_model(30, 40, **config.to_dict()["model"])
+        trained = build_model(30, 40, **config.model.architecture())
     finally:
         keras.mixed_precision.set_global_policy("float32")
     served = float32_model(trained, config)
     assert served.get_layer("decoder").compute_dtype == "float32"
     for got, want in zip(served.get_weights(), trained.get_weights(), strict=True):
         np.testing.assert_array_equal(got, want)
-    reference = build_model(30, 40, **config.to_dict()["model"])
+    reference = build_model(30, 40, **config.model.architecture())
     reference.set_weights(trained.get_weights())
     np.testing.assert_array_equal(served([SOURCE, TARGET_IN]), reference([SOURCE, TARGET_IN]))
     assert float32_model(reference, config) is reference  # already float32: served as it is

@@ -27,9 +27,10 @@ TYPED = {  # in order: the longer placeholders first
     '"sentence" … [--plot out.png]': '"Y lloró Jesús." Hola --plot out.png',
     "[--split test] [--beam K] [--source FILE.tsv]": "--split test --beam 1",
     "RUN_DIR … --out FIG.png": "RUN_DIR RUN_DIR --out fig.png",
+    " [--last N] [--out DIR]": " --last 2",
     "[--quick] [--serve-run RUN_DIR]": "--quick",
 }
-COMMANDS = ["prepare", "train", "export", "translate", "evaluate", "compare", "serve", "bench"]
+COMMANDS = ["prepare", "train", "export", "translate", "evaluate", "compare", "average", "serve", "bench"]
 
 
 def readme_commands() -> list[str]:
@@ -97,6 +98,7 @@ def test_train_writes_the_run_folder_and_tensorboard(readme_session):
     expected = {
         "epoch_loss",
         "epoch_token_accuracy",
+        "epoch_perplexity",
         "epoch_learning_rate",
         "epoch_bleu",
         "dev_translations",
@@ -128,6 +130,10 @@ def test_evaluate_and_compare_write_scores_and_figures(readme_session):
         (run_dir / "evaluation" / "test-beam1" / "hypotheses.txt").read_text().splitlines()
     )
     assert (run_dir.parents[1] / "fig.png").read_bytes()[:4] == b"\x89PNG"
+    assert f"perplexity {metrics['perplexity']:.2f}" in results["evaluate"].stdout
+    averaged = run_dir.with_name(f"{run_dir.name}-avg2")  # `attend average RUN --last 2` of 2 epochs
+    assert "Averaged epochs 1, 2 of" in results["average"].stdout
+    assert (averaged / "checkpoints" / "best.weights.h5").is_file() and (averaged / "vocab").is_dir()
 
 
 @pytest.mark.slow

@@ -58,3 +58,41 @@ def test_a_resumed_run_does_not_save_a_worse_best(tmp_path):
         "metrics": {"val_bleu": 31.0, "val_loss": 2.4},  # the dev metrics of the kept epoch
     }
     assert record.kept == {"val_bleu": 31.0, "val_loss": 2.4, "epoch": 4}
+
+
+def test_weight_decay_shrinks_kernels_not_biases_and_zero_keeps_adam():
+    import numpy as np
+
+    from app.recipe.optimizer import ReplicaSumClippingAdam, ReplicaSumClippingAdamW
+
+    assert type(make_optimizer(TrainConfig(), 100)) is ReplicaSumClippingAdam
+    optimizer = make_optimizer(TrainConfig(weight_decay=0.5, warmup_steps=0, learning_rate=0.1), 100)
+    assert isinstance(optimizer, ReplicaSumClippingAdamW)
+    layer = keras.layers.Dense(2, bias_initializer="ones")
+    layer.build((None, 3))
+    kernel, bias = (np.array(variable) for variable in (layer.kernel, layer.bias))
+    zeros = [np.zeros_like(kernel), np.zeros_like(bias)]  # no gradient: only the decay moves weights
+    rate = float(optimizer.learning_rate)  # at this first step (the schedule moves on after it)
+    optimizer.apply_gradients(zip(zeros, [layer.kernel, layer.bias], strict=True))
+    np.testing.assert_allclose(np.array(layer.kernel), kernel * (1 - rate * 0.5), rtol=1e-5)
+    np.testing.assert_array_equal(np.array(layer.bias), bias)
+
+
+def test_early_stopping_never_stops_in_the_first_half_of_the_schedule(tmp_path):
+    def stopper(train):
+        callbacks = make_callbacks(RunDir(tmp_path / "run"), train, None)
+        return next(c for c in callbacks if isinstance(c, keras.callbacks.EarlyStopping))
+
+    assert stopper(TrainConfig(epochs=10)).start_from_epoch == 5
+    assert stopper(TrainConfig(epochs=10, early_stopping_from_epoch=0)).start_from_epoch == 0
+    # it really waits: with patience 1 and a worse score every epoch, it stops only after epoch 5 + 1
+    early = stopper(TrainConfig(epochs=10, early_stopping_patience=1))
+    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
+    early.set_model(model)
+    model.stop_training = False
+    early.on_train_begin()
+    for epoch in range(10):
+        early.on_epoch_end(epoch, {"val_loss": 1.0 + epoch})
+        if model.stop_training:
+            break
+    assert epoch == 6

@@ -7,12 +7,14 @@ import pytest
 import tensorflow as tf
 
 from app.models.search import (
+    UNREACHABLE_LOG_PROB,
     _flat_rows,
     _hypothesis_rows,
     _merge_beams,
     _split_beams,
     _tile_beams,
     beam_search,
+    beam_search_nbest,
     fixed_length_greedy_search,
     fixed_shape_beam_search,
     greedy_search,
@@ -175,6 +177,42 @@ def test_length_penalty_lets_a_longer_hypothesis_beat_a_likelier_short_one(alpha
     assert result.lengths.numpy().tolist() == [length]
     expected = np.log(0.3) if length == 1 else np.log(0.7 * 0.4)
     assert result.scores.numpy()[0] == pytest.approx(expected, rel=1e-5)
+
+
+@pytest.mark.parametrize(("alpha", "first"), [(0.0, [END_ID, PAD_ID]), (1.0, [4, END_ID])])
+def test_nbest_returns_the_beam_s_hypotheses_sorted_by_normalised_score(alpha, first):
+    # the length-penalty test's table: the beam of 2 ends holding [end] and [4, end], in either order
+    table = np.full((6, 6), -1e9)
+    table[START_ID, END_ID], table[START_ID, 4] = np.log(0.3), np.log(0.7)
+    table[4, END_ID], table[4, 5] = np.log(0.4), np.log(0.6)
+    table[END_ID, END_ID] = 0.0
+    args = (markov_step(table), markov_state(1), tf.constant([2]))
+    nbest = beam_search_nbest(*args, beam_width=2, alpha=alpha)
+    best = beam_search(*args, beam_width=2, alpha=alpha)
+    hypotheses = [row.tolist() for row in nbest.tokens.numpy()[0]]
+    assert hypotheses[0] == first and sorted(hypotheses) == sorted([[END_ID, PAD_ID], [4, END_ID]])
+    assert hypotheses[0] == best.tokens.numpy()[0].tolist()  # the first is beam_search's answer
+    by_tokens = {tuple(row): score for row, score in zip(hypotheses, nbest.scores.numpy()[0], strict=True)}
+    assert by_tokens[(END_ID, PAD_ID)] == pytest.approx(np.log(0.3), rel=1e-5)
+    assert by_tokens[(4, END_ID)] == pytest.approx(np.log(0.7 * 0.4), rel=1e-5)
+    normalised = nbest.normalised_scores.numpy()[0]
+    assert normalised[0] >= normalised[1]
+    penalty = ((5 + nbest.lengths.numpy()[0]) / 6) ** alpha
+    np.testing.assert_allclose(normalised, nbest.scores.numpy()[0] / penalty, rtol=1e-5)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_nbest_hypotheses_are_distinct_and_the_first_is_the_beam_s_best(seed):
+    step, limits = markov_step(random_table(seed, vocab=9, sharpness=1.0)), tf.constant([8, 5, 11])
+    nbest = beam_search_nbest(step, markov_state(3), limits, beam_width=4, alpha=0.6)
+    best = beam_search(step, markov_state(3), limits, beam_width=4, alpha=0.6)
+    tokens, scores = nbest.tokens.numpy(), nbest.scores.numpy()
+    for sentence in range(3):
+        rows = {tuple(row) for row in tokens[sentence]}
+        assert len(rows) == 4 and (scores[sentence] > UNREACHABLE_LOG_PROB).all()
+        assert (np.diff(nbest.normalised_scores.numpy()[sentence]) <= 1e-6).all()  # best first
+        width = best.tokens.shape[1]
+        np.testing.assert_array_equal(tokens[sentence, 0, :width], best.tokens.numpy()[sentence])
 
 
 @pytest.mark.parametrize("seed", range(6))

@@ -80,7 +80,12 @@ def test_metadata_lists_every_signature_with_dtypes_and_shapes(server):
     assert status == 200
     assert answer["model_spec"] == {"name": "es-en", "signature_name": "", "version": "1"}
     signatures = answer["metadata"]["signature_def"]["signature_def"]
-    assert set(signatures) == {"serving_default", "translate_with_attention", "translate_ids"}
+    assert set(signatures) == {
+        "serving_default",
+        "translate_with_attention",
+        "translate_ids",
+        "translate_nbest",
+    }
     default = signatures["serving_default"]
     assert default["inputs"]["text"]["dtype"] == "DT_STRING"
     assert [d["size"] for d in default["inputs"]["text"]["tensor_shape"]["dim"]] == ["-1"]
@@ -125,6 +130,11 @@ def test_every_signature_is_selectable(server, expected):
     )
     assert status == 200 and set(ids["outputs"]) == {"ids", "lengths", "score"}
     assert len(ids["outputs"]["ids"][0]) == 64  # decode.max_output_tokens of the smoke preset: static shape
+    request = {"signature_name": "translate_nbest", "instances": SENTENCES[:2]}
+    status, nbest = http("POST", predict_url(server), request)
+    assert status == 200 and len(nbest["predictions"]) == 2
+    for row, translation in zip(nbest["predictions"], expected["translation"], strict=False):
+        assert row["translations"][0] == translation and len(row["translations"]) == len(row["scores"]) > 1
 
 
 @pytest.mark.parametrize(
@@ -236,7 +246,12 @@ def test_grpc_metadata_and_status(channel):
     response = stub.GetModelMetadata(request, 60)
     signatures = get_model_metadata_pb2.SignatureDefMap()
     response.metadata["signature_def"].Unpack(signatures)
-    assert set(signatures.signature_def) == {"serving_default", "translate_with_attention", "translate_ids"}
+    assert set(signatures.signature_def) == {
+        "serving_default",
+        "translate_with_attention",
+        "translate_ids",
+        "translate_nbest",
+    }
     assert signatures.signature_def["serving_default"].inputs["text"].dtype == tf.string.as_datatype_enum
 
     models = model_service_pb2_grpc.ModelServiceStub(channel)

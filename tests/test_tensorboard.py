@@ -3,6 +3,7 @@ epoch, metrics apart from histograms, the landing charts, sample translations th
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -45,6 +46,7 @@ def test_hparams_report_the_kept_checkpoint_not_the_last_epoch(trained_run):
     assert [metric.name.tag for metric in experiment.metric_infos] == [
         "kept/val_bleu",
         "kept/val_loss",
+        "kept/val_perplexity",
         "kept/epoch",
     ]
     ticked = sorted(info.name for info in experiment.hparam_infos if info.differs)
@@ -61,6 +63,13 @@ def test_one_point_per_epoch_and_histograms_apart_from_the_metrics(trained_run):
     epochs = RunDir(trained_run).config().train.epochs
     assert [step for step, _ in values(runs["validation"], "epoch_bleu")] == list(range(epochs))
     assert [step for step, _ in values(runs["validation"], "epoch_loss")] == list(range(epochs))
+    # dev perplexity each epoch: exp of the token-pooled cross-entropy (the loss is a mean of batch
+    # means, so the two agree closely, not exactly)
+    dev_losses = [loss for _, loss in values(runs["validation"], "epoch_loss")]
+    dev_perplexities = [value for _, value in values(runs["validation"], "epoch_perplexity")]
+    assert len(dev_perplexities) == epochs
+    for loss, value in zip(dev_losses, dev_perplexities, strict=True):
+        assert value == pytest.approx(math.exp(loss), rel=0.15)
     tags = {tag for accumulator in runs.values() for tag in accumulator.Tags()["tensors"]}
     assert not [tag for tag in tags if tag.startswith("evaluation_")]  # Keras's duplicate dev points
     histograms = {tag for tag in tags if tag.endswith("/histogram")}
@@ -75,6 +84,7 @@ def test_the_landing_charts_show_train_and_dev_loss_and_the_kept_bleu(trained_ru
     )
     charts = {chart.title: list(chart.multiline.tag) for chart in layout.category[0].chart}
     assert charts["loss: train and dev"] == [r"^epoch_loss$"]
+    assert charts["perplexity: train and dev"] == [r"^epoch_perplexity$"]
     assert charts["dev BLEU, and the kept checkpoint's"] == [r"^epoch_bleu$", r"^kept/val_bleu$"]
 
 

@@ -168,7 +168,7 @@ def run_train_phase(config, data_dir: Path, plan: BenchPlan) -> dict:
     model.fit(train_set.repeat(), epochs=1, steps_per_epoch=steps, callbacks=[timer], verbose=0)
     examples_per_s = steady_state_rate(timer.ends, plan, config.train.batch_size)
     gflop = model_gflop_per_example(
-        dataclasses.asdict(config.model),
+        config.model.architecture(),
         data.source_tokenizer.vocab_size,
         data.target_tokenizer.vocab_size,
         source_tokens,
@@ -188,7 +188,7 @@ def run_train_phase(config, data_dir: Path, plan: BenchPlan) -> dict:
         "dev_loss_after_steps": round(float(model.evaluate(dev_set, verbose=0)[0]), 4),
         "parameters": int(model.count_params()),
         "step_breakdown_ms": step_breakdown(
-            dataclasses.asdict(config.model),
+            config.model.architecture(),
             data.target_tokenizer.vocab_size,
             config.train.batch_size,
             round(target_tokens) + 1,

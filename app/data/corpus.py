@@ -1,7 +1,7 @@
 """Corpus preparation: a source of sentence pairs → validated, leak-free, cached splits.
 
-`prepare_corpus` reads the configured source (two Bible translations from `bible.py`, or a local
-TSV file), counts every bad line by reason, removes exact duplicates, splits the pairs so that no
+`prepare_corpus` reads the configured source (two Bible translations from `bible.py`, a local TSV
+file, or the dates task's generated pairs from `dates.py`), counts every bad line by reason, removes exact duplicates, splits the pairs so that no
 source or target sentence of dev/test also occurs in train, and writes
 `data/<corpus>/{train,dev,test}.tsv` (UTF-8, NFC, `source<TAB>target`) with `report.json` and
 `manifest.json`; a train split over `data.shard_pairs` pairs is written as
@@ -35,6 +35,7 @@ import numpy as np
 
 from app.config import Config, DataConfig
 from app.data.bible import bible_db_name, describe_bible, fetch_bible_db, file_sha256, read_bible_pairs
+from app.data.dates import FIRST_DAY, GENERATOR_VERSION, LAST_DAY, date_pairs
 from app.data.lock import exclusive_lock
 from app.data.splits import (
     DEV,
@@ -222,6 +223,9 @@ def _read_source(data: DataConfig, data_dir: Path, log: Log) -> Iterator[RawPair
         database = fetch_bible_db(data_dir / "cache", log=log)
         verses = read_bible_pairs(database, data.source_bible, data.target_bible)
         return (RawPair(reference, source, target) for reference, source, target in verses)
+    if data.corpus == "dates":
+        pairs = date_pairs(data.seed, data.dates_pairs)
+        return (RawPair(reference, source, target) for reference, source, target in pairs)
     return read_tsv_records(_tsv_path(data), swap=data.swap)
 
 
@@ -498,7 +502,9 @@ def _source_identity(data: DataConfig) -> dict:
         }
     if data.corpus == "tsv":
         return {"tsv_sha256": file_sha256(_tsv_path(data)), "swap": data.swap}
-    raise ValueError(f"data.corpus={data.corpus!r} is not one of ['bible', 'tsv']")
+    if data.corpus == "dates":  # generated from data.seed (a setting already)
+        return {"dates_generator": GENERATOR_VERSION, "dates_pairs": data.dates_pairs}
+    raise ValueError(f"data.corpus={data.corpus!r} is not one of ['bible', 'tsv', 'dates']")
 
 
 def _digest(inputs: dict) -> str:
@@ -565,6 +571,11 @@ def _describe_source(data: DataConfig) -> str:
         return (
             f"{bible_db_name()}: {data.source_bible} ({source.language}, {source.name}) → "
             f"{data.target_bible} ({target.language}, {target.name})"
+        )
+    if data.corpus == "dates":
+        return (
+            f"{data.dates_pairs:,} generated dates {FIRST_DAY.year}-{LAST_DAY.year} (English, Spanish, "
+            f"numeric; seed {data.seed}) → ISO 8601"
         )
     return f"{data.tsv_path}{' (columns swapped)' if data.swap else ''}"
 

@@ -277,6 +277,14 @@ def _write_vocab_listing(model_proto: bytes, path: Path) -> None:
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
+def vocabulary(model_path: Path) -> list[str]:
+    """The pieces of a SentencePiece model file, by id."""
+    if not model_path.is_file():
+        raise ValueError(f"No tokenizer model at {model_path}; run `attend prepare` or `attend train` first")
+    processor = sentencepiece.SentencePieceProcessor(model_file=str(model_path))
+    return [processor.id_to_piece(index) for index in range(processor.get_piece_size())]
+
+
 def load_tokenizer(model_path: Path, name: str | None = None) -> SubwordTokenizer:
     if not model_path.is_file():
         raise ValueError(f"No tokenizer model at {model_path}; run `attend prepare` or `attend train` first")

@@ -1,6 +1,9 @@
-"""Masked token-level loss and accuracy: label 0 is padding and counts for nothing."""
+"""Masked token-level loss, perplexity and accuracy: label 0 is padding and counts for nothing."""
 
 from __future__ import annotations
+
+import functools
+import math
 
 import keras
 import tensorflow as tf
@@ -13,20 +16,47 @@ def masked_cross_entropy(labels, logits):
     Under a `tf.distribute` strategy each replica holds a slice of the batch with its own number of
     rows and target tokens (`distributed_share`). Without one, the plain masked mean.
     """
-    total, tokens = token_loss_sum(labels, logits)
+    return _masked_mean(*token_loss_sum(labels, logits), labels)
+
+
+def label_smoothed_cross_entropy(label_smoothing: float):
+    """`masked_cross_entropy` against targets that give `label_smoothing` of each token's probability
+    mass to the whole vocabulary evenly (Szegedy et al. 2016; 0.1 in the Transformer paper). 0: the
+    plain loss itself."""
+    if not label_smoothing:
+        return masked_cross_entropy
+    return functools.update_wrapper(
+        functools.partial(_smoothed_cross_entropy, label_smoothing=label_smoothing), _smoothed_cross_entropy
+    )
+
+
+def _smoothed_cross_entropy(labels, logits, label_smoothing: float):
+    return _masked_mean(*token_loss_sum(labels, logits, label_smoothing), labels)
+
+
+def _masked_mean(total, tokens, labels):
     context = tf.distribute.get_replica_context()
     if context is None or context.num_replicas_in_sync == 1:
         return total / tf.maximum(tokens, 1.0)
     return distributed_share(total, tokens, tf.cast(tf.shape(labels)[0], tf.float32), context)
 
 
-def token_loss_sum(labels, logits) -> tuple[tf.Tensor, tf.Tensor]:
-    """(summed cross-entropy, count) of the non-padding target tokens."""
+def token_loss_sum(labels, logits, label_smoothing: float = 0.0) -> tuple[tf.Tensor, tf.Tensor]:
+    """(summed cross-entropy, count) of the non-padding target tokens; with `label_smoothing` ε,
+    against `(1 − ε)·one_hot + ε/V`: `(1 − ε)·NLL + ε·mean over the vocabulary of −log p`."""
     mask = tf.cast(tf.not_equal(labels, 0), tf.float32)
-    losses = tf.nn.sparse_softmax_cross_entropy_with_logits(
-        tf.cast(labels, tf.int32), tf.cast(logits, tf.float32)
-    )
+    logits = tf.cast(logits, tf.float32)
+    losses = tf.nn.sparse_softmax_cross_entropy_with_logits(tf.cast(labels, tf.int32), logits)
+    if label_smoothing:
+        uniform = -tf.reduce_mean(tf.nn.log_softmax(logits), axis=-1)
+        losses = (1.0 - label_smoothing) * losses + label_smoothing * uniform
     return tf.reduce_sum(losses * mask), tf.reduce_sum(mask)
+
+
+def perplexity(loss_sum: float, tokens: float) -> float:
+    """exp of the mean per-target-token cross-entropy (padding excluded): what the model's uncertainty
+    amounts to in choices per token. Capped (exp(700) is near float64's largest) for a diverged loss."""
+    return math.exp(min(loss_sum / tokens, 700.0)) if tokens else float("nan")
 
 
 def token_hits(labels, logits) -> tuple[tf.Tensor, tf.Tensor]:
@@ -75,4 +105,27 @@ class MaskedTokenAccuracy(keras.metrics.Metric):
 
     def reset_state(self):
         self.correct.assign(0.0)
+        self.total.assign(0.0)
+
+
+@keras.saving.register_keras_serializable(package="attend")
+class MaskedPerplexity(keras.metrics.Metric):
+    """exp of the mean cross-entropy per non-padding target token, pooled over all tokens seen (the
+    loss without label smoothing: perplexity is the likelihood's, not the training objective's)."""
+
+    def __init__(self, name="perplexity", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.loss_sum = self.add_variable(shape=(), initializer="zeros", name="loss_sum")
+        self.total = self.add_variable(shape=(), initializer="zeros", name="total")
+
+    def update_state(self, labels, logits, sample_weight=None):
+        loss_sum, total = token_loss_sum(labels, logits)
+        self.loss_sum.assign_add(loss_sum)
+        self.total.assign_add(total)
+
+    def result(self):
+        return tf.exp(tf.minimum(tf.math.divide_no_nan(self.loss_sum, self.total), 80.0))
+
+    def reset_state(self):
+        self.loss_sum.assign(0.0)
         self.total.assign(0.0)

@@ -349,30 +349,18 @@ class BeamState(NamedTuple):
     history: tf.Tensor  # [batch, K, step, …] collected entries; [0] without `collect`
 
 
-def beam_search(
+def _beam_loop(
     step_fn: StepFunction,
     state: dict,
     max_lengths: tf.Tensor,
-    beam_width: int = 4,
-    alpha: float = 0.6,
-    start_id: int = START_ID,
-    end_id: int = END_ID,
-    collect: str | None = None,
-    constant_keys: tuple[str, ...] = (),
-) -> SearchResult:
-    """Batched beam search; every state entry must be batch-major (first axis = batch).
-
-    `constant_keys` name state entries that steps never change (encoder outputs): they are
-    tiled once and never reordered.
-
-    Hypotheses compete by length-normalised score, log P / length_penalty(length, alpha).
-    Ended hypotheses stay in the beam with their score frozen (they extend only by padding at
-    no cost), so a finished short translation is kept unless longer ones beat it. A sentence's
-    hypotheses are forced to end at `max_lengths`; a sentence leaves the batch once all its
-    hypotheses have ended, and the loop stops when none is left.
-    Returns the best hypothesis per sentence; `scores` are its log-probabilities. The
-    vocabulary must have at least `beam_width` tokens.
-    """
+    beam_width: int,
+    alpha: float,
+    start_id: int,
+    end_id: int,
+    collect: str | None,
+    constant_keys: tuple[str, ...],
+) -> BeamState:
+    """The loop of `beam_search` (see there); returns its final state, every sentence's beam."""
     batch_size = tf.shape(max_lengths)[0]
     width = beam_width
     state = tf.nest.map_structure(lambda tensor: _tile_beams(tensor, width), state)
@@ -464,7 +452,36 @@ def beam_search(
         if collect
         else tf.TensorShape([0]),
     )
-    final = _decode_loop(body, initial, max_lengths, _rows_left, invariants)
+    return _decode_loop(body, initial, max_lengths, _rows_left, invariants)
+
+
+def beam_search(
+    step_fn: StepFunction,
+    state: dict,
+    max_lengths: tf.Tensor,
+    beam_width: int = 4,
+    alpha: float = 0.6,
+    start_id: int = START_ID,
+    end_id: int = END_ID,
+    collect: str | None = None,
+    constant_keys: tuple[str, ...] = (),
+) -> SearchResult:
+    """Batched beam search; every state entry must be batch-major (first axis = batch).
+
+    `constant_keys` name state entries that steps never change (encoder outputs): they are
+    tiled once and never reordered.
+
+    Hypotheses compete by length-normalised score, log P / length_penalty(length, alpha).
+    Ended hypotheses stay in the beam with their score frozen (they extend only by padding at
+    no cost), so a finished short translation is kept unless longer ones beat it. A sentence's
+    hypotheses are forced to end at `max_lengths`; a sentence leaves the batch once all its
+    hypotheses have ended, and the loop stops when none is left.
+    Returns the best hypothesis per sentence; `scores` are its log-probabilities. The
+    vocabulary must have at least `beam_width` tokens.
+    """
+    final = _beam_loop(
+        step_fn, state, max_lengths, beam_width, alpha, start_id, end_id, collect, constant_keys
+    )
     best = tf.argmax(
         final.log_probs / length_penalty(final.lengths, alpha), axis=1, output_type=tf.int32
     )  # [batch]
@@ -473,6 +490,48 @@ def beam_search(
         tf.gather(final.lengths, best, batch_dims=1),
         tf.gather(final.log_probs, best, batch_dims=1),
         tf.gather(final.history, best, batch_dims=1) if collect else None,
+    )
+
+
+# A hypothesis scored below this never was one: the search fills a beam with such placeholders
+# (log-probability about -1e9) only where fewer than K hypotheses exist, e.g. when the output limit
+# allows one token.
+UNREACHABLE_LOG_PROB = -1e8
+
+
+class NBestResult(NamedTuple):
+    """The K hypotheses of each sentence's final beam, best first by length-normalised score:
+    `tokens [batch, K, steps]` (0 after each end id), `lengths [batch, K]`, `scores [batch, K]`
+    (sums of token log-probabilities; below `UNREACHABLE_LOG_PROB` for a placeholder) and
+    `normalised_scores [batch, K]` (what ranks them: log P / length_penalty(length, alpha))."""
+
+    tokens: tf.Tensor
+    lengths: tf.Tensor
+    scores: tf.Tensor
+    normalised_scores: tf.Tensor
+
+
+def beam_search_nbest(
+    step_fn: StepFunction,
+    state: dict,
+    max_lengths: tf.Tensor,
+    beam_width: int = 4,
+    alpha: float = 0.6,
+    start_id: int = START_ID,
+    end_id: int = END_ID,
+    constant_keys: tuple[str, ...] = (),
+) -> NBestResult:
+    """`beam_search`, returning all K hypotheses of each final beam (distinct token sequences: the
+    beam never holds one path twice) sorted by the score that ranks them; the first of each is
+    `beam_search`'s."""
+    final = _beam_loop(step_fn, state, max_lengths, beam_width, alpha, start_id, end_id, None, constant_keys)
+    normalised = final.log_probs / length_penalty(final.lengths, alpha)  # [batch, K]
+    ranked, order = tf.math.top_k(normalised, k=beam_width)  # sorted, best first; ties keep beam order
+    return NBestResult(
+        tf.gather(final.sequences, order, batch_dims=1),
+        tf.gather(final.lengths, order, batch_dims=1),
+        tf.gather(final.log_probs, order, batch_dims=1),
+        ranked,
     )
 
 

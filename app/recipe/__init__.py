@@ -4,7 +4,7 @@ model and callbacks. Activities compose it with a run folder; nothing here owns 
 
 from __future__ import annotations
 
-import dataclasses
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
@@ -14,11 +14,24 @@ import tensorflow as tf
 from app.config import Config, TrainConfig
 from app.data.pipeline import count_batches, make_dataset
 from app.data.prepare import PreparedData
-from app.models.losses import MaskedTokenAccuracy, masked_cross_entropy
+from app.data.tokenizer import SubwordTokenizer
+from app.models.losses import (
+    MaskedPerplexity,
+    MaskedTokenAccuracy,
+    label_smoothed_cross_entropy,
+    perplexity,
+)
 from app.models.precision import training_policy
 from app.models.seq2seq import build_model
-from app.recipe.callbacks import BestScoreRecord, DivergenceGuard, ModelGraphWriter, TensorBoard
-from app.recipe.optimizer import ReplicaSumClippingAdam
+from app.recipe.callbacks import (
+    BestScoreRecord,
+    DivergenceGuard,
+    EpochWeights,
+    ModelGraphWriter,
+    TensorBoard,
+)
+from app.recipe.optimizer import ReplicaSumClippingAdam, ReplicaSumClippingAdamW
+from app.recipe.strategy_loop import DevEvaluation
 
 
 class TrainingRun(Protocol):
@@ -27,6 +40,8 @@ class TrainingRun(Protocol):
     backup_dir: Path
     best_weights: Path
     logs_dir: Path
+
+    def epoch_weights(self, epoch: int) -> Path: ...
 
     def best_score(self) -> dict | None: ...
 
@@ -82,6 +97,31 @@ def make_dev_set(config: Config, data: PreparedData, static_shapes: bool = False
     return dev_set.apply(tf.data.experimental.assert_cardinality(count_batches(dev_set)))
 
 
+def held_out_perplexity(
+    model: keras.Model, config: Config, tokenizers: tuple[SubwordTokenizer, SubwordTokenizer], tsv: Path
+) -> dict:
+    """Teacher-forced cross-entropy of `model` on a file of pairs: `perplexity` (exp of the mean per
+    target token, padding excluded, no label smoothing), `cross_entropy` (that mean, in nats) and the
+    `target_tokens` counted. Every pair the translator would translate whole counts (sources up to
+    decode.max_input_tokens, targets up to decode.max_output_tokens), not only those training keeps."""
+    dataset = make_dataset(
+        tsv,
+        *tokenizers,
+        batch_size=config.train.batch_size,
+        max_source_tokens=config.decode.max_input_tokens,
+        max_target_tokens=config.decode.max_output_tokens,
+        bucket_width=config.train.bucket_width,
+    )
+    loss_sum = tokens = 0.0
+    for _, _, nll_sum, _, count in DevEvaluation(model).counts(dataset):
+        loss_sum, tokens = loss_sum + nll_sum, tokens + count
+    return {
+        "perplexity": perplexity(loss_sum, tokens),
+        "cross_entropy": loss_sum / tokens if tokens else float("nan"),
+        "target_tokens": int(tokens),
+    }
+
+
 def make_datasets(
     config: Config, data: PreparedData, static_shapes: bool = False
 ) -> tuple[tf.data.Dataset, tf.data.Dataset]:
@@ -126,35 +166,58 @@ def learning_rate_schedule(train: TrainConfig, total_steps: int) -> keras.optimi
     )
 
 
+# Decoupled weight decay leaves these alone (as BERT's and most recipes do): a bias or a gate's offset
+# has no scale to shrink toward zero.
+NO_WEIGHT_DECAY = ("bias",)
+
+
 def make_optimizer(train: TrainConfig, total_steps: int) -> keras.optimizers.Optimizer:
-    """Adam on `learning_rate_schedule`, with gradient-norm clipping (of the gradients summed over the
-    replicas, under a distribution strategy)."""
-    return ReplicaSumClippingAdam(
-        learning_rate=learning_rate_schedule(train, total_steps), clipnorm=train.clipnorm
-    )
+    """Adam on `learning_rate_schedule` (AdamW when `train.weight_decay` > 0, biases excluded), with
+    gradient-norm clipping (of the gradients summed over the replicas, under a distribution strategy)."""
+    settings = {"learning_rate": learning_rate_schedule(train, total_steps), "clipnorm": train.clipnorm}
+    if not train.weight_decay:
+        return ReplicaSumClippingAdam(**settings)
+    optimizer = ReplicaSumClippingAdamW(weight_decay=train.weight_decay, **settings)
+    optimizer.exclude_from_weight_decay(var_names=list(NO_WEIGHT_DECAY))
+    return optimizer
 
 
 def compile_model(
-    config: Config, data: PreparedData, total_steps: int, strategy: tf.distribute.Strategy | None = None
+    config: Config,
+    data: PreparedData,
+    total_steps: int,
+    strategy: tf.distribute.Strategy | None = None,
+    before_compile: Callable[[keras.Model], None] | None = None,
 ) -> keras.Model:
     """The model for `config`, compiled for training (precision policy, loss, metrics, optimizer), its
     variables made in `strategy`'s scope (default: no distribution). Under mixed_float16 Keras wraps
-    the optimizer in a LossScaleOptimizer."""
+    the optimizer in a LossScaleOptimizer. `before_compile(model)` runs in the scope between building
+    and compiling (pretrained embeddings: freezing a layer must precede `compile`)."""
     keras.mixed_precision.set_global_policy(training_policy(config.train.precision))
     with (strategy or tf.distribute.get_strategy()).scope():
         model = build_model(
             data.source_tokenizer.vocab_size,
             data.target_tokenizer.vocab_size,
-            **dataclasses.asdict(config.model),
+            **config.model.architecture(),
         )
+        if before_compile:
+            before_compile(model)
         model.compile(
             optimizer=make_optimizer(config.train, total_steps),
-            loss=masked_cross_entropy,
-            metrics=[MaskedTokenAccuracy()],
+            loss=label_smoothed_cross_entropy(config.train.label_smoothing),
+            metrics=[MaskedTokenAccuracy(), MaskedPerplexity()],
             jit_compile=config.train.jit_compile,
             steps_per_execution=config.train.steps_per_execution,
         )
     return model
+
+
+def early_stopping_start(train: TrainConfig) -> int:
+    """Epochs before early stopping watches the scores: `train.early_stopping_from_epoch`, or half
+    of `train.epochs` (a run is never cut inside the first half of its learning-rate schedule)."""
+    if train.early_stopping_from_epoch is not None:
+        return train.early_stopping_from_epoch
+    return train.epochs // 2
 
 
 def make_callbacks(
@@ -168,6 +231,7 @@ def make_callbacks(
     - the divergence guard first: a diverged epoch stops the run before anything else sees it;
     - the dev monitor adds `val_bleu` to the logs before the checkpoint, early stopping and
       TensorBoard read them;
+    - the last epochs' weights are kept (for `attend average`) before the backup marks the epoch done;
     - the backup last: once it says an epoch is done, that epoch's evaluation, checkpoint and
       summaries are on disk, so a kill never loses them (a kill before it repeats the epoch).
     The best score so far (of an interrupted run) is where checkpointing continues from."""
@@ -187,7 +251,13 @@ def make_callbacks(
             initial_value_threshold=best["value"] if best else None,
         ),
         BestScoreRecord(run.write_best_score, metric, mode, best, run.logs_dir),
-        keras.callbacks.EarlyStopping(monitor=metric, mode=mode, patience=train.early_stopping_patience),
+        EpochWeights(run.epoch_weights, train.keep_last_epochs),
+        keras.callbacks.EarlyStopping(
+            monitor=metric,
+            mode=mode,
+            patience=train.early_stopping_patience,
+            start_from_epoch=early_stopping_start(train),
+        ),
         ModelGraphWriter(run.logs_dir),
         TensorBoard(
             profile_batch=tuple(int(step) for step in train.profile_batches.split(","))

@@ -122,6 +122,26 @@ class ModelGraphWriter(keras.callbacks.Callback):
         writer.close()
 
 
+class EpochWeights(keras.callbacks.Callback):
+    """Keeps the weights of the last `keep` epochs (for checkpoint averaging), deleting older ones.
+
+    Args:
+        path_of: `path_of(epoch)` (1-based) is where an epoch's weights go (`RunDir.epoch_weights`).
+        keep: how many of the last epochs to keep (0: none).
+    """
+
+    def __init__(self, path_of: Callable[[int], Path], keep: int):
+        super().__init__()
+        self.path_of, self.keep = path_of, keep
+
+    def on_epoch_end(self, epoch, logs=None):
+        if not self.keep:
+            return
+        self.model.save_weights(str(self.path_of(epoch + 1)))
+        for old in range(1, epoch + 2 - self.keep):
+            self.path_of(old).unlink(missing_ok=True)
+
+
 class BestScoreRecord(keras.callbacks.Callback):
     """Keeps the best monitored dev score on disk, so that a resumed run's checkpointing continues
     from it, and writes the kept checkpoint's dev metrics to TensorBoard after every epoch.
@@ -177,15 +197,17 @@ class BestScoreRecord(keras.callbacks.Callback):
 
 
 class DevTranslationMonitor(keras.callbacks.Callback):
-    """Translates a fixed dev subset after every epoch: BLEU into the logs as `val_bleu` (so that
-    checkpoints and early stopping can monitor it, and the TensorBoard callback after it writes it
-    once, as `epoch_bleu` of the validation run), sample translations as text, and attention
-    heatmaps as images.
+    """Translates the dev split (or its first `train.bleu_sentences`) after every epoch: BLEU into the
+    logs as `val_bleu` (so that checkpoints and early stopping can monitor it, and the TensorBoard
+    callback after it writes it once, as `epoch_bleu` of the validation run) with its 95 % confidence
+    margin as `val_bleu_ci95` (the noise that one epoch's BLEU over another's must clear to mean
+    anything), sample translations as text, and attention heatmaps as images.
 
     Args:
         translator: the Translator over the model being trained (`translate_texts` and the
             `translate_with_attention` tf.function).
-        bleu: `bleu(hypotheses, references)` → corpus BLEU (the scoring module's `corpus_bleu`).
+        bleu: `bleu(hypotheses, references)` → (corpus BLEU, half-width of its 95 % confidence
+            interval): the scoring module's `bleu_with_confidence`.
         sources, references: the dev subset; `references[i]` lists sentence i's references.
         log_dir: the run's TensorBoard folder; summaries go to its `validation/` run.
         samples, heatmaps: how many sentences to show as text and as attention images.
@@ -207,9 +229,10 @@ class DevTranslationMonitor(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         hypotheses = self.translator.translate_texts(self.sources)
-        bleu = self.bleu(hypotheses, self.references)
+        bleu, margin = self.bleu(hypotheses, self.references)
         if logs is not None:
             logs["val_bleu"] = bleu
+            logs["val_bleu_ci95"] = margin
         with self._writer.as_default(), tf.summary.record_if(True):
             tf.summary.text("dev_translations", self._table(hypotheses), step=epoch)
             for index, image in enumerate(self._heatmaps()):
@@ -270,6 +293,7 @@ HPARAMS_SHOWN = (
 KEPT_METRICS = (
     ("kept/val_bleu", "dev BLEU (kept checkpoint)"),
     ("kept/val_loss", "dev loss (kept checkpoint)"),
+    ("kept/val_perplexity", "dev perplexity (kept checkpoint)"),
     ("kept/epoch", "epoch kept"),
 )
 
@@ -313,6 +337,7 @@ def write_layout() -> None:
     charts = [
         ("loss: train and dev", [r"^epoch_loss$"]),
         ("dev BLEU, and the kept checkpoint's", [r"^epoch_bleu$", r"^kept/val_bleu$"]),
+        ("perplexity: train and dev", [r"^epoch_perplexity$"]),
         ("token accuracy: train and dev", [r"^epoch_token_accuracy$"]),
         ("learning rate", [r"^epoch_learning_rate$"]),
     ]

@@ -1,4 +1,4 @@
-"""Adam whose gradient clipping sees the whole batch's gradients under `tf.distribute`.
+"""Adam and AdamW whose gradient clipping sees the whole batch's gradients under `tf.distribute`.
 
 Keras 3.15 clips each replica's gradients before it sums them over the replicas (`apply` clips,
 then `_backend_update_step` all-reduces), so with two replicas each half-batch gradient is
@@ -19,10 +19,9 @@ def replicas_in_sync() -> int:
     return context.num_replicas_in_sync if context else 1
 
 
-@keras.saving.register_keras_serializable(package="attend")
-class ReplicaSumClippingAdam(keras.optimizers.Adam):
-    """`keras.optimizers.Adam`, clipping (`clipnorm`, `global_clipnorm`, `clipvalue`) the gradients
-    summed over the replicas in sync rather than each replica's share."""
+class ReplicaSumClipping:
+    """Mixin for a `keras.optimizers.Optimizer`: clipping (`clipnorm`, `global_clipnorm`, `clipvalue`)
+    of the gradients summed over the replicas in sync rather than of each replica's share."""
 
     def _clip_gradients(self, grads):
         if replicas_in_sync() > 1:
@@ -35,3 +34,14 @@ class ReplicaSumClippingAdam(keras.optimizers.Adam):
             return summed
         gradients = super()._clip_gradients([gradient for gradient, _ in summed])
         return list(zip(gradients, [variable for _, variable in summed], strict=True))
+
+
+@keras.saving.register_keras_serializable(package="attend")
+class ReplicaSumClippingAdam(ReplicaSumClipping, keras.optimizers.Adam):
+    """`keras.optimizers.Adam` with `ReplicaSumClipping`."""
+
+
+@keras.saving.register_keras_serializable(package="attend")
+class ReplicaSumClippingAdamW(ReplicaSumClipping, keras.optimizers.AdamW):
+    """`keras.optimizers.AdamW` (decoupled weight decay, Loshchilov & Hutter 2019) with
+    `ReplicaSumClipping`."""

@@ -23,29 +23,32 @@ from collections.abc import Callable
 import keras
 import tensorflow as tf
 
-from app.models.losses import masked_cross_entropy, token_hits, token_loss_sum
+from app.models.losses import perplexity, token_hits, token_loss_sum
 
 SUM = tf.distribute.ReduceOp.SUM
 
 
-def token_counts(labels: tf.Tensor, logits: tf.Tensor) -> list[tf.Tensor]:
-    """[rows, summed token loss, correct tokens, tokens] of one batch (or one replica's part of it):
-    sums that add up over replicas, from which `EpochMeans` makes Keras's logs."""
-    loss_sum, tokens = token_loss_sum(labels, logits)
+def token_counts(labels: tf.Tensor, logits: tf.Tensor, label_smoothing: float = 0.0) -> list[tf.Tensor]:
+    """[rows, summed token loss (with `label_smoothing`: the training objective), summed token
+    cross-entropy, correct tokens, tokens] of one batch (or one replica's part of it): sums that add
+    up over replicas, from which `EpochMeans` makes Keras's logs."""
+    loss_sum, tokens = token_loss_sum(labels, logits, label_smoothing)
+    nll_sum = token_loss_sum(labels, logits)[0] if label_smoothing else loss_sum
     correct, _ = token_hits(labels, logits)
-    return [tf.cast(tf.shape(labels)[0], tf.float32), loss_sum, correct, tokens]
+    return [tf.cast(tf.shape(labels)[0], tf.float32), loss_sum, nll_sum, correct, tokens]
 
 
 class EpochMeans:
     """Keras's epoch logs: each batch's mean token loss averaged with its rows as weights, the token
-    accuracy pooled over all tokens."""
+    accuracy and perplexity pooled over all tokens (as `MaskedTokenAccuracy`, `MaskedPerplexity`)."""
 
     def __init__(self):
-        self.loss_rows = self.rows = self.correct = self.tokens = 0.0
+        self.loss_rows = self.rows = self.nll_sum = self.correct = self.tokens = 0.0
 
-    def add(self, rows: float, loss_sum: float, correct: float, tokens: float) -> None:
+    def add(self, rows: float, loss_sum: float, nll_sum: float, correct: float, tokens: float) -> None:
         self.loss_rows += rows * loss_sum / max(tokens, 1.0)
         self.rows += rows
+        self.nll_sum += nll_sum
         self.correct += correct
         self.tokens += tokens
 
@@ -53,6 +56,7 @@ class EpochMeans:
         return {
             f"{prefix}loss": self.loss_rows / self.rows if self.rows else float("nan"),
             f"{prefix}token_accuracy": self.correct / self.tokens if self.tokens else 0.0,
+            f"{prefix}perplexity": perplexity(self.nll_sum, self.tokens),
         }
 
 
@@ -60,17 +64,23 @@ class DevEvaluation:
     """The dev measures of Keras's logs (`loss`, `token_accuracy`) over a whole dataset, on this
     process alone (no replicas: the weights are read as they are)."""
 
-    def __init__(self, model: keras.Model):
-        self.model = model
+    def __init__(self, model: keras.Model, label_smoothing: float = 0.0):
+        self.model, self.label_smoothing = model, label_smoothing
         self._batch = tf.function(self._counts)
 
     def _counts(self, source, target_in, target_out):
-        return token_counts(target_out, self.model([source, target_in], training=False))
+        logits = self.model([source, target_in], training=False)
+        return token_counts(target_out, logits, self.label_smoothing)
+
+    def counts(self, dataset: tf.data.Dataset):
+        """`token_counts` of each batch, as Python floats."""
+        for (source, target_in), target_out in dataset:
+            yield [float(value) for value in self._batch(source, target_in, target_out)]
 
     def __call__(self, dataset: tf.data.Dataset, prefix: str = "") -> dict[str, float]:
         means = EpochMeans()
-        for (source, target_in), target_out in dataset:
-            means.add(*(float(value) for value in self._batch(source, target_in, target_out)))
+        for counts in self.counts(dataset):
+            means.add(*counts)
         return means.logs(prefix)
 
 
@@ -92,10 +102,11 @@ class StrategyLoop:
     Args:
         model: compiled with `app.recipe.compile_model` inside `strategy.scope()`.
         strategy: the strategy whose scope built it.
+        label_smoothing: the compiled loss's (`train.label_smoothing`), for the logged loss.
     """
 
-    def __init__(self, model: keras.Model, strategy: tf.distribute.Strategy):
-        self.model, self.strategy = model, strategy
+    def __init__(self, model: keras.Model, strategy: tf.distribute.Strategy, label_smoothing: float = 0.0):
+        self.model, self.strategy, self.label_smoothing = model, strategy, label_smoothing
         self._train_step = tf.function(self._distributed_step)
 
     def _replica_step(self, batch):
@@ -103,11 +114,11 @@ class StrategyLoop:
         model, optimizer = self.model, self.model.optimizer
         with tf.GradientTape() as tape:
             logits = model([source, target_in], training=True)
-            loss = masked_cross_entropy(target_out, logits)  # this replica's share of the global mean
+            loss = model.loss(target_out, logits)  # this replica's share of the global mean
             scaled = optimizer.scale_loss(loss)  # mixed_float16: Keras's loss scaling (else unchanged)
         gradients = tape.gradient(scaled, model.trainable_variables)
         optimizer.apply_gradients(zip(gradients, model.trainable_variables, strict=True))
-        return token_counts(target_out, logits)
+        return token_counts(target_out, logits, self.label_smoothing)
 
     def _distributed_step(self, iterator):
         results = self.strategy.run(self._replica_step, args=(next(iterator),))
