@@ -1,8 +1,9 @@
 """Corpus preparation: a source of sentence pairs → validated, leak-free, cached splits.
 
 `prepare_corpus` reads the configured source (two Bible translations from `bible.py`, a local TSV
-file, or the dates task's generated pairs from `dates.py`), counts every bad line by reason, removes exact duplicates, splits the pairs so that no
-source or target sentence of dev/test also occurs in train, and writes
+file, or the dates task's generated pairs from `dates.py`), counts every bad line by reason, removes
+exact duplicates, splits the pairs so that no source or target sentence of dev/test also occurs in
+train, and writes
 `data/<corpus>/{train,dev,test}.tsv` (UTF-8, NFC, `source<TAB>target`) with `report.json` and
 `manifest.json`; a train split over `data.shard_pairs` pairs is written as
 `train-00000-of-000NN.tsv` shards instead. Preparing again with the same input and settings reuses
