@@ -98,6 +98,9 @@ class TrainConfig:
 
     batch_size: int = 64
     epochs: int = 10
+    # a time budget for the training epochs (dev evaluation included): as many epochs as fit it, at
+    # most train.epochs, the learning-rate schedule and early stopping following that plan (None: off)
+    max_minutes: float | None = None
     learning_rate: float = 1e-3
     warmup_steps: int = 200
     min_learning_rate_ratio: float = 0.05  # cosine decay ends at this fraction of the peak
@@ -341,6 +344,7 @@ RANGES: dict[str, Bound] = {
     "model.dropout": Bound("at least 0 and below 1", lambda value: 0 <= value < 1),
     "train.batch_size": _SIZE,
     "train.epochs": _SIZE,
+    "train.max_minutes": _POSITIVE,
     "train.learning_rate": _POSITIVE,
     "train.warmup_steps": _COUNT,
     "train.min_learning_rate_ratio": Bound("between 0 and 1", lambda value: 0 <= value <= 1),
@@ -437,6 +441,7 @@ def validate(config: Config) -> None:
         raise ValueError("data.corpus=tsv needs data.tsv_path=PATH (a file of source<TAB>target lines)")
     _check_ranges(config)
     _check_one_initialisation(config)
+    _check_time_budget(config.train)
     _check_luong_dot(config.model)
     _check_profile_batches(config.train.profile_batches)
 
@@ -449,6 +454,15 @@ def _check_one_initialisation(config: Config) -> None:
         raise ValueError(
             f"train.init_from and model.{vectors[0]} both initialise the model; give one of them (a "
             "parent trained with the vectors carries them already)"
+        )
+
+
+def _check_time_budget(train: TrainConfig) -> None:
+    """Under multi_worker each machine would time its own epochs and could plan a different number."""
+    if train.max_minutes is not None and train.distribution == "multi_worker":
+        raise ValueError(
+            "train.max_minutes cannot be used with train.distribution=multi_worker (each worker would time "
+            "its own epochs and plan its own count); set train.epochs instead"
         )
 
 

@@ -9,7 +9,8 @@ Every other module asks a `RunDir` for a path instead of spelling it, so that th
       logs/                TensorBoard
       checkpoints/         best.weights.h5 and best.json (the score they reached), first_epoch.json
                            (the first epoch's dev loss, the yardstick of divergence), epoch-NNN.weights.h5
-                           (the last train.keep_last_epochs epochs, for `attend average`)
+                           (the last train.keep_last_epochs epochs, for `attend average`),
+                           time_budget.json (under train.max_minutes: the epochs' seconds, the plan)
       backup/              only while unfinished: BackupAndRestore state, so a restart resumes
       failure.json         only after a failed run: what went wrong, when, what remains good
       init_from.json       only for a run started from another's weights: what it reused
@@ -101,6 +102,10 @@ class RunDir:
         return self.checkpoints_dir / "first_epoch.json"
 
     @property
+    def time_budget_path(self) -> Path:
+        return self.checkpoints_dir / "time_budget.json"
+
+    @property
     def backup_dir(self) -> Path:
         return self.path / "backup"
 
@@ -181,6 +186,13 @@ class RunDir:
 
     def write_first_epoch_dev_loss(self, dev_loss: float) -> None:
         _write_json(self.first_epoch_path, {"dev_loss": dev_loss})
+
+    def time_budget(self) -> dict | None:
+        """The epochs' seconds and the planned epoch count of a run under `train.max_minutes`."""
+        return json.loads(self.time_budget_path.read_text()) if self.time_budget_path.is_file() else None
+
+    def write_time_budget(self, state: dict) -> None:
+        _write_json(self.time_budget_path, state)
 
     def init_report(self) -> dict | None:
         """What the run's weights were initialised from (`app.recipe.transfer`), or None."""

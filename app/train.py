@@ -25,6 +25,7 @@ from app.recipe import (
     held_out_perplexity,
     make_callbacks,
     make_datasets,
+    schedule_of,
     shard_input_function,
 )
 from app.recipe.callbacks import DevTranslationMonitor, TrainingDiverged, write_hparams
@@ -167,16 +168,20 @@ def _fit(
 ) -> dict:
     shutil.copytree(data.vocab_dir, run.vocab_dir, dirs_exist_ok=True)
     train_set, dev_set, steps_per_epoch = sets = trainer.datasets(config, data)
+    budget = config.train.max_minutes
     log(
         f"Training on {filtered['train'].kept:,} pairs: {steps_per_epoch} steps per epoch, "
         f"at most {config.train.epochs} epochs"
+        + (f", as many as fit in {budget:g} minutes (planned after each epoch)" if budget else "")
     )
     total_steps = steps_per_epoch * config.train.epochs
     model, coverage = _compile_with_initial_weights(config, data, run, trainer, parent, total_steps, log)
     write_hparams(run.logs_dir, config.to_dict(), run.name)
     started = time.time()
     monitor = make_dev_monitor(model, config, data, run)
-    callbacks = make_callbacks(run, config.train, monitor, trainer.dev_scores(model, dev_set))
+    callbacks = make_callbacks(
+        run, config.train, monitor, trainer.dev_scores(model, dev_set), schedule_of(model), steps_per_epoch
+    )
     history = trainer.fit(model, config, data, sets, callbacks)
     seconds = time.time() - started
     if run.is_trained:
@@ -185,6 +190,8 @@ def _fit(
     test = held_out_perplexity(serving_model, config, data.tokenizers, data.corpus.test)
     scores = {"dev": trainer.evaluate(model, dev_set), "test": test}
     metrics = {**final_metrics(model, scores, history, seconds), "distribution": trainer.record()}
+    if budget:
+        metrics["time_budget"] = run.time_budget()
     log(
         f"Best weights: dev loss {metrics['dev_loss']:.4f}, accuracy {metrics['dev_token_accuracy']:.4f}, "
         f"perplexity {metrics['dev_perplexity']:.2f} (test: {metrics['test_perplexity']:.2f})"

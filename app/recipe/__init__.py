@@ -23,14 +23,17 @@ from app.models.losses import (
 )
 from app.models.precision import training_policy
 from app.models.seq2seq import build_model
+from app.recipe import schedule
 from app.recipe.callbacks import (
     BestScoreRecord,
     DivergenceGuard,
     EpochWeights,
     ModelGraphWriter,
     TensorBoard,
+    TimeBudget,
 )
 from app.recipe.optimizer import ReplicaSumClippingAdam, ReplicaSumClippingAdamW
+from app.recipe.schedule import ResizableCosineDecay
 from app.recipe.strategy_loop import DevEvaluation
 
 
@@ -52,6 +55,10 @@ class TrainingRun(Protocol):
     def first_epoch_dev_loss(self) -> float | None: ...
 
     def write_first_epoch_dev_loss(self, dev_loss: float) -> None: ...
+
+    def time_budget(self) -> dict | None: ...
+
+    def write_time_budget(self, state: dict) -> None: ...
 
 
 def _batching(train: TrainConfig, batch_size: int | None, static_shapes: bool) -> dict:
@@ -153,16 +160,10 @@ def check_batch_divides(batch_size: int, replicas: int) -> None:
         )
 
 
-def learning_rate_schedule(train: TrainConfig, total_steps: int) -> keras.optimizers.schedules.CosineDecay:
-    """Linear warm-up (at most a tenth of the steps), then cosine decay to `min_learning_rate_ratio`
-    of the peak at the last step."""
-    warmup = min(train.warmup_steps, max(total_steps // 10, 1))
-    return keras.optimizers.schedules.CosineDecay(
-        initial_learning_rate=0.0,
-        decay_steps=max(total_steps - warmup, 1),
-        alpha=train.min_learning_rate_ratio,
-        warmup_target=train.learning_rate,
-        warmup_steps=warmup,
+def learning_rate_schedule(train: TrainConfig, total_steps: int) -> ResizableCosineDecay:
+    """`train`'s warm-up and cosine decay over `total_steps` (`app.recipe.schedule`)."""
+    return schedule.learning_rate_schedule(
+        train.learning_rate, train.min_learning_rate_ratio, train.warmup_steps, total_steps
     )
 
 
@@ -212,12 +213,37 @@ def compile_model(
     return model
 
 
-def early_stopping_start(train: TrainConfig) -> int:
+def early_stopping_start(train: TrainConfig, planned_epochs: int | None = None) -> int:
     """Epochs before early stopping watches the scores: `train.early_stopping_from_epoch`, or half
-    of `train.epochs` (a run is never cut inside the first half of its learning-rate schedule)."""
+    of the planned epochs (`train.epochs`, or those a time budget allows): a run is never cut inside
+    the first half of its learning-rate schedule."""
     if train.early_stopping_from_epoch is not None:
         return train.early_stopping_from_epoch
-    return train.epochs // 2
+    return (planned_epochs or train.epochs) // 2
+
+
+def schedule_of(model: keras.Model) -> ResizableCosineDecay:
+    """The learning-rate schedule `compile_model` gave the model's optimizer (Keras has no public
+    accessor: `optimizer.learning_rate` is the current value)."""
+    optimizer = getattr(model.optimizer, "inner_optimizer", model.optimizer)  # a LossScaleOptimizer's
+    return optimizer._learning_rate
+
+
+def make_time_budget(
+    run: TrainingRun,
+    train: TrainConfig,
+    schedule: ResizableCosineDecay,
+    steps_per_epoch: int,
+    early_stopping: keras.callbacks.EarlyStopping,
+) -> TimeBudget:
+    """`train.max_minutes` as a callback: each plan sets the schedule's length to the planned epochs
+    and early stopping's start to their first half (unless `train.early_stopping_from_epoch`)."""
+
+    def follow_plan(epochs: int) -> None:
+        schedule.resize(epochs * steps_per_epoch)
+        early_stopping.start_from_epoch = early_stopping_start(train, epochs)
+
+    return TimeBudget(train.max_minutes, train.epochs, follow_plan, run.time_budget(), run.write_time_budget)
 
 
 def make_callbacks(
@@ -225,6 +251,8 @@ def make_callbacks(
     train: TrainConfig,
     monitor: keras.callbacks.Callback | None,
     dev_scores: keras.callbacks.Callback | None = None,
+    schedule: ResizableCosineDecay | None = None,
+    steps_per_epoch: int | None = None,
 ) -> list[keras.callbacks.Callback]:
     """Keras's callbacks in the order that matters at an epoch's end:
     - the dev scores, where Keras's validation does not give them (`app.recipe.strategy_loop.DevScores`);
@@ -232,12 +260,26 @@ def make_callbacks(
     - the dev monitor adds `val_bleu` to the logs before the checkpoint, early stopping and
       TensorBoard read them;
     - the last epochs' weights are kept (for `attend average`) before the backup marks the epoch done;
+    - under `train.max_minutes` (which needs the model's `schedule` and `steps_per_epoch`), the time
+      budget after early stopping (its new start counts from the next epoch) and before TensorBoard
+      (which charts the plan);
     - the backup last: once it says an epoch is done, that epoch's evaluation, checkpoint and
       summaries are on disk, so a kill never loses them (a kill before it repeats the epoch).
     The best score so far (of an interrupted run) is where checkpointing continues from."""
     metric, mode = ("val_bleu", "max") if monitor else ("val_loss", "min")
     saved = run.best_score()
     best = saved if saved and saved.get("monitor") == metric else None
+    early_stopping = keras.callbacks.EarlyStopping(
+        monitor=metric,
+        mode=mode,
+        patience=train.early_stopping_patience,
+        start_from_epoch=early_stopping_start(train),
+    )
+    budget = []
+    if train.max_minutes is not None:
+        if schedule is None or not steps_per_epoch:
+            raise ValueError("train.max_minutes needs the model's learning-rate schedule and steps per epoch")
+        budget = [make_time_budget(run, train, schedule, steps_per_epoch, early_stopping)]
     return [
         *([dev_scores] if dev_scores else []),
         DivergenceGuard(train.divergence_factor, run.first_epoch_dev_loss(), run.write_first_epoch_dev_loss),
@@ -252,12 +294,8 @@ def make_callbacks(
         ),
         BestScoreRecord(run.write_best_score, metric, mode, best, run.logs_dir),
         EpochWeights(run.epoch_weights, train.keep_last_epochs),
-        keras.callbacks.EarlyStopping(
-            monitor=metric,
-            mode=mode,
-            patience=train.early_stopping_patience,
-            start_from_epoch=early_stopping_start(train),
-        ),
+        early_stopping,
+        *budget,
         ModelGraphWriter(run.logs_dir),
         TensorBoard(
             profile_batch=tuple(int(step) for step in train.profile_batches.split(","))

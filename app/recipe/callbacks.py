@@ -1,10 +1,12 @@
 """Training callbacks beyond Keras's own: the divergence guard, fixed epoch summaries, the model
-graph, dev BLEU with sample translations and attention images, the best score, hyperparameters."""
+graph, dev BLEU with sample translations and attention images, the best score, the time budget,
+hyperparameters."""
 
 from __future__ import annotations
 
 import math
 import re
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -194,6 +196,75 @@ class BestScoreRecord(keras.callbacks.Callback):
                 for key, item in self.kept.items():
                     tf.summary.scalar(f"kept/{key}", item, step=epoch)
             self._writer.flush()
+
+
+def plan_epochs(budget_seconds: float, epoch_seconds: list[float], max_epochs: int) -> int:
+    """How many epochs the run gets, once `epoch_seconds` (the finished ones') are known: those done
+    and as many more as the time left holds at the last epoch's pace, at most `max_epochs`."""
+    done = len(epoch_seconds)
+    if not done:
+        return max_epochs
+    more = int(max(budget_seconds - sum(epoch_seconds), 0.0) // max(epoch_seconds[-1], 1e-9))
+    return min(done + more, max_epochs)
+
+
+class TimeBudget(keras.callbacks.Callback):
+    """Fits the run into `train.max_minutes`: after each epoch it plans how many epochs fit
+    (`plan_epochs`), hands the plan to `follow_plan(epochs)` (which shortens the learning-rate schedule
+    and moves early stopping's start) and stops the run once that many are done. An epoch's time runs
+    from its start to this callback at its end, so it holds the dev evaluation and checkpointing of
+    the callbacks before it (the first epoch's also holds tracing: its plan errs short, and the next
+    epoch's plan corrects it). The epochs' seconds and the plan are kept by `record` (the run folder),
+    and a resumed run starts from them: the interrupted part of an epoch is not counted.
+
+    Args:
+        minutes: the budget.
+        max_epochs: `train.epochs`, the most a plan may hold.
+        follow_plan: called with the planned epoch count each time it is made (and at a resumed start).
+        saved: the record of an interrupted run (`{"epoch_seconds", "planned_epochs"}`) or None.
+        record: `record(state)` keeps that record.
+    """
+
+    def __init__(
+        self,
+        minutes: float,
+        max_epochs: int,
+        follow_plan: Callable[[int], None],
+        saved: dict | None,
+        record: Callable[[dict], None],
+    ):
+        super().__init__()
+        self.budget_seconds, self.max_epochs = 60.0 * minutes, max_epochs
+        self.follow_plan, self.record = follow_plan, record
+        self.epoch_seconds = list((saved or {}).get("epoch_seconds", []))
+        self.planned = (saved or {}).get("planned_epochs", max_epochs)
+        self._started = 0.0
+
+    def on_train_begin(self, logs=None):
+        if self.epoch_seconds:  # resumed: the schedule the run had when it stopped
+            self.follow_plan(self.planned)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._started = time.monotonic()
+
+    def on_epoch_end(self, epoch, logs=None):
+        seconds = time.monotonic() - self._started
+        # epochs whose time was lost (a resumed run without its record) count at this one's pace
+        earlier = self.epoch_seconds[:epoch] + [seconds] * (epoch - len(self.epoch_seconds))
+        self.epoch_seconds = [*earlier, seconds]
+        self.planned = plan_epochs(self.budget_seconds, self.epoch_seconds, self.max_epochs)
+        self.follow_plan(self.planned)
+        self.record(
+            {
+                "max_minutes": self.budget_seconds / 60.0,
+                "epoch_seconds": [round(value, 3) for value in self.epoch_seconds],
+                "planned_epochs": self.planned,
+            }
+        )
+        if logs is not None:
+            logs["planned_epochs"] = self.planned  # in TensorBoard and the progress line
+        if epoch + 1 >= self.planned:
+            self.model.stop_training = True
 
 
 class DevTranslationMonitor(keras.callbacks.Callback):
