@@ -92,6 +92,12 @@ def _add_run_commands(commands, preset: str) -> None:
         help="what --init-from reuses (default: all; = train.init_parts)",
     )
     train.add_argument(
+        "--max-minutes",
+        default=None,
+        metavar="M",
+        help="train as many epochs as fit in M minutes, at most train.epochs (= train.max_minutes)",
+    )
+    train.add_argument(
         "--profile", action="store_true", help="trace steps 10-20 with the TensorBoard profiler (Profile tab)"
     )
     export = commands.add_parser("export", help="(re-)export a trained run's SavedModel into RUN_DIR/export/")
@@ -303,7 +309,8 @@ def run_train(args: argparse.Namespace) -> int:
     profile = ["train.profile_batches=10,20"] if args.profile else []
     transfer = [f"train.init_from={args.init_from}"] if args.init_from else []
     transfer += [f"train.init_parts={args.init_parts}"] if args.init_parts else []
-    config = load_config(args.preset, [*args.overrides, *profile, *transfer])
+    budget = [f"train.max_minutes={args.max_minutes}"] if args.max_minutes is not None else []
+    config = load_config(args.preset, [*args.overrides, *profile, *transfer, *budget])
     if config.train.distribution == "multi_worker" and not args.run_dir:
         raise ValueError(
             "train.distribution=multi_worker needs --run-dir: the same folder (on storage every machine "

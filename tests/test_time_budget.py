@@ -27,9 +27,10 @@ def test_a_resized_schedule_ends_at_its_new_length_inside_a_traced_function():
     assert float(traced(tf.constant(35))) == pytest.approx(halfway_before, rel=1e-5)  # half-way: the same
     assert float(traced(tf.constant(5))) == pytest.approx(5e-4, rel=1e-5)  # the warm-up is unchanged
     assert traced.experimental_get_tracing_count() == 1
-    assert keras.optimizers.schedules.deserialize(
-        keras.optimizers.schedules.serialize(schedule)
-    ).get_config() == schedule.get_config()
+    assert (
+        keras.optimizers.schedules.deserialize(keras.optimizers.schedules.serialize(schedule)).get_config()
+        == schedule.get_config()
+    )
 
 
 def test_the_plan_holds_the_epochs_that_fit_at_the_last_epochs_pace():
@@ -109,8 +110,15 @@ def test_a_resumed_run_keeps_its_plan_and_the_time_already_spent(tmp_path, monke
     assert ran == 3 and run.time_budget()["epoch_seconds"] == [150.0, 100.0, 100.0, 100.0, 100.0]
 
 
-def test_a_budget_under_multi_worker_is_refused_by_name():
-    with pytest.raises(ValueError, match="train.max_minutes cannot be used with train.distribution=multi_worker"):
+def test_a_budget_under_multi_worker_is_refused_by_name(tmp_path):
+    from tests.test_cli import attend_here, train_arguments
+
+    refused = attend_here(*train_arguments(tmp_path, "--max-minutes", "-1"))
+    assert refused.returncode == 2
+    assert "train.max_minutes: expected greater than 0, got -1.0" in refused.stderr
+    assert not (tmp_path / "run").exists()
+    multi_worker = "train.max_minutes cannot be used with train.distribution=multi_worker"
+    with pytest.raises(ValueError, match=multi_worker):
         load_config("smoke", ["train.max_minutes=5", "train.distribution=multi_worker"])
     with pytest.raises(ValueError, match="train.max_minutes: expected greater than 0"):
         load_config("smoke", ["train.max_minutes=0"])
