@@ -49,6 +49,18 @@ class DataConfig:
     dates_pairs: int = 50_000  # corpus=dates: pairs generated (before exact duplicates are removed)
 
 
+# DataConfig fields that change the prepared splits of a corpus, with the label a value other than the
+# default adds to the corpus folder's name: `bible-v-4-pairs3000-dev100-test100` (the smoke preset).
+SPLIT_SETTINGS = {
+    "max_chars": "chars",
+    "max_pairs": "pairs",
+    "dev_size": "dev",
+    "test_size": "test",
+    "seed": "seed",
+    "shard_pairs": "shard",
+}
+
+
 @dataclass(frozen=True)
 class TokenizerConfig:
     """SentencePiece subword models (trained by `sentencepiece`, run by tensorflow-text)."""
@@ -170,13 +182,22 @@ class Config:
 
     @property
     def corpus_name(self) -> str:
-        """Folder name under `data/` of the prepared splits (one per corpus and language pair)."""
+        """Folder name under `data/` of the prepared splits: one per corpus, language pair and split
+        settings, so that the smoke preset's 3,000 pairs never replace the default preset's splits (a
+        run evaluated later would be scored on another run's test split)."""
         if self.data.corpus == "bible":
-            return f"bible-{self.data.source_bible}-{self.data.target_bible}"
-        if self.data.corpus == "dates":
-            return f"dates-{self.data.dates_pairs}"
-        stem = Path(self.data.tsv_path or "corpus").stem
-        return f"tsv-{stem}{'-swapped' if self.data.swap else ''}"
+            name = f"bible-{self.data.source_bible}-{self.data.target_bible}"
+        elif self.data.corpus == "dates":
+            name = f"dates-{self.data.dates_pairs}"
+        else:
+            stem = Path(self.data.tsv_path or "corpus").stem
+            name = f"tsv-{stem}{'-swapped' if self.data.swap else ''}"
+        defaults = DataConfig()
+        return name + "".join(
+            f"-{label}{getattr(self.data, setting)}"
+            for setting, label in SPLIT_SETTINGS.items()
+            if getattr(self.data, setting) != getattr(defaults, setting)
+        )
 
 
 _SECTIONS = {

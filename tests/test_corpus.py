@@ -110,7 +110,7 @@ def test_swap_exchanges_the_first_two_columns(tmp_path):
     lines = ["hello\thola\tCC-BY", "cat\tgato\tCC-BY", "dog\tperro\tCC-BY"]
     config = tsv_config(write_tsv(tmp_path / "eng-spa.tsv", lines), swap=True)
     prepared = prepare_corpus(config, tmp_path / "data", log=print)
-    assert prepared.directory == tmp_path / "data" / "tsv-eng-spa-swapped"
+    assert prepared.directory == tmp_path / "data" / "tsv-eng-spa-swapped-dev1-test1"
     assert sorted(all_pairs(prepared)) == [("gato", "cat"), ("hola", "hello"), ("perro", "dog")]
 
 
@@ -290,29 +290,48 @@ def test_cache_is_reused_when_nothing_changed(tmp_path, monkeypatch):
     assert second.report == first.report
 
 
-@pytest.mark.parametrize("change", ["setting", "file", "force", "edited split"])
+@pytest.mark.parametrize("change", ["file", "force", "edited split"])
 def test_cache_is_rebuilt_when_an_input_changes(tmp_path, change):
     path = write_tsv(tmp_path / "c.tsv", numbered_pairs(50))
     prepare_corpus(tsv_config(path), tmp_path / "data", log=print)
     config, force = tsv_config(path), False
-    if change == "setting":
-        config = tsv_config(path, test_size=2)
-    elif change == "file":
+    if change == "file":
         write_tsv(path, numbered_pairs(51))
     elif change == "force":
         force = True
     else:
-        (tmp_path / "data" / "tsv-c" / "train.tsv").write_text("edited\tby hand\n", encoding="utf-8")
+        train_split = tmp_path / "data" / "tsv-c-dev1-test1" / "train.tsv"
+        train_split.write_text("edited\tby hand\n", encoding="utf-8")
     messages = []
     prepared = prepare_corpus(config, tmp_path / "data", log=messages.append, force=force)
     assert not any(message.startswith("Reusing") for message in messages)
     assert any(message.startswith("Wrote") for message in messages)
     expected_total = 51 if change == "file" else 50
     assert len(all_pairs(prepared)) == expected_total
-    assert sorted((tmp_path / "data" / "tsv-c").iterdir()) == [
+    assert sorted((tmp_path / "data" / "tsv-c-dev1-test1").iterdir()) == [
         prepared.directory / name
         for name in ("dev.tsv", "manifest.json", "report.json", "test.tsv", "train.tsv")
     ]
+
+
+def test_other_split_settings_prepare_their_own_folder_and_leave_the_first_as_it_was(tmp_path):
+    """The smoke preset (3,000 pairs, dev and test of 100) on the default preset's corpus must not
+    replace the default splits: a run trained on them and evaluated later would be scored on
+    another selection of pairs, some of them in its own training data."""
+    path = write_tsv(tmp_path / "c.tsv", numbered_pairs(50))
+    full = prepare_corpus(tsv_config(path), tmp_path / "data", log=print)
+    written = {split: getattr(full, split).read_bytes() for split in ("dev", "test")}
+
+    subset = prepare_corpus(tsv_config(path, max_pairs=20, test_size=2), tmp_path / "data", log=print)
+    assert subset.directory == tmp_path / "data" / "tsv-c-pairs20-dev1-test2"
+    assert len(all_pairs(subset)) == 20
+
+    messages = []
+    again = prepare_corpus(tsv_config(path), tmp_path / "data", log=messages.append)
+    assert messages[0].startswith("Reusing the prepared corpus")
+    assert again.directory == full.directory == tmp_path / "data" / "tsv-c-dev1-test1"
+    assert {split: getattr(again, split).read_bytes() for split in ("dev", "test")} == written
+    assert len(all_pairs(again)) == 50
 
 
 def test_progress_is_logged_for_big_sources(tmp_path, monkeypatch):
@@ -439,7 +458,7 @@ def test_bible_corpus_is_prepared_from_the_cached_database(tmp_path):
     )
     prepared = prepare_corpus(config, data_dir, log=print)
 
-    assert prepared.directory == data_dir / "bible-v-4"
+    assert prepared.directory == data_dir / "bible-v-4-dev1-test1"
     assert prepared.report["bad"]["empty_side"] == {"count": 1, "locations": ["44:8:37"]}
     assert prepared.report["splits"] == {"train": 2, "dev": 1, "test": 1}  # 3 groups: one each held out
     assert sorted(all_pairs(prepared)) == [

@@ -163,7 +163,7 @@ def iso_dates(paths: tuple[Path, ...] | Path) -> set[str]:
 def test_prepared_splits_share_no_date(tmp_path):
     config = load_config("dates", SMALL)
     data = prepare_data(config, tmp_path, log=lambda *_: None)
-    assert data.corpus.directory == tmp_path / "dates-3000"
+    assert data.corpus.directory == tmp_path / "dates-3000-dev100-test200"
     train_dates = iso_dates(data.corpus.train_files)
     dev_dates, test_dates = iso_dates(data.corpus.dev), iso_dates(data.corpus.test)
     assert len(list(read_side(data.corpus.test, 1))) == 200 and len(test_dates) > 100

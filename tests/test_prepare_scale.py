@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from app.config import Config, DataConfig
+from app.config import Config, DataConfig, load_config
 from app.data import corpus
 from app.data.corpus import prepare_corpus, read_tsv_records
 from app.data.lock import exclusive_lock
@@ -251,7 +251,8 @@ def test_two_processes_preparing_the_same_corpus_prepare_it_once(tmp_path):
     data_dir = tmp_path / "data"
     logs = [tmp_path / f"child-{index}.log" for index in range(2)]
     # The test holds the corpus lock until both children wait on it, so that they really compete.
-    with exclusive_lock(data_dir / ".tsv-recombined.lock", "the test"):
+    corpus_name = load_config("smoke", overrides).corpus_name  # tsv-recombined-pairs3000-dev100-test100
+    with exclusive_lock(data_dir / f".{corpus_name}.lock", "the test"):
         children = [
             subprocess.Popen(
                 [sys.executable, "-c", PREPARE_IN_A_CHILD, json.dumps(overrides), str(data_dir)],

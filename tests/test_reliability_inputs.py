@@ -149,7 +149,7 @@ def test_prepare_counts_control_characters_and_keeps_them_out_of_the_splits(tmp_
     result = attend_here(*prepare_arguments(tmp_path / "data", tsv))
 
     assert result.returncode == 0, result.stderr
-    corpus = tmp_path / "data" / "tsv-controls"
+    corpus = tmp_path / "data" / "tsv-controls-pairs3000-dev10-test10"
     report = json.loads((corpus / "report.json").read_text(encoding="utf-8"))
     assert report["bad"]["control_chars"] == {"count": 2, "locations": [51, 121]}
     assert "control_chars 2 (at 51, 121)" in result.stdout

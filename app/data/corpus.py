@@ -34,7 +34,7 @@ from typing import BinaryIO, NamedTuple
 
 import numpy as np
 
-from app.config import Config, DataConfig
+from app.config import SPLIT_SETTINGS, Config, DataConfig
 from app.data.bible import bible_db_name, describe_bible, fetch_bible_db, file_sha256, read_bible_pairs
 from app.data.dates import FIRST_DAY, GENERATOR_VERSION, LAST_DAY, date_pairs
 from app.data.lock import exclusive_lock
@@ -65,7 +65,7 @@ SHARD_FILE = re.compile(r"train-\d{5}-of-\d{5}\.tsv")
 # Line ends (\n, a CRLF file's \r) are removed before the check.
 CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
 # DataConfig fields that change the prepared files (the languages and the TSV's path do not).
-OUTPUT_FIELDS = ("corpus", "max_chars", "max_pairs", "dev_size", "test_size", "seed", "shard_pairs")
+OUTPUT_FIELDS = ("corpus", *SPLIT_SETTINGS)
 
 Log = Callable[[str], object]
 Pair = tuple[str, str]
