@@ -6,11 +6,12 @@ from __future__ import annotations
 import math
 
 import keras
+import numpy as np
 import pytest
 
 from app.config import TrainConfig
 from app.recipe import learning_rate_schedule, make_callbacks, make_optimizer
-from app.recipe.callbacks import BestScoreRecord
+from app.recipe.callbacks import BestCheckpoint, improves
 from app.run import RunDir
 
 
@@ -40,24 +41,52 @@ def test_a_resumed_run_does_not_save_a_worse_best(tmp_path):
     run.write_best_score("val_bleu", 30.0, 2, {"val_bleu": 30.0, "val_loss": 2.5})  # the interrupted run's
     monitor = keras.callbacks.Callback()  # stands in for the dev monitor (which adds val_bleu)
     callbacks = make_callbacks(run, TrainConfig(), monitor)
-    checkpoint = next(c for c in callbacks if isinstance(c, keras.callbacks.ModelCheckpoint))
-    record = next(c for c in callbacks if isinstance(c, BestScoreRecord))
-    assert checkpoint.best == 30.0 and record.best == 30.0
+    checkpoint = next(c for c in callbacks if isinstance(c, BestCheckpoint))
+    assert checkpoint.best == 30.0
+    assert not any(isinstance(c, keras.callbacks.ModelCheckpoint) for c in callbacks)  # one owner
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
     checkpoint.set_model(model)
-    for callback in (checkpoint, record):
-        callback.on_epoch_end(2, {"val_bleu": 12.0})  # worse than the run's best
+    checkpoint.on_epoch_end(2, {"val_bleu": 12.0, "val_loss": 1.0})  # worse than the run's best
     assert not run.best_weights.exists()
     assert run.best_score()["value"] == 30.0 and run.best_score()["epoch"] == 2
-    assert record.kept == {"val_bleu": 30.0, "val_loss": 2.5, "epoch": 2}  # what TensorBoard is shown
-    record.on_epoch_end(3, {"val_bleu": 31.0, "val_loss": 2.4, "loss": 2.0})
+    assert checkpoint.kept == {"val_bleu": 30.0, "val_loss": 2.5, "epoch": 2}  # what TensorBoard is shown
+    checkpoint.on_epoch_end(3, {"val_bleu": 31.0, "val_loss": 2.4, "loss": 2.0})
     assert run.best_score() == {
         "monitor": "val_bleu",
         "value": 31.0,
         "epoch": 4,
         "metrics": {"val_bleu": 31.0, "val_loss": 2.4},  # the dev metrics of the kept epoch
     }
-    assert record.kept == {"val_bleu": 31.0, "val_loss": 2.4, "epoch": 4}
+    assert checkpoint.kept == {"val_bleu": 31.0, "val_loss": 2.4, "epoch": 4}
+    restored = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    restored.load_weights(str(run.best_weights))
+    for saved, original in zip(restored.weights, model.weights, strict=True):
+        np.testing.assert_array_equal(np.array(saved), np.array(original))
+    assert sorted(path.name for path in run.best_weights.parent.iterdir()) == ["best.json", "best.weights.h5"]
+
+
+def test_a_bleu_tie_keeps_the_epoch_of_lower_dev_loss_and_a_loss_rise_alone_changes_nothing(tmp_path):
+    """At the noise floor (a small run's dev BLEU 0.22 at epochs 2 and 10) the loss decides."""
+    run = RunDir(tmp_path / "run")
+    checkpoint = BestCheckpoint(run.best_weights, run.write_best_score, "val_bleu", "max", None)
+    checkpoint.set_model(keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)]))
+    epochs = [
+        {"val_bleu": 0.22, "val_loss": 6.06},  # 1: kept (the first)
+        {"val_bleu": 0.0, "val_loss": 5.60},  # 2: lower BLEU, not kept despite its loss
+        {"val_bleu": 0.22, "val_loss": 6.10},  # 3: a tie at a higher loss: not kept
+        {"val_bleu": 0.22, "val_loss": 5.35},  # 4: a tie at a lower loss: kept
+        {"val_bleu": 0.21, "val_loss": 5.30},  # 5: lower BLEU: not kept
+    ]
+    kept = []
+    for epoch, logs in enumerate(epochs):
+        checkpoint.on_epoch_end(epoch, logs)
+        kept.append(run.best_score()["epoch"])
+    assert kept == [1, 1, 1, 4, 4]
+    assert run.best_score()["metrics"] == {"val_bleu": 0.22, "val_loss": 5.35}
+
+    assert improves({"val_loss": 2.0}, "val_loss", "min", {"value": 2.1, "metrics": {}})
+    assert not improves({"val_loss": 2.1}, "val_loss", "min", {"value": 2.1, "metrics": {"val_loss": 2.1}})
+    assert not improves({"val_bleu": 5.0}, "val_bleu", "max", {"value": 5.0, "metrics": {"val_loss": 3.0}})
 
 
 def test_weight_decay_shrinks_kernels_not_biases_and_zero_keeps_adam():

@@ -25,7 +25,7 @@ from app.models.precision import training_policy
 from app.models.seq2seq import build_model
 from app.recipe import schedule
 from app.recipe.callbacks import (
-    BestScoreRecord,
+    BestCheckpoint,
     DivergenceGuard,
     EpochWeights,
     ModelGraphWriter,
@@ -284,15 +284,7 @@ def make_callbacks(
         *([dev_scores] if dev_scores else []),
         DivergenceGuard(train.divergence_factor, run.first_epoch_dev_loss(), run.write_first_epoch_dev_loss),
         *([monitor] if monitor else []),
-        keras.callbacks.ModelCheckpoint(
-            str(run.best_weights),
-            monitor=metric,
-            mode=mode,
-            save_best_only=True,
-            save_weights_only=True,
-            initial_value_threshold=best["value"] if best else None,
-        ),
-        BestScoreRecord(run.write_best_score, metric, mode, best, run.logs_dir),
+        BestCheckpoint(run.best_weights, run.write_best_score, metric, mode, best, run.logs_dir),
         EpochWeights(run.epoch_weights, train.keep_last_epochs),
         early_stopping,
         *budget,

@@ -5,6 +5,7 @@ hyperparameters."""
 from __future__ import annotations
 
 import math
+import os
 import re
 import time
 from collections.abc import Callable
@@ -144,16 +145,33 @@ class EpochWeights(keras.callbacks.Callback):
             self.path_of(old).unlink(missing_ok=True)
 
 
-class BestScoreRecord(keras.callbacks.Callback):
-    """Keeps the best monitored dev score on disk, so that a resumed run's checkpointing continues
-    from it, and writes the kept checkpoint's dev metrics to TensorBoard after every epoch.
+def improves(logs: dict, monitor: str, mode: str, best: dict | None) -> bool:
+    """Whether an epoch's dev scores (`logs`) beat the kept checkpoint's (`best`: its record's "value"
+    and "metrics", None: anything does): a better `monitor`, or under `mode="max"` (BLEU) the same one
+    at a lower dev loss. BLEU ties where a model does not translate yet (0.22 at epochs 2 and 10 of a
+    small run) while its loss still falls; without the tie-break the run would keep its second epoch."""
+    value = logs[monitor]
+    if best is None:
+        return True
+    if value != best["value"]:
+        return value > best["value"] if mode == "max" else value < best["value"]
+    loss, best_loss = logs.get("val_loss"), best.get("metrics", {}).get("val_loss")
+    return mode == "max" and loss is not None and best_loss is not None and loss < best_loss
+
+
+class BestCheckpoint(keras.callbacks.Callback):
+    """Saves the weights of the best epoch by `improves` (`RUN/checkpoints/best.weights.h5`, written
+    whole before it replaces the last: a kill while saving leaves the previous best), keeps its score
+    on disk so that a resumed run continues from it, and writes the kept checkpoint's dev metrics to
+    TensorBoard after every epoch.
 
     The `kept/<metric>` and `kept/epoch` scalars (in the run's top log folder, beside its HParams
     record) follow the checkpoint that was kept, not the last epoch: HParams shows the exported
     model's scores, and a chart of `epoch_bleu` beside `kept/val_bleu` marks the best epoch.
 
     Args:
-        record: `record(monitor, value, epoch, metrics)` writes it (the run folder's `write_best_score`).
+        weights_path: where the best weights go (a `.weights.h5` file).
+        record: `record(monitor, value, epoch, metrics)` writes the score (the run's `write_best_score`).
         monitor, mode: the logged metric and whether higher ("max") or lower ("min") is better.
         best: the best record so far (`{"value", "epoch", "metrics"}`, or None: any value improves).
         log_dir: where the `kept/…` scalars go (None: not written).
@@ -161,6 +179,7 @@ class BestScoreRecord(keras.callbacks.Callback):
 
     def __init__(
         self,
+        weights_path: Path,
         record: Callable[..., None],
         monitor: str,
         mode: str,
@@ -168,10 +187,14 @@ class BestScoreRecord(keras.callbacks.Callback):
         log_dir: Path | None = None,
     ):
         super().__init__()
-        self.record, self.monitor, self.mode, self.log_dir = record, monitor, mode, log_dir
-        self.best = best["value"] if best else None
+        self.weights_path, self.record, self.log_dir = Path(weights_path), record, log_dir
+        self.monitor, self.mode, self.best_record = monitor, mode, best
         self.kept = {**(best or {}).get("metrics", {}), "epoch": best["epoch"]} if best else {}
         self._writer = None
+
+    @property
+    def best(self) -> float | None:
+        return self.best_record["value"] if self.best_record else None
 
     def on_train_begin(self, logs=None):
         if self.log_dir is not None:
@@ -182,15 +205,19 @@ class BestScoreRecord(keras.callbacks.Callback):
             self._writer.close()
 
     def on_epoch_end(self, epoch, logs=None):
-        value = (logs or {}).get(self.monitor)
-        if value is None:
+        logs = logs or {}
+        if logs.get(self.monitor) is None:
             return
-        improved = self.best is None or (value > self.best if self.mode == "max" else value < self.best)
-        if improved:
-            self.best = float(value)
+        if improves(logs, self.monitor, self.mode, self.best_record):
+            partial = self.weights_path.with_name(f"partial-{self.weights_path.name}")
+            partial.parent.mkdir(parents=True, exist_ok=True)
+            self.model.save_weights(str(partial))
+            os.replace(partial, self.weights_path)
             metrics = {key: float(item) for key, item in logs.items() if key.startswith("val_")}
+            value = float(logs[self.monitor])
+            self.best_record = {"value": value, "epoch": epoch + 1, "metrics": metrics}
             self.kept = {**metrics, "epoch": epoch + 1}
-            self.record(self.monitor, self.best, epoch + 1, metrics)
+            self.record(self.monitor, value, epoch + 1, metrics)
         if self._writer is not None and self.kept:
             with self._writer.as_default(), tf.summary.record_if(True):
                 for key, item in self.kept.items():
@@ -371,7 +398,7 @@ KEPT_METRICS = (
 
 def write_hparams(log_dir: Path, config: dict, run_name: str) -> None:
     """The run's settings for TensorBoard's HParams dashboard, beside the kept checkpoint's dev
-    metrics (`BestScoreRecord`'s `kept/…` scalars: the exported model's, not the last epoch's),
+    metrics (`BestCheckpoint`'s `kept/…` scalars: the exported model's, not the last epoch's),
     and the landing charts of the Custom Scalars tab (`write_layout`)."""
     flat = {
         f"{section}.{key}": _shown_as_written(value)
