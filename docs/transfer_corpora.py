@@ -20,15 +20,14 @@ import argparse
 import random
 from pathlib import Path
 
+from app.config import load_config
 from app.data.bible import bible_db_name, read_bible_pairs
+from app.data.tokenizer import read_lines
 
 CHILD_PAIRS = 2200
 CHILD_SEED = 0
-
-
-def read_rows(path: Path) -> list[list[str]]:
-    with open(path, encoding="utf-8") as lines:
-        return [line.rstrip("\n").split("\t") for line in lines if line.strip()]
+# the monolingual side of each language: (source, target) Bibles joined, and the column kept
+MONOLINGUAL = {"en": [("v", "k", 2), ("v", "3", 2)], "es": [("v", "4", 1)]}
 
 
 def main() -> None:
@@ -38,9 +37,9 @@ def main() -> None:
     args = parser.parse_args()
     args.out_dir.mkdir(parents=True, exist_ok=True)
     database = args.data_dir / "cache" / bible_db_name()
-    default = args.data_dir / "bible-v-4"
+    default = args.data_dir / load_config("default").corpus_name
 
-    held = read_rows(default / "dev.tsv") + read_rows(default / "test.tsv")
+    held = [line.split("\t") for line in read_lines([default / "dev.tsv", default / "test.tsv"])]
     held_sources, held_targets = {row[0] for row in held}, {row[1] for row in held}
     print(f"held out: {len(held):,} pairs of {default}")
 
@@ -57,25 +56,19 @@ def main() -> None:
             kept += 1
     print(f"fr-en.tsv: {kept:,} pairs, {len(held_references):,} held-out verses dropped")
 
-    train = read_rows(default / "train.tsv")
+    train = [line.split("\t") for line in read_lines(default / "train.tsv")]
     random.Random(CHILD_SEED).shuffle(train)
     with open(args.out_dir / "child-es-en.tsv", "w", encoding="utf-8") as out:
         out.writelines(f"{source}\t{target}\n" for source, target, *_ in train[:CHILD_PAIRS])
     print(f"child-es-en.tsv: {CHILD_PAIRS:,} of {len(train):,} train pairs")
 
-    for side, translations in (("en", ("k", "3")), ("es", ("v",))):
+    for side, joins in MONOLINGUAL.items():
         verses = 0
         with open(args.out_dir / f"mono-{side}.txt", "w", encoding="utf-8") as out:
-            for code in translations:
-                pairs = (
-                    read_bible_pairs(database, code, "4")
-                    if side == "es"
-                    else read_bible_pairs(database, "v", code)
-                )
-                for reference, source, target in pairs:
-                    text = source if side == "es" else target
-                    if text and reference not in held_references:
-                        out.write(text + "\n")
+            for source, target, column in joins:
+                for verse in read_bible_pairs(database, source, target):
+                    if verse[column] and verse[0] not in held_references:
+                        out.write(verse[column] + "\n")
                         verses += 1
         print(f"mono-{side}.txt: {verses:,} verses")
 

@@ -189,12 +189,18 @@ class BestCheckpoint(keras.callbacks.Callback):
         super().__init__()
         self.weights_path, self.record, self.log_dir = Path(weights_path), record, log_dir
         self.monitor, self.mode, self.best_record = monitor, mode, best
-        self.kept = {**(best or {}).get("metrics", {}), "epoch": best["epoch"]} if best else {}
         self._writer = None
 
     @property
     def best(self) -> float | None:
         return self.best_record["value"] if self.best_record else None
+
+    @property
+    def kept(self) -> dict:
+        """The kept epoch's dev metrics and its number (TensorBoard's `kept/…`), {} before one."""
+        if not self.best_record:
+            return {}
+        return {**self.best_record.get("metrics", {}), "epoch": self.best_record["epoch"]}
 
     def on_train_begin(self, logs=None):
         if self.log_dir is not None:
@@ -216,7 +222,6 @@ class BestCheckpoint(keras.callbacks.Callback):
             metrics = {key: float(item) for key, item in logs.items() if key.startswith("val_")}
             value = float(logs[self.monitor])
             self.best_record = {"value": value, "epoch": epoch + 1, "metrics": metrics}
-            self.kept = {**metrics, "epoch": epoch + 1}
             self.record(self.monitor, value, epoch + 1, metrics)
         if self._writer is not None and self.kept:
             with self._writer.as_default(), tf.summary.record_if(True):
