@@ -121,6 +121,21 @@ def _add_run_commands(commands, preset: str) -> None:
         help="compile translate_ids, and serving_default for small batches, with XLA: about twice as fast "
         "at batch 1-8 on CPU (stock TF Serving then needs XLA: off by default)",
     )
+    _add_shortlist_arguments(export)
+    export.add_argument(
+        "--data-dir", type=Path, default=DATA_DIR, help="the splits, for --shortlist (default: data/)"
+    )
+
+
+def _add_shortlist_arguments(parser: argparse.ArgumentParser) -> None:
+    """`--shortlist` / `--no-shortlist` (default: the run's decode.shortlist) and where its train split is."""
+    parser.add_argument(
+        "--shortlist",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="decode over a per-batch shortlist of target pieces (faster, slightly lossy; learnt from the "
+        "train split; sizes: decode.shortlist_frequent/_per_source); default: the run's decode.shortlist",
+    )
 
 
 def _add_use_commands(commands) -> None:
@@ -164,6 +179,7 @@ def _add_use_commands(commands) -> None:
     evaluate.add_argument(
         "--data-dir", type=Path, default=DATA_DIR, help="where the splits are (default: data/)"
     )
+    _add_shortlist_arguments(evaluate)
     average = commands.add_parser(
         "average", help="average the weights of a run's last epochs into a run folder of their own"
     )
@@ -328,7 +344,7 @@ def run_train(args: argparse.Namespace) -> int:
     if not args.no_export:
         from app.export import export_run
 
-        export_run(run.path)
+        export_run(run.path, data_dir=args.data_dir)
     print(next_steps(run, config, args.data_dir, exported=not args.no_export))
     return 0
 
@@ -364,7 +380,15 @@ def run_export(args: argparse.Namespace) -> int:
 
     if args.name and not args.model_base:
         raise ValueError("--name names the model in a --model-base; give --model-base too")
-    export_run(args.run_dir, force=args.force, model_base=args.model_base, name=args.name, xla=args.xla)
+    export_run(
+        args.run_dir,
+        force=args.force,
+        model_base=args.model_base,
+        name=args.name,
+        xla=args.xla,
+        shortlist=args.shortlist,
+        data_dir=args.data_dir,
+    )
     return 0
 
 
@@ -386,7 +410,7 @@ def run_translate(args: argparse.Namespace) -> int:
 def run_evaluate(args: argparse.Namespace) -> int:
     from app.evaluate import evaluate_run
 
-    evaluate_run(args.run_dir, args.split, args.beam, args.source, args.data_dir)
+    evaluate_run(args.run_dir, args.split, args.beam, args.source, args.data_dir, shortlist=args.shortlist)
     return 0
 
 

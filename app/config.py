@@ -164,6 +164,11 @@ class DecodeConfig:
     max_input_tokens: int = 256  # longer inputs are truncated at serving time
     beam_width: int = 4  # 1 = greedy; the export's serving_default uses this
     length_penalty_alpha: float = 0.6  # GNMT length normalisation of beam scores (0 = none)
+    # a per-batch shortlist of target pieces instead of the whole vocabulary (faster, lossy; see
+    # app/models/shortlist.py): the most frequent pieces, plus each source piece's likeliest translations
+    shortlist: bool = False
+    shortlist_frequent: int = 2000
+    shortlist_per_source: int = 20
 
 
 @dataclass(frozen=True)
@@ -392,6 +397,8 @@ RANGES: dict[str, Bound] = {
     "decode.max_input_tokens": _at_least(2),  # the end marker and at least one source token
     "decode.beam_width": _SIZE,  # 1 = greedy search
     "decode.length_penalty_alpha": _COUNT,  # 0 = no length normalisation
+    "decode.shortlist_frequent": _COUNT,
+    "decode.shortlist_per_source": _COUNT,
 }
 
 

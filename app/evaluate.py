@@ -25,8 +25,10 @@ def evaluate_run(
     source_file: Path | None = None,
     data_dir: Path = Path("data"),
     log=print,
+    shortlist: bool | None = None,
 ) -> dict:
     """Scores a trained run on a split (or any TSV file); writes hypotheses, references, metrics and plots.
+    `shortlist` overrides the run's `decode.shortlist` (its results go to a folder of their own).
 
     Everything that could stop it (the run, the input file, a writable output folder, the lock)
     is checked before translating, so that no translation work is lost to a late error."""
@@ -45,14 +47,16 @@ def evaluate_run(
         )
     sources, references = read_references(tsv)
     with run.lock():
-        translator = load_translator(run, beam_width=beam)
+        translator = load_translator(run, beam_width=beam, shortlist=shortlist, data_dir=data_dir)
         name = f"{source_file.stem if source_file else split}-beam{translator.beam_width}"
+        name += "-shortlist" if translator.shortlist is not None else ""
         run.evaluation_dir(name).mkdir(parents=True, exist_ok=True)
         hypotheses = translate_with_progress(translator, sources, f"{Path(run_dir).resolve().name} {name}")
         metrics = {
             **corpus_scores(hypotheses, references),
             "split": name.rsplit("-beam", 1)[0],
             "beam": translator.beam_width,
+            "shortlist": translator.shortlist is not None,
             "sentences": len(sources),
             "references": sum(len(refs) for refs in references),
         }

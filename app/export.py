@@ -22,6 +22,8 @@ def export_run(
     model_base: Path | None = None,
     name: str | None = None,
     xla: bool = False,
+    shortlist: bool | None = None,
+    data_dir: Path = Path("data"),
 ) -> Path:
     """Exports a trained run, holding the run's lock while it writes; returns the SavedModel folder.
 
@@ -30,7 +32,8 @@ def export_run(
     Refuses a run without trained weights, and a run whose training failed (diverged) unless
     `force`: then the last good checkpoint is exported, and the model card says what failed.
     `xla`: `translate_ids`, and `serving_default` for small batches, run XLA-compiled searches
-    (`Translator`; stock TF Serving then needs XLA)."""
+    (`Translator`; stock TF Serving then needs XLA). `shortlist` overrides the run's
+    `decode.shortlist`, whose lexical table is learnt from the train split in `data_dir`."""
     run = RunDir(run_dir)
     with run.lock():
         failure = run.failure()
@@ -41,9 +44,9 @@ def export_run(
                 + (f" (epoch {failure['last_good']['epoch']})" if failure.get("last_good") else "")
             )
         published = ModelBase(model_base, name or default_model_name(run.config())) if model_base else None
-        translator = load_translator(run, xla=xla)
+        translator = load_translator(run, xla=xla, shortlist=shortlist, data_dir=data_dir)
         card = {**run.model_card(), **({"training_failure": failure} if failure else {})}
-        card["export"] = {"xla": xla, "run": str(run)}
+        card["export"] = {"xla": xla, "run": str(run), "shortlist": shortlist_record(translator, run)}
         sentences = check_sentences or CHECK_SENTENCES
         if published is None:
             return save_translator(translator, run.export_dir, card, sentences, log=log)
@@ -52,3 +55,11 @@ def export_run(
             save_translator(translator, directory, card, sentences, log=log)
         log(f"Published {run} as version {version} of model {published.name!r} in {model_base}")
         return directory
+
+
+def shortlist_record(translator, run: RunDir) -> dict | None:
+    """The model card's account of the shortlist the export decodes over (None: the whole vocabulary)."""
+    if translator.shortlist is None:
+        return None
+    decode = run.config().decode
+    return {"frequent": decode.shortlist_frequent, "per_source": decode.shortlist_per_source}

@@ -200,7 +200,9 @@ def _fit(
     run.write_metrics(metrics)
     run.write_model_card(model_card(config, data, filtered, metrics, run.init_report(), coverage or None))
     if trainer.role.is_chief:
-        translator = build_translator(serving_model, config, run.vocab_dir, data.tokenizers)
+        translator = build_translator(
+            serving_model, config, run.vocab_dir, data.tokenizers, train_files=data.corpus.train_files
+        )
         log_sample_translations(translator, data.corpus.dev, log)
     return metrics
 
@@ -271,7 +273,9 @@ def make_dev_monitor(model: keras.Model, config: Config, data: PreparedData, run
     if config.train.bleu_sentences == 0:
         return None
     sources, references = read_references(data.corpus.dev)
-    translator = build_translator(model, config, run.vocab_dir, data.tokenizers, beam_width=1)
+    translator = build_translator(
+        model, config, run.vocab_dir, data.tokenizers, beam_width=1, train_files=data.corpus.train_files
+    )
     count = config.train.bleu_sentences  # None: the whole dev split
     return DevTranslationMonitor(
         translator, bleu_with_confidence, sources[:count], references[:count], run.logs_dir

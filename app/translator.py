@@ -15,8 +15,10 @@ a failed or broken export never replaces a good one.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -25,6 +27,8 @@ import numpy as np
 import tensorflow as tf
 
 from app.config import Config
+from app.data.corpus import prepared_train_files
+from app.data.lexicon import LexicalTable, build_lexical_table
 from app.data.pipeline import add_source_end
 from app.data.tokenizer import SubwordTokenizer, load_tokenizer
 from app.models.search import (
@@ -38,6 +42,7 @@ from app.models.search import (
     max_output_lengths,
 )
 from app.models.seq2seq import Seq2SeqDecoding, build_model
+from app.models.shortlist import shortlist_candidates
 from app.processes import run_python_for_json
 from app.special_tokens import END_ID, PAD_ID
 
@@ -70,6 +75,10 @@ class Translator(tf.Module):
             XLA-compiled functions unless started with a flag, and its GPU builds without the XLA
             compiler fail on them (tensorflow/serving#2214). Either way the id-level path is
             XLA-compilable: a caller can wrap it in `tf.function(jit_compile=True)`.
+        lexical_table: decode the string signatures over a per-batch shortlist of the target
+            vocabulary drawn from it (`app.models.shortlist`): faster, and lossy where the best
+            token lies outside the list; scores are then log-probabilities within the list.
+            `translate_ids` (static shapes) always scores the whole vocabulary.
 
     No defaults here: the config's `decode` section is their one source (`build_translator`).
 
@@ -94,6 +103,7 @@ class Translator(tf.Module):
         beam_width: int,
         length_penalty_alpha: float,
         xla: bool,
+        lexical_table: LexicalTable | None = None,
     ):
         super().__init__(name="translator")
         self.model = model
@@ -106,6 +116,10 @@ class Translator(tf.Module):
         self._max_input_tokens = max_input_tokens
         self.beam_width, self._alpha = beam_width, length_penalty_alpha
         self._xla = xla
+        self.shortlist = None
+        if lexical_table is not None:  # variables, so that the SavedModel holds them once
+            tables = lexical_table._asdict().items()
+            self.shortlist = LexicalTable(*(tf.Variable(t, trainable=False, name=n) for n, t in tables))
         ids_spec = [tf.TensorSpec([None, None], tf.int32)]
         self._translate_valid_ids = tf.function(
             self._search_valid_ids, input_signature=ids_spec, jit_compile=xla
@@ -149,13 +163,29 @@ class Translator(tf.Module):
         translator's unless given); `static_shapes`: into a `[batch, max_output_tokens]` buffer,
         every sentence stepping until the batch's last one ends, for XLA."""
         width = self.beam_width if beam_width is None else beam_width
+        if static_shapes:  # XLA's fixed shapes: the whole vocabulary
+            return self._search(self._decoding.step, source_ids, collect, static_shapes, width)
+        step, to_ids = self._step_for(source_ids)
+        result = self._search(step, source_ids, collect, static_shapes, width)
+        return result._replace(tokens=to_ids(result.tokens))
+
+    def _step_for(self, source_ids: tf.Tensor):
+        """The step function for this batch, over the whole vocabulary or the batch's shortlist, and
+        the map from the tokens a search over it returns to vocabulary ids."""
+        if self.shortlist is None:
+            return self._decoding.step, tf.identity
+        candidates = shortlist_candidates(source_ids, self.shortlist.translations, self.shortlist.frequent)
+        # positions in `candidates` → ids; padding (0) stays 0
+        return self._decoding.shortlisted_step(candidates), lambda tokens: tf.gather(candidates, tokens)
+
+    def _search(self, step, source_ids: tf.Tensor, collect: str | None, static_shapes: bool, width: int):
         source_lengths = tf.reduce_sum(tf.cast(tf.not_equal(source_ids, 0), tf.int32), axis=1)
         limits = max_output_lengths(source_lengths, *self._length_limits)
         state = self._decoding.encode(source_ids)
         output_length = self._length_limits[2]
         if static_shapes and width > 1:
             return fixed_shape_beam_search(
-                self._decoding.step,
+                step,
                 state,
                 limits,
                 output_length,
@@ -164,10 +194,10 @@ class Translator(tf.Module):
                 constant_keys=Seq2SeqDecoding.CONSTANT_KEYS,
             )
         if static_shapes:
-            return fixed_length_greedy_search(self._decoding.step, state, limits, output_length)
+            return fixed_length_greedy_search(step, state, limits, output_length)
         if width > 1:
             return beam_search(
-                self._decoding.step,
+                step,
                 state,
                 limits,
                 width,
@@ -175,7 +205,7 @@ class Translator(tf.Module):
                 collect=collect,
                 constant_keys=Seq2SeqDecoding.CONSTANT_KEYS,
             )
-        return greedy_search(self._decoding.step, state, limits, collect=collect)
+        return greedy_search(step, state, limits, collect=collect)
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
     def translate(self, text):
@@ -259,14 +289,16 @@ class Translator(tf.Module):
     def search_nbest(self, source_ids: tf.Tensor):
         """`beam_search_nbest` from `[batch, src]` ids at the translator's beam width."""
         source_lengths = tf.reduce_sum(tf.cast(tf.not_equal(source_ids, 0), tf.int32), axis=1)
-        return beam_search_nbest(
-            self._decoding.step,
+        step, to_ids = self._step_for(source_ids)
+        result = beam_search_nbest(
+            step,
             self._decoding.encode(source_ids),
             max_output_lengths(source_lengths, *self._length_limits),
             self.beam_width,
             self._alpha,
             constant_keys=Seq2SeqDecoding.CONSTANT_KEYS,
         )
+        return result._replace(tokens=to_ids(result.tokens))
 
     @tf.function(input_signature=[tf.TensorSpec([None, None], tf.int32, name="source_ids")])
     def translate_ids(self, source_ids):
@@ -355,9 +387,11 @@ def build_translator(
     beam_width: int | None = None,
     length_penalty_alpha: float | None = None,
     xla: bool = False,
+    train_files: Sequence[Path] = (),
 ) -> Translator:
     """The run's Translator; `beam_width` and `length_penalty_alpha` override the config's; `xla`
-    exports `translate_ids` with the `jit_compile` attribute (see `Translator`)."""
+    exports `translate_ids` with the `jit_compile` attribute (see `Translator`). With
+    `decode.shortlist`, its lexical table is learnt from `train_files` (the train split)."""
     files = {
         f"{side}.{kind}": vocab_dir / f"{side}.{kind}"
         for side in ("source", "target")
@@ -376,6 +410,23 @@ def build_translator(
         if length_penalty_alpha is None
         else length_penalty_alpha,
         xla=xla,
+        lexical_table=shortlist_table(config, vocab_dir, train_files) if config.decode.shortlist else None,
+    )
+
+
+def shortlist_table(config: Config, vocab_dir: Path, train_files: Sequence[Path]) -> LexicalTable:
+    """The lexical table of `decode.shortlist`, from the train split's files."""
+    if not train_files or not all(Path(path).is_file() for path in train_files):
+        raise ValueError(
+            f"decode.shortlist learns its table from the train split, and {list(map(str, train_files))} "
+            "is not there: prepare the corpus (`attend prepare`), or pass --data-dir"
+        )
+    return build_lexical_table(
+        train_files,
+        vocab_dir,
+        config.decode.shortlist_frequent,
+        config.decode.shortlist_per_source,
+        seed=config.data.seed,
     )
 
 
@@ -454,10 +505,15 @@ def load_translator(
     beam_width: int | None = None,
     length_penalty_alpha: float | None = None,
     xla: bool = False,
+    shortlist: bool | None = None,
+    data_dir: Path = Path("data"),
 ) -> Translator:
-    """Rebuilds a trained run's Translator from its config, vocab folder and best weights."""
+    """Rebuilds a trained run's Translator from its config, vocab folder and best weights;
+    `shortlist` overrides `decode.shortlist`, whose table is learnt from the train split in `data_dir`."""
     run.require_trained()
     config = run.config()
+    if shortlist is not None:
+        config = dataclasses.replace(config, decode=dataclasses.replace(config.decode, shortlist=shortlist))
     tokenizers = tuple(load_tokenizer(run.vocab_dir / f"{side}.model", side) for side in ("source", "target"))
     model = build_float32_model(tokenizers[0].vocab_size, tokenizers[1].vocab_size, config)
     try:
@@ -467,4 +523,7 @@ def load_translator(
             f"{run.best_weights} cannot be read ({error}); the file is damaged: restore it, or train "
             "the run again"
         ) from error
-    return build_translator(model, config, run.vocab_dir, tokenizers, beam_width, length_penalty_alpha, xla)
+    train_files = prepared_train_files(data_dir / config.corpus_name)
+    return build_translator(
+        model, config, run.vocab_dir, tokenizers, beam_width, length_penalty_alpha, xla, train_files
+    )

@@ -528,6 +528,15 @@ def _is_up_to_date(directory: Path, fingerprint: str) -> bool:
     )
 
 
+def prepared_train_files(directory: Path) -> tuple[Path, ...]:
+    """The train split's file(s) of a prepared corpus folder, in order; () where none is prepared."""
+    try:
+        report = json.loads((directory / "report.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return ()
+    return tuple(directory / name for name in report.get("train_files", []))
+
+
 def _load_prepared(directory: Path) -> PreparedCorpus:
     report = json.loads((directory / "report.json").read_text(encoding="utf-8"))
     train_files = tuple(directory / name for name in report["train_files"])

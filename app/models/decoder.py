@@ -122,10 +122,16 @@ class AttentionDecoder(keras.layers.Layer):
     def decode_step(self, previous_embedding, states, source: SourceEncoding):
         """Inference step from E y_{i-1} `[batch, embedding_dim]`: (logits `[batch, vocab]`, new states,
         attention `[batch, src]`)."""
+        features, new_states, weights = self.decode_features(previous_embedding, states, source)
+        return self.output_projection(features), new_states, weights
+
+    def decode_features(self, previous_embedding, states, source: SourceEncoding):
+        """`decode_step` up to the vocabulary projection: (its input features `[batch, readout_size]`,
+        new states, attention), for a search that projects onto part of the vocabulary."""
         new_states, readout_inputs, weights = self.style.step(
             self.cell, self.embed_inputs(previous_embedding), previous_embedding, states, source
         )
-        return self.readout(readout_inputs, training=False), new_states, weights
+        return self.style.readout_features(readout_inputs), new_states, weights
 
     # === Teacher forcing over all target positions ===
     def run_recurrence(self, target_embeddings, states, source: SourceEncoding):

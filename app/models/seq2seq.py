@@ -102,3 +102,20 @@ class Seq2SeqDecoding:
             self.target_embedding(tokens), state["states"], source
         )
         return tf.cast(logits, tf.float32), {**state, "states": states, "attention": weights}
+
+    def shortlisted_step(self, candidates: tf.Tensor):
+        """`step` scoring only the target ids `candidates [C]` (sorted, reserved ids first: see
+        `app.models.shortlist`): tokens in and logits `[batch, C]` out are positions in `candidates`.
+        The projection's columns are gathered once, here, not at every step."""
+        projection = self.decoder.output_projection
+        kernel = tf.gather(projection.kernel, candidates, axis=1)  # [readout_size, C]
+        bias = tf.gather(projection.bias, candidates)  # [C]
+
+        def step(positions: tf.Tensor, state: dict) -> tuple[tf.Tensor, dict]:
+            source = SourceEncoding(*(state[key] for key in self.CONSTANT_KEYS))
+            embeddings = self.target_embedding(tf.gather(candidates, positions))
+            features, states, weights = self.decoder.decode_features(embeddings, state["states"], source)
+            logits = tf.matmul(features, tf.cast(kernel, features.dtype)) + tf.cast(bias, features.dtype)
+            return tf.cast(logits, tf.float32), {**state, "states": states, "attention": weights}
+
+        return step
