@@ -15,7 +15,6 @@ a failed or broken export never replaces a good one.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import shutil
 from collections.abc import Sequence
@@ -388,10 +387,12 @@ def build_translator(
     length_penalty_alpha: float | None = None,
     xla: bool = False,
     train_files: Sequence[Path] = (),
+    shortlist: bool | None = None,
 ) -> Translator:
-    """The run's Translator; `beam_width` and `length_penalty_alpha` override the config's; `xla`
-    exports `translate_ids` with the `jit_compile` attribute (see `Translator`). With
-    `decode.shortlist`, its lexical table is learnt from `train_files` (the train split)."""
+    """The run's Translator; `beam_width`, `length_penalty_alpha` and `shortlist` override the
+    config's; `xla` exports `translate_ids` with the `jit_compile` attribute (see `Translator`). With a
+    shortlist (`decode.shortlist`), its lexical table is learnt from `train_files` (the train split)."""
+    shortlist = config.decode.shortlist if shortlist is None else shortlist
     files = {
         f"{side}.{kind}": vocab_dir / f"{side}.{kind}"
         for side in ("source", "target")
@@ -410,7 +411,7 @@ def build_translator(
         if length_penalty_alpha is None
         else length_penalty_alpha,
         xla=xla,
-        lexical_table=shortlist_table(config, vocab_dir, train_files) if config.decode.shortlist else None,
+        lexical_table=shortlist_table(config, vocab_dir, train_files) if shortlist else None,
     )
 
 
@@ -512,8 +513,6 @@ def load_translator(
     `shortlist` overrides `decode.shortlist`, whose table is learnt from the train split in `data_dir`."""
     run.require_trained()
     config = run.config()
-    if shortlist is not None:
-        config = dataclasses.replace(config, decode=dataclasses.replace(config.decode, shortlist=shortlist))
     tokenizers = tuple(load_tokenizer(run.vocab_dir / f"{side}.model", side) for side in ("source", "target"))
     model = build_float32_model(tokenizers[0].vocab_size, tokenizers[1].vocab_size, config)
     try:
@@ -525,5 +524,13 @@ def load_translator(
         ) from error
     train_files = prepared_train_files(data_dir / config.corpus_name)
     return build_translator(
-        model, config, run.vocab_dir, tokenizers, beam_width, length_penalty_alpha, xla, train_files
+        model,
+        config,
+        run.vocab_dir,
+        tokenizers,
+        beam_width,
+        length_penalty_alpha,
+        xla,
+        train_files,
+        shortlist,
     )

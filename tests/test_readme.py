@@ -18,14 +18,14 @@ from tests.test_cli import attend, summary_tags
 README = Path(__file__).parents[1] / "README.md"
 # What a user types for each placeholder of the table (smoke sizes; RUN_DIR is the trained run).
 TYPED = {  # in order: the longer placeholders first
-    " [--force] [--model-base BASE] [--name NAME] [--xla]": "",
+    " [--force] [--model-base BASE] [--name NAME] [--xla] [--shortlist]": "",
     " [--model-base BASE --model-name NAME] [--rest-port 8501] [--grpc-port 8500]": (
         " --rest-port 0 --grpc-port 0"
     ),
     "NAME": "smoke",
     "[--run-dir DIR] [--profile] [section.key=value ...]": "train.epochs=2",
     '"sentence" … [--plot out.png]': '"Y lloró Jesús." Hola --plot out.png',
-    "[--split test] [--beam K] [--source FILE.tsv]": "--split test --beam 1",
+    "[--split test] [--beam K] [--source FILE.tsv] [--shortlist]": "--split test --beam 1 --shortlist",
     "RUN_DIR … --out FIG.png": "RUN_DIR RUN_DIR --out fig.png",
     " [--last N] [--out DIR]": " --last 2",
     "[--quick] [--serve-run RUN_DIR]": "--quick",
@@ -122,13 +122,13 @@ def test_translate_answers_arguments_and_stdin_alike_and_plots(readme_session):
 @pytest.mark.slow
 def test_evaluate_and_compare_write_scores_and_figures(readme_session):
     run_dir, results = readme_session
-    metrics = json.loads((run_dir / "evaluation" / "test-beam1" / "metrics.json").read_text())
+    evaluation = run_dir / "evaluation" / "test-beam1-shortlist"  # typed with --shortlist
+    metrics = json.loads((evaluation / "metrics.json").read_text())
     assert (
         f"BLEU {metrics['bleu']:.2f}" in results["evaluate"].stdout and "nrefs" in results["evaluate"].stdout
     )
-    assert metrics["sentences"] == len(
-        (run_dir / "evaluation" / "test-beam1" / "hypotheses.txt").read_text().splitlines()
-    )
+    assert metrics["shortlist"] is True
+    assert metrics["sentences"] == len((evaluation / "hypotheses.txt").read_text().splitlines())
     assert (run_dir.parents[1] / "fig.png").read_bytes()[:4] == b"\x89PNG"
     assert f"perplexity {metrics['perplexity']:.2f}" in results["evaluate"].stdout
     averaged = run_dir.with_name(f"{run_dir.name}-avg2")  # `attend average RUN --last 2` of 2 epochs
@@ -188,7 +188,7 @@ def test_quick_bench_on_the_bible_corpus_writes_a_sane_report(readme_session):
     assert (
         decode["buckets"]["short"]["sentences"] > 0 and decode["buckets"]["short"]["mean_source_tokens"] <= 10
     )
-    for name in ("greedy", "beam4", "greedy_xla", "beam4_xla"):
+    for name in ("greedy", "beam4", "greedy_xla", "beam4_xla", "greedy_shortlist", "beam4_shortlist"):
         assert decode["exports"][name]["first_call_s"] > 0
         for bucket, info in decode["buckets"].items():
             if not info["sentences"]:
@@ -199,7 +199,8 @@ def test_quick_bench_on_the_bible_corpus_writes_a_sane_report(readme_session):
                 assert row["target_tokens_per_s"] > row["sentences_per_s"] > 0
                 assert 0 < row["latency_ms_p50"] <= row["latency_ms_p90"]
     assert report["decode_short_greedy_b64_sent_per_s"] == max(
-        decode[f"{name}_short"]["sentences_per_s_batch64"] for name in ("greedy", "greedy_xla")
+        decode[f"{name}_short"]["sentences_per_s_batch64"]
+        for name in ("greedy", "greedy_xla", "greedy_shortlist")
     )
     assert report["decode_short_greedy_b1_p50_ms"] > 0 and report["decode_short_beam4_over_greedy_b64"] > 0
     assert report["train_bahdanau_best_examples_per_s"] == max(

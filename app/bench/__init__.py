@@ -7,8 +7,9 @@ is its own and no precision policy or compiled function leaks between them:
   and target tokens/s (median over windows), achieved model FLOP/s against a float32 matmul
   peak measured in the same process, dev loss after the same number of steps, peak RSS.
 - `serving-model`: a model of the same size trained for `BenchPlan.serving_steps` and exported
-  (`SERVING_EXPORTS`: greedy and beam K=4, each plain and with `--xla`): decoding costs what the
-  outputs' lengths cost, and after the few timed steps a model emits only a word or two per sentence.
+  (`SERVING_EXPORTS`: greedy and beam K=4, each plain, with `--xla` and with `--shortlist`):
+  decoding costs what the outputs' lengths cost, and after the few timed steps a model emits only a
+  word or two per sentence.
 - `decode` (`app.bench.decoding`): those SavedModels reloaded with `tf.saved_model.load`, as a
   serving program would, on sources bucketed by subword length (1–10, 11–20, 21–40) at batch 1,
   8, 64 and 256: sentences/s, target tokens/s, p50/p90 latency, first-call time; the targets
@@ -59,9 +60,16 @@ BENCH_PRECISIONS = ("float32", "mixed_bfloat16")
 # limit is raised in steps of `train.bucket_width` until at least this many pairs remain.
 MIN_TRAIN_PAIRS = 256  # four batches of 64 distinct pairs
 MIN_DEV_PAIRS = 32
-# (SavedModel folder, beam width, `attend export --xla`) that decoding is timed on: each search's
-# default export and its XLA one (compiled search for small batches)
-SERVING_EXPORTS = (("greedy", 1, False), ("beam4", 4, False), ("greedy_xla", 1, True), ("beam4_xla", 4, True))
+# (SavedModel folder, beam width, `attend export --xla`, `--shortlist`) that decoding is timed on: each
+# search's default export, its XLA one (compiled search for small batches) and its shortlisted one
+SERVING_EXPORTS = (
+    ("greedy", 1, False, False),
+    ("beam4", 4, False, False),
+    ("greedy_xla", 1, True, False),
+    ("beam4_xla", 4, True, False),
+    ("greedy_shortlist", 1, False, True),
+    ("beam4_shortlist", 4, False, True),
+)
 # The `serve` phase: `attend serve` over the greedy export, loaded by closed-loop REST clients.
 SERVE_EXPORT = "greedy"
 SERVE_MODEL_NAME = "bench"
@@ -242,9 +250,16 @@ def export_for_serving(model, config, data, export_dir: Path) -> None:
     from app.translator import build_translator, float32_model, save_translator
 
     model = float32_model(model, config)
-    for name, width, xla in SERVING_EXPORTS:
+    for name, width, xla, shortlist in SERVING_EXPORTS:
         translator = build_translator(
-            model, config, data.vocab_dir, data.tokenizers, beam_width=width, xla=xla
+            model,
+            config,
+            data.vocab_dir,
+            data.tokenizers,
+            beam_width=width,
+            xla=xla,
+            train_files=data.corpus.train_files,
+            shortlist=shortlist,
         )
         save_translator(translator, export_dir / name, {"bench": True}, ["Hola."], log=lambda *_: None)
 
@@ -402,13 +417,15 @@ def training_variants(quick: bool) -> list[tuple[str, list[str]]]:
     return variants
 
 
-def export_run_for_serving(run_dir: Path, export_dir: Path) -> dict:
+def export_run_for_serving(run_dir: Path, export_dir: Path, data_dir: Path) -> dict:
     """The `SERVING_EXPORTS` SavedModels of a trained run, for decoding speed on real outputs."""
     from app.run import RunDir
     from app.translator import load_translator, save_translator
 
-    for name, width, xla in SERVING_EXPORTS:
-        translator = load_translator(RunDir(run_dir), beam_width=width, xla=xla)
+    for name, width, xla, shortlist in SERVING_EXPORTS:
+        translator = load_translator(
+            RunDir(run_dir), beam_width=width, xla=xla, shortlist=shortlist, data_dir=data_dir
+        )
         save_translator(translator, export_dir / name, {"bench": True}, ["Hola."], log=lambda *_: None)
     return {
         "run": str(run_dir),
@@ -463,7 +480,7 @@ def run_bench(
             sets = [f"--set={override}" for override in (*overrides, *settings)]
             report["train"][key] = _phase(["train", *common, *sets])
         if serve_run is not None:
-            report["serve_model"] = export_run_for_serving(serve_run, Path(scratch))
+            report["serve_model"] = export_run_for_serving(serve_run, Path(scratch), data_dir)
             corpus_dir = data_dir / RunDir(serve_run).config().corpus_name
         else:
             log(f"bench: training the decoding model ({plan.serving_steps} steps) …")

@@ -20,8 +20,11 @@ import tensorflow as tf
 BUCKETS = {"short": (1, 10), "medium": (11, 20), "long": (21, 40)}  # source subword tokens, inclusive
 BATCH_SIZES = (1, 8, 64, 256)
 SENTENCES_PER_BUCKET = 256
-# the bench's SavedModels of each search: plain and `--xla`
-SEARCH_EXPORTS = {"greedy": ("greedy", "greedy_xla"), "beam4": ("beam4", "beam4_xla")}
+# the bench's SavedModels of each search: plain, `--xla` and `--shortlist`
+SEARCH_EXPORTS = {
+    "greedy": ("greedy", "greedy_xla", "greedy_shortlist"),
+    "beam4": ("beam4", "beam4_xla", "beam4_shortlist"),
+}
 SEED = 1234
 
 # The TensorFlow NMT tutorial's exported model, measured in one process on this machine kind
@@ -157,7 +160,8 @@ def _quantile(values: list[float], fraction: float) -> float:
 
 
 def fastest(decode: dict, search: str, bucket: str, figure: str) -> tuple[str, dict] | tuple[None, None]:
-    """The export of `search` (plain or XLA) with the best `figure` on `bucket`: (its name, its row)."""
+    """The export of `search` (plain, XLA or shortlist) with the best `figure` on `bucket`: (its name,
+    its row)."""
     names = SEARCH_EXPORTS[search]
     rows = [(name, decode[f"{name}_{bucket}"]) for name in names if f"{name}_{bucket}" in decode]
     if not rows:
@@ -168,8 +172,8 @@ def fastest(decode: dict, search: str, bucket: str, figure: str) -> tuple[str, d
 
 
 def headline_figures(report: dict) -> dict:
-    """The figures scripts follow from run to run, at bench.json's top level (each search: the faster
-    of its plain and its XLA export, named beside)."""
+    """The figures scripts follow from run to run, at bench.json's top level (each search: the fastest
+    of its plain, XLA and shortlist exports, named beside)."""
     decode, train = report.get("decode", {}), report.get("train", {})
     b64_name, b64 = fastest(decode, "greedy", "short", "sentences_per_s_batch64")
     b1_name, b1 = fastest(decode, "greedy", "short", "latency_ms_batch1_p50")
