@@ -58,13 +58,14 @@ def build_lexical_table(
         sources, targets = (
             processor.encode([pair[side] for pair in chunk]) for side, processor in enumerate(processors)
         )
-        codes = []
-        for source_ids, target_ids in zip(sources, targets, strict=True):
-            token_counts += np.bincount(target_ids, minlength=target_size)
-            source_set, target_set = np.unique(source_ids), np.unique(target_ids)
-            source_sentences[source_set] += 1
-            target_sentences[target_set] += 1
-            codes.append((source_set[:, None].astype(np.int64) * target_size + target_set[None, :]).ravel())
+        token_counts += np.bincount(np.concatenate([[], *targets]).astype(np.int64), minlength=target_size)
+        source_sets, target_sets = [[np.unique(ids) for ids in side] for side in (sources, targets)]
+        source_sentences += np.bincount(np.concatenate(source_sets), minlength=source_size)
+        target_sentences += np.bincount(np.concatenate(target_sets), minlength=target_size)
+        codes = [
+            (source_set[:, None].astype(np.int64) * target_size + target_set[None, :]).ravel()
+            for source_set, target_set in zip(source_sets, target_sets, strict=True)
+        ]
         unique, counts = np.unique(np.concatenate(codes), return_counts=True)
         pair_codes.append(unique)
         pair_counts.append(counts)
