@@ -167,8 +167,8 @@ class DecodeConfig:
     # a per-batch shortlist of target pieces instead of the whole vocabulary (faster, lossy; see
     # app/models/shortlist.py): the most frequent pieces, plus each source piece's likeliest translations
     shortlist: bool = False
-    shortlist_frequent: int = 2000
-    shortlist_per_source: int = 20
+    shortlist_frequent: int = 1000
+    shortlist_per_source: int = 10
 
 
 @dataclass(frozen=True)
