@@ -27,7 +27,7 @@ def attend(*args: str, input: str | None = None, cwd: Path | None = None) -> sub
         text=True,
         env=ENVIRONMENT,
         cwd=cwd,
-        timeout=600,
+        timeout=900,  # a hang, not a slow machine: `bench --quick` takes 5-10 minutes on 2 loaded cores
         check=False,
     )
 

@@ -84,7 +84,13 @@ def test_export_publishes_a_version_with_the_xla_attribute_on_request(trained_ru
     assert jit_compiled_functions(directory) != []  # opt-in: translate_ids asks for XLA
     assert jit_compiled_functions(trained_run / "export") == []  # the default: servable by stock TF Serving
     card = json.loads((directory / "model_card.json").read_text())
-    assert card["export"] == {"xla": True, "run": str(trained_run), "model_name": "bible", "version": 5}
+    assert card["export"] == {
+        "xla": True,
+        "run": str(trained_run),
+        "shortlist": None,  # the whole vocabulary
+        "model_name": "bible",
+        "version": 5,
+    }
 
 
 @pytest.mark.slow
