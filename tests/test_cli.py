@@ -149,6 +149,6 @@ def test_a_split_emptied_by_the_length_filter_stops_before_anything_is_written(t
 
 def test_help_shows_the_effective_settings_of_the_preset():
     shown = attend("train", "--help").stdout
-    assert "train.epochs=6" in shown  # the default preset's own value
+    assert "train.epochs=7" in shown  # the default preset's own value
     assert "model.dropout=0.1" in shown  # a config default the preset leaves alone
     assert "train.epochs=5" in attend("train", "--preset", "smoke", "--help").stdout
