@@ -46,7 +46,7 @@ def export_run(
         published = ModelBase(model_base, name or default_model_name(run.config())) if model_base else None
         translator = load_translator(run, xla=xla, shortlist=shortlist, data_dir=data_dir)
         card = {**run.model_card(), **({"training_failure": failure} if failure else {})}
-        card["export"] = {"xla": xla, "run": str(run), "shortlist": shortlist_record(translator, run)}
+        card["export"] = {"xla": xla, "run": str(run), "shortlist": shortlist_record(translator)}
         sentences = check_sentences or CHECK_SENTENCES
         if published is None:
             return save_translator(translator, run.export_dir, card, sentences, log=log)
@@ -57,9 +57,10 @@ def export_run(
         return directory
 
 
-def shortlist_record(translator, run: RunDir) -> dict | None:
-    """The model card's account of the shortlist the export decodes over (None: the whole vocabulary)."""
+def shortlist_record(translator) -> dict | None:
+    """The model card's account of the shortlist the export decodes over (None: the whole vocabulary):
+    the sizes of its table, which holds fewer frequent pieces than asked where fewer occur in training."""
     if translator.shortlist is None:
         return None
-    decode = run.config().decode
-    return {"frequent": decode.shortlist_frequent, "per_source": decode.shortlist_per_source}
+    frequent, translations = translator.shortlist
+    return {"frequent": int(frequent.shape[0]), "per_source": int(translations.shape[1])}
