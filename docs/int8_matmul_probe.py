@@ -3,10 +3,11 @@
 Why a script: int8 weights would quarter the 7 MB a batch-1 decoder step reads, but only if the
 runtime multiplies int8 faster than float32. Keras 3's `quantize("int8")` on the TensorFlow backend
 quantises a Dense layer's inputs per row and calls `tf.matmul(int8, int8, output_type=int32)`; a
-weight-only scheme would cast the int8 kernel back to float32 in the graph. This times the three
-against a plain float32 product, for the shapes of a decoder step (the 256 × V output projection,
-the 1,024 × 768 and 256 × 768 GRU/attention products) at batch 1 and 64, medians of many calls of
-one `tf.function` each, interleaved so that a busy machine slows all four alike.
+weight-only scheme would cast the int8 kernel back to float32 in the graph. This times both, and
+the int8 product alone, against a plain float32 product, for the shapes of a decoder step (the
+256 × V output projection, the 1,024 × 768 and 256 × 768 GRU/attention products) at batch 1 and
+64, medians of many calls of one `tf.function` each, interleaved so that a busy machine slows all
+four alike.
 
     python docs/int8_matmul_probe.py [--calls 300] [--rounds 5]
 """
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from collections.abc import Callable
 
 import tensorflow as tf
 
@@ -29,8 +31,8 @@ def quantize_rows(x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     return tf.cast(tf.round(x / scale), tf.int8), scale
 
 
-def products(kernel: tf.Tensor) -> dict[str, tf.types.experimental.ConcreteFunction]:
-    """The four ways of computing x @ kernel, each one traced graph."""
+def products(kernel: tf.Tensor) -> dict[str, Callable[[tf.Tensor], tf.Tensor]]:
+    """The four ways of computing x @ kernel, each a `tf.function` of its own."""
     column_scale = tf.maximum(tf.reduce_max(tf.abs(kernel), axis=0), 1e-9) / 127.0
     kernel_int8 = tf.cast(tf.round(kernel / column_scale), tf.int8)
 
