@@ -12,10 +12,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from app import load_test
 from app.bench import BenchPlan, format_table, serve_goals, steady_state_rate
-from app.bench.decoding import first_clauses, headline_figures, targets
+from app.bench.decoding import first_clauses, format_targets, headline_figures, mean_candidates, targets
+from app.models.cost import decode_gflop_per_sentence, decode_weight_megabytes
 
 
 def test_steady_state_rate_is_the_median_window_after_warm_up():
@@ -264,6 +266,84 @@ def test_headline_figures_and_targets_follow_the_short_bucket_and_the_best_bahda
     )
     assert headline_figures({"train": {}, "decode": {}})["decode_short_greedy_b64_sent_per_s"] is None
     assert targets({"train": {}, "decode": {}}) == []
+
+
+BENCH_SIZES = {
+    "embedding_dim": 256,
+    "units": 256,
+    "attention_units": 256,
+    "readout_units": 256,
+    "maxout_pieces": 2,
+    "cell": "gru",
+    "attention_style": "bahdanau",
+}
+
+
+def test_each_target_carries_what_this_host_allows_it():
+    exports = {name: {"model": BENCH_SIZES, "target_vocab": 5000} for name in ("greedy", "greedy_shortlist")}
+    shortlisted = {**fake_speed(1200.0, 9.0), "mean_candidates": {"1": 900.0, "64": 1500.0}}
+    decode = {
+        **FAKE_DECODE,
+        "exports": exports,
+        "greedy_shortlist_short": shortlisted,
+        "matmul_peak_gflops": 200.0,
+        "matvec_gbytes_per_s": 50.0,
+    }
+    train = {
+        "bahdanau/float32": {
+            "train_examples_per_s": 800.0,
+            "model_gflop_per_example": 0.2,
+            "matmul_peak_gflops": 300.0,
+        }
+    }
+    rows = {row["target"]: row for row in targets({"train": train, "decode": decode})}
+    # batch 64: the shortlist export is the faster, so its 1,500 candidates count; 6.7 + 1 source tokens
+    b64 = rows["greedy (greedy_shortlist), short, batch 64: sentences/s"]["bound"]
+    gflop = decode_gflop_per_sentence(BENCH_SIZES, 5000, 7.7, 10.0, scored_vocab=1500.0)
+    assert b64["value"] == pytest.approx(200 / gflop, abs=0.1) and b64["reachable"] == (200 / gflop >= 3800)
+    # batch 1: the plain export's 8.0 ms beats the shortlist's 9.0; the whole vocabulary is read
+    b1 = rows["greedy (greedy), short, batch 1: p50 ms"]["bound"]
+    assert b1["value"] == pytest.approx(decode_weight_megabytes(BENCH_SIZES, 5000, 7.7, 10.0) / 50, abs=1e-3)
+    assert b1["value"] > 1.7 and not b1["reachable"]  # ~2.5 ms of weights at 50 GB/s
+    training = rows["bahdanau training, best precision: examples/s"]["bound"]
+    assert training["value"] == 1500.0 and training["reachable"]  # 300 GFLOP/s / 0.2 GFLOP ≥ 1,160
+    assert training["share"] == pytest.approx(800 / 1500, abs=1e-3)
+    assert b1["share"] == pytest.approx(b1["value"] / 8.0, abs=1e-3)  # a floor: bound over figure
+    assert "bound" not in rows["beam 4 over greedy, short, batch 64: time"]
+    lines = format_targets(list(rows.values()))
+    assert any(
+        line.startswith("target bahdanau training")
+        and "this host's ceiling 1,500" in line
+        and "not ruled out by the arithmetic" in line
+        for line in lines
+    )
+    assert any(
+        line.startswith("target greedy (greedy), short, batch 1") and "out of reach on this host" in line
+        for line in lines
+    )
+    # without the host's rates (an older report) the targets stand alone
+    assert all("bound" not in row for row in targets({"train": {}, "decode": FAKE_DECODE}))
+
+
+class WordTokenizer:
+    """A stand-in for the export's SentencePiece model: each word's id is its length + 3."""
+
+    def tokenize(self, sentences):
+        words = tf.strings.split(sentences)
+        return tf.cast(words.with_flat_values(tf.strings.length(words.flat_values) + 3), tf.int32)
+
+
+def test_mean_candidates_apply_a_saved_shortlist_table_per_batch():
+    frequent = tf.Variable([10, 11])
+    translations = np.zeros([20, 2], np.int32)
+    translations[5] = [12, 13]  # "ab" (id 5) translates to 12 or 13
+    translations[6] = [13, 14]
+    table = [tf.Variable(translations), frequent]  # in either order
+    sentences = ["ab", "ab abc", "x"]
+    # one by one: the reserved ids 0–3, the frequent 10, 11, and the sources' translations
+    expected_singles = [4 + 2 + 2, 4 + 2 + 3, 4 + 2 + 0]
+    sizes = mean_candidates(table, WordTokenizer(), sentences)
+    assert sizes == {"1": pytest.approx(sum(expected_singles) / 3, abs=0.05), "64": 4 + 2 + 3}
 
 
 @pytest.mark.parametrize(

@@ -5,7 +5,12 @@ from __future__ import annotations
 
 import pytest
 
-from app.models.cost import model_gflop_per_example, step_breakdown
+from app.models.cost import (
+    decode_gflop_per_sentence,
+    decode_weight_megabytes,
+    model_gflop_per_example,
+    step_breakdown,
+)
 from app.models.styles import ATTENTION_STYLES
 
 MODEL = {
@@ -74,6 +79,38 @@ def test_luong_dot_has_no_key_weights_and_counts_the_smaller_encoder():
     assert model_gflop_per_example(DOT_MODEL, 6, 7, 1.0, 1.0) == pytest.approx(expected)
     general = model_gflop_per_example({**DOT_MODEL, "luong_score": "general"}, 6, 7, 1.0, 1.0)
     assert general == pytest.approx(expected + gflop(4 * 4))  # W_a h_j per source token
+
+
+@pytest.mark.parametrize(("style", "changes", "source_tokens", "target_tokens", "multiply_adds"), HAND_COUNTS)
+def test_decoding_counts_the_forward_pass_of_training(
+    style, changes, source_tokens, target_tokens, multiply_adds
+):
+    model = {**MODEL, "attention_style": style, **changes}
+    assert decode_gflop_per_sentence(model, 7, source_tokens, target_tokens) == pytest.approx(
+        2 * multiply_adds / 1e9
+    )
+
+
+def test_decoding_flops_grow_with_the_beam_and_shrink_with_a_shortlist():
+    encoder_only = decode_gflop_per_sentence(MODEL, 7, 2, 0)
+    per_hypothesis = decode_gflop_per_sentence(MODEL, 7, 2, 3) - encoder_only
+    beam = decode_gflop_per_sentence(MODEL, 7, 2, 3, beam_width=4)
+    assert beam == pytest.approx(encoder_only + 4 * per_hypothesis)  # each hypothesis steps
+    shortlisted = decode_gflop_per_sentence(MODEL, 7, 2, 3, scored_vocab=4)
+    assert per_hypothesis - (shortlisted - encoder_only) == pytest.approx(2 * 3 * 5 * (7 - 4) / 1e9)
+
+
+def test_batch_one_decoding_reads_each_step_weights_once_per_step():
+    # per source step both directions' recurrent kernels 2·3·3·3 = 54; once: both input kernels
+    # 2·3·2·3 = 36 and the keys U_a 6·4 = 24, the bridge 9; per output step the bahdanau step's 266
+    # (W_a 12, per source position 10, cell 99, deep output 110, vocabulary 35), all float32
+    assert decode_weight_megabytes(MODEL, 7, 1, 1) == pytest.approx(4 * (54 + 36 + 24 + 9 + 266) / 1e6)
+    assert decode_weight_megabytes(MODEL, 7, 2, 3) == pytest.approx(
+        4 * (2 * 54 + 36 + 24 + 9 + 3 * (12 + 2 * 10 + 99 + 110 + 35)) / 1e6
+    )
+    assert decode_weight_megabytes(MODEL, 7, 1, 1, scored_vocab=3) == pytest.approx(
+        4 * (54 + 36 + 24 + 9 + 266 - 5 * 4) / 1e6
+    )
 
 
 @pytest.mark.parametrize(

@@ -208,6 +208,14 @@ def test_quick_bench_on_the_bible_corpus_writes_a_sane_report(readme_session):
         for key in ("bahdanau/float32", "bahdanau/mixed_bfloat16")
     )
     assert len(report["targets"]) == 2 + len(decode["buckets"]) + 1 and "short, batch 1: p50 ms" in stdout
+    # what the host allows each target: rates measured in the decode phase, sizes from the model cards
+    assert decode["matmul_peak_gflops"] > 0 and decode["matvec_gbytes_per_s"] > 0
+    for name in ("greedy_shortlist", "beam4_shortlist"):
+        vocab = decode["exports"][name]["target_vocab"]
+        assert all(4 < count <= vocab for count in decode[f"{name}_short"]["mean_candidates"].values())
+    bounded = [row for row in report["targets"] if "bound" in row]
+    assert len(bounded) == 3 and all(row["bound"]["value"] > 0 for row in bounded)
+    assert "this host's ceiling" in stdout and "this host's floor" in stdout
     for server in ("batching", "no_batching"):  # the loopback load test of `attend serve`
         load = report["serve"]["servers"][server]
         assert load["exit_status"] == 0 and load["peak_rss_mb"] > 100

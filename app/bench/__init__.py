@@ -12,8 +12,10 @@ is its own and no precision policy or compiled function leaks between them:
   word or two per sentence.
 - `decode` (`app.bench.decoding`): those SavedModels reloaded with `tf.saved_model.load`, as a
   serving program would, on sources bucketed by subword length (1–10, 11–20, 21–40) at batch 1,
-  8, 64 and 256: sentences/s, target tokens/s, p50/p90 latency, first-call time; the targets
-  against the TensorFlow tutorial's figures, and the headline figures at bench.json's top level.
+  8, 64 and 256: sentences/s, target tokens/s, p50/p90 latency, first-call time, a shortlist
+  export's candidates per batch; the targets against the TensorFlow tutorial's figures, each with
+  what this host allows it (the model's arithmetic at the matmul peak and batch-1 weight-streaming
+  rate measured in that process), and the headline figures at bench.json's top level.
 - `serve`: the greedy SavedModel served by `attend serve` (a subprocess on loopback, whose peak
   RSS is its own), with dynamic batching and without, under 1, 8 and 64 concurrent clients each
   sending one of the decode phase's short sentences per REST request: requests/s, p50/p90/p99
@@ -145,6 +147,28 @@ def matmul_peak_gflops(size: int = 2048, repeats: int = 10) -> float:
     return 2 * size**3 / best / 1e9
 
 
+def matvec_gbytes_per_s(rows: int = 256, columns: int = 8192, repeats: int = 200) -> float:
+    """GB/s at which this process streams a float32 weight matrix through a batch-1 product (a
+    `[1, rows] · [rows, columns]` matmul, 8 MB by default, the size of an 8,000-piece vocabulary
+    projection), chained in one graph as a decoder's steps are; the best of several timed runs."""
+    vector = tf.random.stateless_normal([1, rows], seed=(1, 2))
+    weights = tf.random.stateless_normal([rows, columns], seed=(3, 4))
+
+    @tf.function
+    def chain(vector, weights):
+        for _ in tf.range(repeats):  # each product reads the whole matrix; its output feeds the next
+            vector = tf.tanh(tf.matmul(vector, weights)[:, :rows])
+        return vector
+
+    chain(vector, weights).numpy()  # trace and warm up
+    best = float("inf")
+    for _ in range(5):
+        started = time.perf_counter()
+        chain(vector, weights).numpy()
+        best = min(best, time.perf_counter() - started)
+    return 4 * rows * columns * repeats / best / 1e9
+
+
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
@@ -261,7 +285,8 @@ def export_for_serving(model, config, data, export_dir: Path) -> None:
             train_files=data.corpus.train_files,
             shortlist=shortlist,
         )
-        save_translator(translator, export_dir / name, {"bench": True}, ["Hola."], log=lambda *_: None)
+        card = {"bench": True, "config": config.to_dict()}  # the sizes the decode phase's bounds count
+        save_translator(translator, export_dir / name, card, ["Hola."], log=lambda *_: None)
 
 
 def run_serve_phase(
@@ -422,11 +447,11 @@ def export_run_for_serving(run_dir: Path, export_dir: Path, data_dir: Path) -> d
     from app.run import RunDir
     from app.translator import load_translator, save_translator
 
+    run = RunDir(run_dir)
+    card = {"bench": True, "config": run.config().to_dict()}  # the sizes the decode phase's bounds count
     for name, width, xla, shortlist in SERVING_EXPORTS:
-        translator = load_translator(
-            RunDir(run_dir), beam_width=width, xla=xla, shortlist=shortlist, data_dir=data_dir
-        )
-        save_translator(translator, export_dir / name, {"bench": True}, ["Hola."], log=lambda *_: None)
+        translator = load_translator(run, beam_width=width, xla=xla, shortlist=shortlist, data_dir=data_dir)
+        save_translator(translator, export_dir / name, card, ["Hola."], log=lambda *_: None)
     return {
         "run": str(run_dir),
         "parameters": int(translator.model.count_params()),

@@ -9,6 +9,7 @@ conversational sentences are short: the Bible's dev and test verses, and the fir
 
 from __future__ import annotations
 
+import json
 import math
 import random
 import re
@@ -75,9 +76,11 @@ def run_decode_phase(export_dir: Path, exports: tuple[str, ...], sources: dict[s
     timed on each bucket of `sources` at each of `BATCH_SIZES`."""
     import tensorflow_text
 
-    from app.bench import peak_rss_mb
+    from app.bench import matmul_peak_gflops, matvec_gbytes_per_s, peak_rss_mb
 
     result = {"buckets": {}, "exports": {}}
+    source_model = export_dir / exports[0] / "assets" / "source.model"
+    source_tokenizer = tensorflow_text.SentencepieceTokenizer(model=source_model.read_bytes())
     for name in exports:
         started = time.perf_counter()
         loaded = tf.saved_model.load(str(export_dir / name))
@@ -87,16 +90,26 @@ def run_decode_phase(export_dir: Path, exports: tuple[str, ...], sources: dict[s
         started = time.perf_counter()
         serve(text=tf.constant(first))["translation"].numpy()
         first_call_s = time.perf_counter() - started
-        result["exports"][name] = {"load_s": round(loaded_s, 2), "first_call_s": round(first_call_s, 2)}
         target = tensorflow_text.SentencepieceTokenizer(
             model=(export_dir / name / "assets" / "target.model").read_bytes()
         )
+        result["exports"][name] = {
+            "load_s": round(loaded_s, 2),
+            "first_call_s": round(first_call_s, 2),
+            "target_vocab": int(target.vocab_size()),
+        }
+        card = json.loads((export_dir / name / "model_card.json").read_text())
+        if "config" in card:  # the sizes `target_bounds` counts the arithmetic from
+            result["exports"][name]["model"] = card["config"]["model"]
+        shortlist = getattr(loaded, "shortlist", None)
         for bucket, sentences in sources.items():
             if not sentences:
                 continue
             result[f"{name}_{bucket}"] = decode_speed(serve, sentences, plan, target)
-    source_model = export_dir / exports[0] / "assets" / "source.model"
-    source_tokenizer = tensorflow_text.SentencepieceTokenizer(model=source_model.read_bytes())
+            if shortlist:
+                result[f"{name}_{bucket}"]["mean_candidates"] = mean_candidates(
+                    shortlist, source_tokenizer, sentences
+                )
     for bucket, sentences in sources.items():
         low, high = BUCKETS.get(bucket, (None, None))
         lengths = source_tokenizer.tokenize(tf.constant(sentences, tf.string)).row_lengths().numpy()
@@ -108,7 +121,28 @@ def run_decode_phase(export_dir: Path, exports: tuple[str, ...], sources: dict[s
             "mean_source_words": round(sum(len(s.split()) for s in sentences) / count, 2),
         }
     result["peak_rss_mb"] = round(peak_rss_mb(), 1)
+    # what this host allows (`target_bounds`), measured in the same process after the timings
+    result["matmul_peak_gflops"] = round(matmul_peak_gflops(), 1)
+    result["matvec_gbytes_per_s"] = round(matvec_gbytes_per_s(), 1)
     return result
+
+
+def mean_candidates(table, source_tokenizer, sentences: list[str]) -> dict[str, float]:
+    """Target pieces a shortlist export scores per batch, its saved table applied to `sentences`
+    one by one (`"1"`) and in consecutive batches of 64 (`"64"`), as its search builds the list."""
+    from app.data.pipeline import add_source_end
+    from app.models.shortlist import shortlist_candidates
+
+    # the saved LexicalTable: `frequent` [F] and `translations` [source vocab, M]
+    frequent, translations = sorted(table, key=lambda variable: variable.shape.rank)
+    sizes = {}
+    for size in (1, 64):
+        counts = []
+        for start in range(0, len(sentences), size):
+            ids = add_source_end(source_tokenizer.tokenize(tf.constant(sentences[start : start + size])))
+            counts.append(int(tf.size(shortlist_candidates(ids.to_tensor(0), translations, frequent))))
+        sizes[str(size)] = round(sum(counts) / len(counts), 1)
+    return sizes
 
 
 def decode_speed(serve, sentences: list[str], plan, target_tokenizer) -> dict:
@@ -192,17 +226,24 @@ def headline_figures(report: dict) -> dict:
 
 
 def targets(report: dict) -> list[dict]:
-    """Each target: its figure, the goal, met or not, and the tutorial's figure it is twice."""
+    """Each target: its figure, the goal, met or not, the tutorial's figure it is twice, and what
+    this host allows for it (`target_bounds`) where the report holds what that needs."""
     headline, decode = headline_figures(report), report.get("decode", {})
+    bounds = target_bounds(report)
     rows = []
 
-    def add(name, value, goal, at_least, tutorial=None):
+    def add(name, value, goal, at_least, tutorial=None, bound=None):
         if value is None:
             return
         met = value >= goal if at_least else value <= goal
         row = {"target": name, "value": value, "goal": goal, "at_least": at_least, "met": met}
         if tutorial:
             row |= {"tutorial": tutorial, "ratio_to_tutorial": round(value / tutorial, 3)}
+        if bound:
+            reachable = bound["value"] >= goal if at_least else bound["value"] <= goal
+            # how close the figure comes to the bound: 1.0 would be the arithmetic at the host's rate
+            share = value / bound["value"] if at_least else bound["value"] / value
+            row["bound"] = {**bound, "reachable": reachable, "share": round(share, 3)}
         rows.append(row)
 
     add(
@@ -211,6 +252,7 @@ def targets(report: dict) -> list[dict]:
         TARGET_GREEDY_B64,
         True,
         TUTORIAL["greedy_b64_sentences_per_s"],
+        bounds.get("greedy_b64"),
     )
     add(
         f"greedy ({headline['decode_short_greedy_b1_export']}), short, batch 1: p50 ms",
@@ -218,6 +260,7 @@ def targets(report: dict) -> list[dict]:
         TARGET_GREEDY_B1_P50_MS,
         False,
         TUTORIAL["greedy_b1_p50_ms"],
+        bounds.get("greedy_b1"),
     )
     for bucket in BUCKETS:
         _, greedy = fastest(decode, "greedy", bucket, "sentences_per_s_batch64")
@@ -231,8 +274,65 @@ def targets(report: dict) -> list[dict]:
         TARGET_TRAIN_EXAMPLES_PER_S,
         True,
         TUTORIAL["train_examples_per_s"],
+        bounds.get("train"),
     )
     return rows
+
+
+def target_bounds(report: dict) -> dict[str, dict]:
+    """What this host allows each speed target, from the model's arithmetic counted from its layer
+    sizes (`app.models.cost`) and the host's float32 rates measured in the same processes:
+
+    - `greedy_b64`: the sentences/s ceiling: the matmul peak over the FLOPs of a short sentence
+      (its mean source and output lengths; a shortlist export's mean candidates at batch 64);
+    - `greedy_b1`: the latency floor in ms: the weights a batch-1 decoding reads at least, at the
+      rate a batch-1 product streams them;
+    - `train`: the examples/s ceiling of the best bahdanau training row: its peak over its FLOPs.
+
+    No schedule of the same arithmetic beats them; per-op overhead and small matmuls keep real
+    figures well inside. Keys are left out where the report lacks a figure they need."""
+    from app.models.cost import decode_gflop_per_sentence, decode_weight_megabytes
+
+    headline, decode, bounds = headline_figures(report), report.get("decode", {}), {}
+    short = decode.get("buckets", {}).get("short")
+    peak, bandwidth = decode.get("matmul_peak_gflops"), decode.get("matvec_gbytes_per_s")
+
+    def decoding(export: str | None, size: str):
+        """(model sizes, target vocabulary, source tokens, output tokens, scored pieces) or None."""
+        info, row = decode.get("exports", {}).get(export or ""), decode.get(f"{export}_short")
+        if not (short and info and "model" in info and row):
+            return None
+        scored = row.get("mean_candidates", {}).get(size)
+        output_tokens = row["batches"][size]["mean_output_tokens"]
+        # the encoder also reads the end marker the bucket's lengths leave out
+        return info["model"], info["target_vocab"], short["mean_source_tokens"] + 1, output_tokens, scored
+
+    greedy_b64 = decoding(headline["decode_short_greedy_b64_export"], "64")
+    if greedy_b64 and peak:
+        gflop = decode_gflop_per_sentence(*greedy_b64[:4], scored_vocab=greedy_b64[4])
+        bounds["greedy_b64"] = {
+            "value": round(peak / gflop, 1),
+            "basis": f"{1000 * gflop:.1f} MFLOP a sentence at the {peak:,.0f} GFLOP/s matmul peak",
+        }
+    greedy_b1 = decoding(headline["decode_short_greedy_b1_export"], "1")
+    if greedy_b1 and bandwidth:
+        megabytes = decode_weight_megabytes(*greedy_b1[:4], scored_vocab=greedy_b1[4])
+        bounds["greedy_b1"] = {
+            "value": round(megabytes / bandwidth, 3),  # MB / (GB/s) = ms
+            "basis": f"{megabytes:.0f} MB of weights read at {bandwidth:,.0f} GB/s",
+        }
+    bahdanau = [row for key, row in report.get("train", {}).items() if key.startswith("bahdanau/")]
+    if bahdanau:
+        best = max(bahdanau, key=lambda row: row["train_examples_per_s"])
+        if "model_gflop_per_example" in best and "matmul_peak_gflops" in best:
+            bounds["train"] = {
+                "value": round(best["matmul_peak_gflops"] / best["model_gflop_per_example"], 1),
+                "basis": (
+                    f"{1000 * best['model_gflop_per_example']:.0f} MFLOP a pair at the "
+                    f"{best['matmul_peak_gflops']:,.0f} GFLOP/s matmul peak"
+                ),
+            }
+    return bounds
 
 
 def format_decode(decode: dict) -> list[str]:
@@ -272,6 +372,14 @@ def format_targets(rows: list[dict]) -> list[str]:
             else ""
         )
         verdict = "met" if row["met"] else "missed"
+        bound = row.get("bound")
+        if bound:
+            kind = "ceiling" if row["at_least"] else "floor"
+            reach = "not ruled out by the arithmetic" if bound["reachable"] else "out of reach on this host"
+            verdict += (
+                f"; this host's {kind} {bound['value']:,.4g} ({bound['basis']}; the figure is "
+                f"{bound['share']:.0%} of it): {reach}"
+            )
         lines.append(
             f"target {row['target']}: {row['value']:,.4g}{tutorial} (goal {sign} {row['goal']:,g}): {verdict}"
         )

@@ -1,7 +1,9 @@
-"""What a model costs: training FLOPs counted from the layer sizes, and where a step's time goes.
+"""What a model costs: training and decoding FLOPs counted from the layer sizes, the weights a
+batch-1 decoding reads, and where a training step's time goes.
 
-The benchmark reports both (`attend bench`); they live beside the model because they follow its
-layers and must change with them.
+The benchmark reports them (`attend bench`), and bounds its speed targets with them: no schedule
+of the same arithmetic runs faster than the host's matmul peak allows. They live beside the model
+because they follow its layers and must change with them.
 """
 
 from __future__ import annotations
@@ -27,18 +29,75 @@ def model_gflop_per_example(
     model's math as written (a step's cell reads its whole input x_i), not the once-per-sentence
     rewrites that compute the same; the attention style counts its own part (`DecoderStyle`).
     """
-    embedding, units = model["embedding_dim"], model["units"]
-    encoder_units = model.get("encoder_units") or units
-    annotation_dim, gates = 2 * encoder_units, 4 if model["cell"] == "lstm" else 3
-    style = make_style(
+    per_source, bridge, per_target = _multiply_adds(model, target_vocab, source_tokens)
+    return 3 * 2 * (source_tokens * per_source + bridge + target_tokens * per_target) / 1e9
+
+
+def decode_gflop_per_sentence(
+    model: dict,
+    target_vocab: int,
+    source_tokens: float,
+    output_tokens: float,
+    beam_width: int = 1,
+    scored_vocab: float | None = None,
+) -> float:
+    """Forward GFLOP of decoding one sentence, counted as `model_gflop_per_example` counts (its
+    forward third): the encoder over `source_tokens` (end marker included) once, and a decoder step
+    per output token (end included) for each of the `beam_width` hypotheses, each scoring
+    `scored_vocab` pieces (a shortlist's candidates; the whole vocabulary by default)."""
+    scored = target_vocab if scored_vocab is None else scored_vocab
+    per_source, bridge, per_target = _multiply_adds(model, scored, source_tokens)
+    return 2 * (source_tokens * per_source + bridge + beam_width * output_tokens * per_target) / 1e9
+
+
+def decode_weight_megabytes(
+    model: dict,
+    target_vocab: int,
+    source_tokens: float,
+    output_tokens: float,
+    scored_vocab: float | None = None,
+) -> float:
+    """Megabytes a batch-1 greedy decoding of one sentence reads at least, in float32: at batch 1
+    every product is a matrix-vector product whose weights are read once per step, so each
+    multiply-add of a decoder step and of an encoder step's recurrent product reads one float32.
+    The encoder's input products and the source projections cover all positions in one product, so
+    their weights count once; embedding lookups and element-wise work are left out."""
+    embedding, encoder_units, _, gates = _sizes(model)
+    recurrent = 2 * gates * encoder_units * encoder_units  # both directions, per source step
+    once = 2 * gates * embedding * encoder_units + _style(model).source_multiply_adds(2 * encoder_units)
+    scored = target_vocab if scored_vocab is None else scored_vocab
+    _, bridge, per_target = _multiply_adds(model, scored, source_tokens)
+    return 4 * (source_tokens * recurrent + once + bridge + output_tokens * per_target) / 1e6
+
+
+def _sizes(model: dict) -> tuple[int, int, int, int]:
+    """(embedding, encoder units per direction, decoder units, gates of the cell)."""
+    units = model["units"]
+    return (
+        model["embedding_dim"],
+        model.get("encoder_units") or units,
+        units,
+        4 if model["cell"] == "lstm" else 3,
+    )
+
+
+def _style(model: dict):
+    return make_style(
         model["attention_style"],
-        units=units,
+        units=model["units"],
         attention_units=model["attention_units"],
         readout_units=model["readout_units"],
         maxout_pieces=model["maxout_pieces"],
         luong_score=model.get("luong_score", "general"),
         input_feeding=model.get("input_feeding", False),
     )
+
+
+def _multiply_adds(model: dict, target_vocab: float, source_tokens: float) -> tuple[float, int, float]:
+    """Forward multiply-adds: (per source token, the bridge once, per target token scoring
+    `target_vocab` pieces)."""
+    embedding, encoder_units, units, gates = _sizes(model)
+    annotation_dim, style = 2 * encoder_units, _style(model)
 
     def cell(inputs: int, size: int) -> int:
         return gates * (inputs * size + size * size)
@@ -50,7 +109,7 @@ def model_gflop_per_example(
         + style.readout_size * target_vocab
     )
     bridge = encoder_units * units  # s_0 = tanh(W_s backward h_1)
-    return 3 * 2 * (source_tokens * per_source + bridge + target_tokens * per_target) / 1e9
+    return per_source, bridge, per_target
 
 
 def step_breakdown(
