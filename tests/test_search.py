@@ -253,6 +253,53 @@ def test_beam_sentences_leave_the_batch_when_all_their_hypotheses_have_ended(in_
     np.testing.assert_array_equal(result.tokens.numpy()[1], alone.tokens.numpy()[0])
 
 
+@pytest.mark.parametrize("in_graph", [False, True])
+def test_a_sentence_leaves_once_no_live_hypothesis_can_beat_its_best_ended_one(in_graph):
+    # from start: end at p = .9, or one of five tokens after which ending is all but impossible
+    table = np.full((7, 7), -1e9)
+    table[START_ID, END_ID], table[START_ID, 3:7] = np.log(0.9), np.log(0.025)
+    table[3:7, 3:7] = np.log(0.25)
+    table[3:7, END_ID] = -30.0
+    table[END_ID, END_ID] = 0.0
+    step, rows_stepped = counting_rows(markov_step(table))
+    search = tf.function(beam_search, autograph=False) if in_graph else beam_search
+    result = search(step, markov_state(1), tf.constant([10]), beam_width=4, alpha=0.6)
+    assert result.tokens.numpy()[0].tolist() == [END_ID] and result.lengths.numpy()[0] == 1
+    assert int(rows_stepped.numpy()) == 4  # one step: log .025 / lp(10) is far below log .9 / lp(1)
+    full, full_rows = counting_rows(markov_step(table))
+    nbest = beam_search_nbest(full, markov_state(1), tf.constant([10]), beam_width=4, alpha=0.6)
+    assert int(full_rows.numpy()) == 4 * 10  # the n-best list waits for every hypothesis to end
+    assert nbest.tokens.numpy()[0, 0, 0] == END_ID
+
+
+def test_a_live_hypothesis_the_length_penalty_will_favour_keeps_its_sentence_going():
+    # end at once (p = .55: log .55 / 1 = -0.60), or 3 (p = .45) and a sure chain 4, 5, …, 11, end:
+    # log .45 / ((5 + 10) / 6) = -0.32 with alpha = 1. After the first step the live hypothesis's
+    # bound is log .45 over the penalty at the limit (-0.28), above -0.60: the search goes on
+    table = np.full((12, 12), -1e9)
+    table[START_ID, END_ID], table[START_ID, 3] = np.log(0.55), np.log(0.45)
+    for token in range(3, 11):
+        table[token, token + 1] = 0.0
+    table[11, END_ID] = table[END_ID, END_ID] = 0.0
+    result = beam_search(markov_step(table), markov_state(1), tf.constant([12]), beam_width=2, alpha=1.0)
+    assert result.lengths.numpy()[0] == 10
+    assert result.tokens.numpy()[0].tolist() == [*range(3, 12), END_ID]
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.6, 1.0])
+@pytest.mark.parametrize("seed", range(8))
+def test_stopping_settled_sentences_keeps_the_best_hypothesis_of_the_full_search(alpha, seed):
+    table = random_table(seed, vocab=8, sharpness=1.5)
+    step, limits = markov_step(table), tf.constant([3, 7, 12, 20])
+    early = beam_search(step, markov_state(4), limits, beam_width=4, alpha=alpha)
+    full = beam_search_nbest(step, markov_state(4), limits, beam_width=4, alpha=alpha)  # never stops early
+    width = early.tokens.shape[1]
+    np.testing.assert_array_equal(early.tokens.numpy(), full.tokens.numpy()[:, 0, :width])
+    assert (full.tokens.numpy()[:, 0, width:] == 0).all()
+    np.testing.assert_array_equal(early.lengths.numpy(), full.lengths.numpy()[:, 0])
+    np.testing.assert_allclose(early.scores.numpy(), full.scores.numpy()[:, 0], rtol=1e-6)
+
+
 def test_beam_collects_attention_of_the_chosen_hypothesis():
     result = beam_search(
         markov_step(random_table(1)), markov_state(2), tf.constant([6, 6]), beam_width=3, collect="fed"

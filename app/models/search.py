@@ -333,6 +333,22 @@ def _best_candidates(normalised: tf.Tensor, tokens: tf.Tensor, log_probs: tf.Ten
     return parent, next_tokens, chosen_log_probs
 
 
+def _settled(log_probs, lengths, finished, limits, alpha: float) -> tf.Tensor:
+    """`[n]` whether each sentence's best ended hypothesis already beats all that its live ones can
+    still become, so that stepping on cannot change its best translation (all `[n, K]`).
+
+    A live hypothesis's log-probability only falls as it grows, and with alpha ≥ 0 its length
+    penalty only rises, up to its value at the sentence's limit: whatever it ends as scores at most
+    log P / length_penalty(limit). So the search may stop a sentence once its best ended score is
+    strictly above that bound for every live hypothesis: the same best hypothesis, fewer steps.
+    """
+    normalised = log_probs / length_penalty(lengths, alpha)
+    best_ended = tf.reduce_max(tf.where(finished, normalised, -float("inf")), axis=1)
+    live_bound = log_probs / length_penalty(limits, alpha)
+    best_live = tf.reduce_max(tf.where(finished, -float("inf"), live_bound), axis=1)
+    return best_ended > best_live
+
+
 class BeamState(NamedTuple):
     """`beam_search`'s loop state: `n` sentences still decoding, `batch` in all, K hypotheses each.
     Per-sentence bookkeeping stays full-size; the model's state and fed tokens hold only the
@@ -359,8 +375,12 @@ def _beam_loop(
     end_id: int,
     collect: str | None,
     constant_keys: tuple[str, ...],
+    stop_when_settled: bool,
 ) -> BeamState:
-    """The loop of `beam_search` (see there); returns its final state, every sentence's beam."""
+    """The loop of `beam_search` (see there); returns its final state, every sentence's beam.
+    With `stop_when_settled` a sentence also leaves once its best hypothesis is settled (`_settled`);
+    its live hypotheses stay unfinished in its beam."""
+    stop_when_settled = stop_when_settled and alpha >= 0  # the bound needs a non-decreasing penalty
     batch_size = tf.shape(max_lengths)[0]
     width = beam_width
     state = tf.nest.map_structure(lambda tensor: _tile_beams(tensor, width), state)
@@ -384,11 +404,10 @@ def _beam_loop(
         now_finished = tf.logical_or(
             tf.gather(active_finished, parent, batch_dims=1), tf.equal(next_tokens, end_id)
         )  # [n, K]
+        chosen_lengths = tf.gather(candidate_lengths, parent, batch_dims=1)  # [n, K]
         at = sentences[:, None]
         log_probs = tf.tensor_scatter_nd_update(loop.log_probs, at, chosen_log_probs)
-        lengths = tf.tensor_scatter_nd_update(
-            loop.lengths, at, tf.gather(candidate_lengths, parent, batch_dims=1)
-        )
+        lengths = tf.tensor_scatter_nd_update(loop.lengths, at, chosen_lengths)
         finished = tf.tensor_scatter_nd_update(loop.finished, at, now_finished)
         # sentences no longer decoding keep their hypotheses in place and extend by padding
         parents = tf.tensor_scatter_nd_update(
@@ -409,6 +428,10 @@ def _beam_loop(
             history = tf.concat([tf.gather(history, parents, batch_dims=1), full], axis=2)
         fed = _merge_beams(tf.where(now_finished, end_id, next_tokens))  # [n·K]
         decoding = tf.logical_not(tf.reduce_all(now_finished, axis=1))  # [n]
+        if stop_when_settled:
+            sentence_limits = tf.gather(beam_limits, sentences)  # [n, K]
+            settled = _settled(chosen_log_probs, chosen_lengths, now_finished, sentence_limits, alpha)
+            decoding = tf.logical_and(decoding, tf.logical_not(settled))
 
         def drop_ended():
             keep = tf.cast(tf.where(decoding)[:, 0], tf.int32)
@@ -475,12 +498,14 @@ def beam_search(
     Ended hypotheses stay in the beam with their score frozen (they extend only by padding at
     no cost), so a finished short translation is kept unless longer ones beat it. A sentence's
     hypotheses are forced to end at `max_lengths`; a sentence leaves the batch once all its
-    hypotheses have ended, and the loop stops when none is left.
+    hypotheses have ended, or (alpha ≥ 0) once its best ended one outscores anything its live ones
+    can still become (`_settled`: exact, the same best hypothesis as stepping on), and the loop
+    stops when none is left.
     Returns the best hypothesis per sentence; `scores` are its log-probabilities. The
     vocabulary must have at least `beam_width` tokens.
     """
     final = _beam_loop(
-        step_fn, state, max_lengths, beam_width, alpha, start_id, end_id, collect, constant_keys
+        step_fn, state, max_lengths, beam_width, alpha, start_id, end_id, collect, constant_keys, True
     )
     best = tf.argmax(
         final.log_probs / length_penalty(final.lengths, alpha), axis=1, output_type=tf.int32
@@ -524,7 +549,10 @@ def beam_search_nbest(
     """`beam_search`, returning all K hypotheses of each final beam (distinct token sequences: the
     beam never holds one path twice) sorted by the score that ranks them; the first of each is
     `beam_search`'s."""
-    final = _beam_loop(step_fn, state, max_lengths, beam_width, alpha, start_id, end_id, None, constant_keys)
+    # every hypothesis must end: the n-best list is the whole final beam, not only its best
+    final = _beam_loop(
+        step_fn, state, max_lengths, beam_width, alpha, start_id, end_id, None, constant_keys, False
+    )
     normalised = final.log_probs / length_penalty(final.lengths, alpha)  # [batch, K]
     ranked, order = tf.math.top_k(normalised, k=beam_width)  # sorted, best first; ties keep beam order
     return NBestResult(
