@@ -297,26 +297,30 @@ def target_bounds(report: dict) -> dict[str, dict]:
     short = decode.get("buckets", {}).get("short")
     peak, bandwidth = decode.get("matmul_peak_gflops"), decode.get("matvec_gbytes_per_s")
 
-    def decoding(export: str | None, size: str):
-        """(model sizes, target vocabulary, source tokens, output tokens, scored pieces) or None."""
+    def decoding(export: str | None, size: str) -> dict | None:
+        """The cost functions' arguments for `export`'s short sentences at batch `size`, or None."""
         info, row = decode.get("exports", {}).get(export or ""), decode.get(f"{export}_short")
         if not (short and info and "model" in info and row):
             return None
-        scored = row.get("mean_candidates", {}).get(size)
-        output_tokens = row["batches"][size]["mean_output_tokens"]
-        # the encoder also reads the end marker the bucket's lengths leave out
-        return info["model"], info["target_vocab"], short["mean_source_tokens"] + 1, output_tokens, scored
+        return {
+            "model": info["model"],
+            "target_vocab": info["target_vocab"],
+            # the encoder also reads the end marker the bucket's lengths leave out
+            "source_tokens": short["mean_source_tokens"] + 1,
+            "output_tokens": row["batches"][size]["mean_output_tokens"],
+            "scored_vocab": row.get("mean_candidates", {}).get(size),
+        }
 
     greedy_b64 = decoding(headline["decode_short_greedy_b64_export"], "64")
     if greedy_b64 and peak:
-        gflop = decode_gflop_per_sentence(*greedy_b64[:4], scored_vocab=greedy_b64[4])
+        gflop = decode_gflop_per_sentence(**greedy_b64)
         bounds["greedy_b64"] = {
             "value": round(peak / gflop, 1),
             "basis": f"{1000 * gflop:.1f} MFLOP a sentence at the {peak:,.0f} GFLOP/s matmul peak",
         }
     greedy_b1 = decoding(headline["decode_short_greedy_b1_export"], "1")
     if greedy_b1 and bandwidth:
-        megabytes = decode_weight_megabytes(*greedy_b1[:4], scored_vocab=greedy_b1[4])
+        megabytes = decode_weight_megabytes(**greedy_b1)
         bounds["greedy_b1"] = {
             "value": round(megabytes / bandwidth, 3),  # MB / (GB/s) = ms
             "basis": f"{megabytes:.0f} MB of weights read at {bandwidth:,.0f} GB/s",
