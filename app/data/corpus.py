@@ -1,13 +1,13 @@
 """Corpus preparation: a source of sentence pairs → validated, leak-free, cached splits.
 
-`prepare_corpus` reads the configured source (two Bible translations from `bible.py`, a local TSV
-file, or the dates task's generated pairs from `dates.py`), counts every bad line by reason, removes
-exact duplicates, splits the pairs so that no source or target sentence of dev/test also occurs in
-train, and writes
-`data/<corpus>/{train,dev,test}.tsv` (UTF-8, NFC, `source<TAB>target`) with `report.json` and
-`manifest.json`; a train split over `data.shard_pairs` pairs is written as
-`train-00000-of-000NN.tsv` shards instead. Preparing again with the same input and settings reuses
-the files; a process that finds another preparing the same corpus waits for it, then reuses.
+`prepare_corpus` reads the configured source (`app.data.sources`: two Bible translations from
+`bible.py`, a local TSV file, or the dates task's generated pairs from `dates.py`), counts every
+bad line by reason, removes exact duplicates, splits the pairs so that no source or target
+sentence of dev/test also occurs in train, and writes `data/<corpus>/{train,dev,test}.tsv` (UTF-8,
+NFC, `source<TAB>target`) with `report.json` and `manifest.json`; a train split over
+`data.shard_pairs` pairs is written as `train-00000-of-000NN.tsv` shards instead. Preparing again
+with the same input and settings reuses the files; a process that finds another preparing the same
+corpus waits for it, then reuses.
 
 Memory stays bounded for corpora of millions of pairs: the source is read once, each valid pair is
 spooled to one of SPOOL_BUCKETS temporary files by its seeded key and remembered only by three 64-bit
@@ -30,14 +30,15 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, NamedTuple
+from typing import BinaryIO
 
 import numpy as np
 
 from app.config import SPLIT_SETTINGS, Config, DataConfig
-from app.data.bible import bible_db_name, describe_bible, fetch_bible_db, file_sha256, read_bible_pairs
-from app.data.dates import FIRST_DAY, GENERATOR_VERSION, LAST_DAY, date_pairs
+from app.data.bible import file_sha256
 from app.data.lock import exclusive_lock
+from app.data.sources import CorpusSource, RawPair, corpus_source
+from app.data.sources import read_tsv_records as read_tsv_records  # its callers import it from here
 from app.data.splits import (
     DEV,
     DROPPED,
@@ -102,19 +103,6 @@ class PreparedCorpus:
         return self.train_files if split == "train" else (getattr(self, split),)
 
 
-class RawPair(NamedTuple):
-    """One line or verse as read, before validation.
-
-    Readers set `problem` for lines they could not turn into two fields (undecodable, no tab), so
-    that validation counts them with all other bad lines instead of the reader dropping them.
-    """
-
-    location: int | str  # 1-based line number, or a Bible reference such as "43:11:35"
-    source: str = ""
-    target: str = ""
-    problem: str | None = None
-
-
 @dataclass
 class Tally:
     """What validation read, kept and rejected, with the first locations of each problem.
@@ -144,10 +132,12 @@ def prepare_corpus(
 
     Holds `data_dir/.<corpus>.lock` meanwhile: a second process preparing the same corpus waits,
     then reuses what the first wrote. Raises ValueError for a missing source file, unknown Bible
-    codes, bad settings, or a source in which no valid pair remains.
+    codes, or a source in which no valid pair remains. The settings' ranges are checked when the
+    Config is loaded (`app.config.validate`).
     """
-    _check_settings(config.data)
-    for warning in _language_mismatches(config.data):
+    source = corpus_source(config.data)
+    source.check()
+    for warning in source.warnings():
         log(f"Warning: {warning}")
     directory = Path(data_dir) / config.corpus_name
     inputs = fingerprint_inputs(config.data)
@@ -158,112 +148,31 @@ def prepare_corpus(
             log(f"Reusing the prepared corpus in {directory} ({sizes}): same source and settings")
             return prepared
         started = time.perf_counter()
-        _build(config, Path(data_dir), directory, inputs, log)
+        _build(config, source, Path(data_dir), directory, inputs, log)
         log(f"Wrote {directory}/{{train,dev,test}}.tsv in {time.perf_counter() - started:.1f} s")
         return _load_prepared(directory)
 
 
-def _build(config: Config, data_dir: Path, directory: Path, inputs: dict, log: Log) -> None:
+def _build(
+    config: Config, source: CorpusSource, data_dir: Path, directory: Path, inputs: dict, log: Log
+) -> None:
     data = config.data
     directory.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=directory, prefix=".staging-"))
     try:
-        spool, tally = spool_pairs(_read_source(data, data_dir, log), data.max_chars, data.seed, staging, log)
+        spool, tally = spool_pairs(source.read(data_dir, log), data.max_chars, data.seed, staging, log)
         if not len(spool.keys):
             summary = _bad_summary(tally.read, _bad_report(tally))
-            raise ValueError(f"No valid pair remains in {_describe_source(data)}: {summary}")
+            raise ValueError(f"No valid pair remains in {source.describe()}: {summary}")
         codes, facts = decide_splits(spool, data)
         tally.duplicates = len(spool.keys) - facts["unique"]
         names = _train_names(facts["shards"])
         written = write_splits(spool, codes, staging, names, facts["shards"])
-        report = _build_report(config, tally, facts, written, names)
+        report = _build_report(config, source, tally, facts, written, names)
         _install(staging, directory, names, report, {"fingerprint": _digest(inputs), "inputs": inputs})
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     _log_report(report, log)
-
-
-def _check_settings(data: DataConfig) -> None:
-    if data.dev_size < 0 or data.test_size < 0:
-        raise ValueError(
-            f"data.dev_size and data.test_size must be >= 0, not {data.dev_size}/{data.test_size}"
-        )
-    if data.max_chars < 1:
-        raise ValueError(f"data.max_chars must be at least 1, not {data.max_chars}")
-    if data.max_pairs is not None and data.max_pairs < 1:
-        raise ValueError(f"data.max_pairs must be at least 1 (or null for all pairs), not {data.max_pairs}")
-    if data.shard_pairs < 1:
-        raise ValueError(
-            f"data.shard_pairs must be at least 1 (pairs per train shard), not {data.shard_pairs}"
-        )
-
-
-def _language_mismatches(data: DataConfig) -> list[str]:
-    """Bible translations whose language differs from data.source_language/target_language."""
-    if data.corpus != "bible":
-        return []
-    warnings = []
-    for side, code, language in (
-        ("source", data.source_bible, data.source_language),
-        ("target", data.target_bible, data.target_language),
-    ):
-        bible = describe_bible(code)
-        if bible.language != language:
-            warnings.append(
-                f"data.{side}_bible={code} is {bible.name} ({bible.language}) but "
-                f"data.{side}_language={language}; set data.{side}_language={bible.language}"
-            )
-    return warnings
-
-
-# === Sources ===
-
-
-def _read_source(data: DataConfig, data_dir: Path, log: Log) -> Iterator[RawPair]:
-    if data.corpus == "bible":
-        database = fetch_bible_db(data_dir / "cache", log=log)
-        verses = read_bible_pairs(database, data.source_bible, data.target_bible)
-        return (RawPair(reference, source, target) for reference, source, target in verses)
-    if data.corpus == "dates":
-        pairs = date_pairs(data.seed, data.dates_pairs)
-        return (RawPair(reference, source, target) for reference, source, target in pairs)
-    return read_tsv_records(_tsv_path(data), swap=data.swap)
-
-
-def _tsv_path(data: DataConfig) -> Path:
-    if not data.tsv_path:
-        raise ValueError("data.corpus=tsv needs data.tsv_path=PATH (a file of source<TAB>target lines)")
-    path = Path(data.tsv_path).expanduser()
-    if path.is_dir():
-        raise ValueError(f"{path} is a directory; data.tsv_path must be a file of source<TAB>target lines")
-    if not path.is_file():
-        raise ValueError(f"TSV corpus {path} does not exist (set data.tsv_path to a source<TAB>target file)")
-    return path
-
-
-def read_tsv_records(path: Path, *, swap: bool = False) -> Iterator[RawPair]:
-    """Yields one RawPair per line of a `source<TAB>target[<TAB>anything]` file.
-
-    The file is read as bytes and decoded line by line, so an invalid byte sequence costs one line,
-    not the run. `swap` exchanges the first two columns (for target-first files).
-    """
-    with open(path, "rb") as handle:
-        for number, line in enumerate(handle, start=1):
-            yield _parse_tsv_line(number, line, swap)
-
-
-def _parse_tsv_line(number: int, line: bytes, swap: bool) -> RawPair:
-    try:
-        text = line.decode("utf-8").rstrip("\r\n")
-    except UnicodeDecodeError:
-        return RawPair(number, problem="invalid_utf8")
-    if number == 1:
-        text = text.removeprefix("\ufeff")  # a byte-order mark some editors write
-    fields = text.split("\t")
-    if len(fields) < 2:
-        return RawPair(number, problem="no_tab")
-    source, target = (fields[1], fields[0]) if swap else (fields[0], fields[1])
-    return RawPair(number, source, target)
 
 
 # === Validation ===
@@ -489,23 +398,7 @@ def _train_names(shards: list[int]) -> list[str]:
 def fingerprint_inputs(data: DataConfig) -> dict:
     """What the prepared files depend on: format version, settings and the input's identity."""
     settings = {name: getattr(data, name) for name in OUTPUT_FIELDS}
-    return {"format_version": FORMAT_VERSION, "settings": settings, "source": _source_identity(data)}
-
-
-def _source_identity(data: DataConfig) -> dict:
-    if data.corpus == "bible":
-        describe_bible(data.source_bible)
-        describe_bible(data.target_bible)
-        return {
-            "database": bible_db_name(),
-            "source_bible": data.source_bible,
-            "target_bible": data.target_bible,
-        }
-    if data.corpus == "tsv":
-        return {"tsv_sha256": file_sha256(_tsv_path(data)), "swap": data.swap}
-    if data.corpus == "dates":  # generated from data.seed (a setting already)
-        return {"dates_generator": GENERATOR_VERSION, "dates_pairs": data.dates_pairs}
-    raise ValueError(f"data.corpus={data.corpus!r} is not one of ['bible', 'tsv', 'dates']")
+    return {"format_version": FORMAT_VERSION, "settings": settings, "source": corpus_source(data).identity()}
 
 
 def _digest(inputs: dict) -> str:
@@ -575,28 +468,18 @@ def _write_json(path: Path, value: dict) -> None:
 # === Report ===
 
 
-def _describe_source(data: DataConfig) -> str:
-    if data.corpus == "bible":
-        source, target = describe_bible(data.source_bible), describe_bible(data.target_bible)
-        return (
-            f"{bible_db_name()}: {data.source_bible} ({source.language}, {source.name}) → "
-            f"{data.target_bible} ({target.language}, {target.name})"
-        )
-    if data.corpus == "dates":
-        return (
-            f"{data.dates_pairs:,} generated dates {FIRST_DAY.year}-{LAST_DAY.year} (English, Spanish, "
-            f"numeric; seed {data.seed}) → ISO 8601"
-        )
-    return f"{data.tsv_path}{' (columns swapped)' if data.swap else ''}"
-
-
 def _build_report(
-    config: Config, tally: Tally, facts: dict, written: dict[str, int], train_names: list[str]
+    config: Config,
+    source: CorpusSource,
+    tally: Tally,
+    facts: dict,
+    written: dict[str, int],
+    train_names: list[str],
 ) -> dict:
     """The facts of one preparation, as stored in report.json (no timings, so it is reproducible)."""
     return {
         "corpus": config.corpus_name,
-        "source": _describe_source(config.data),
+        "source": source.describe(),
         "read": tally.read,
         "bad": _bad_report(tally),
         "duplicates": tally.duplicates,
