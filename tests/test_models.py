@@ -19,7 +19,7 @@ from app.models.losses import (
     token_loss_sum,
 )
 from app.models.seq2seq import Seq2SeqDecoding, build_model
-from app.models.styles import ATTENTION_STYLES, LuongStyle, SourceEncoding
+from app.models.styles import ATTENTION_STYLES, LuongStyle, SourceEncoding, make_style
 
 SOURCE = np.array([[5, 6, 7, 8, 2], [9, 10, 2, 0, 0]], np.int32)  # second sentence padded
 TARGET_IN = np.array([[1, 11, 12, 13], [1, 14, 0, 0]], np.int32)
@@ -139,7 +139,8 @@ def numpy_luong_decoder(decoder, embeddings, annotations, mask, initial_state):
 def test_luong_decoder_follows_the_equations(input_feeding):
     """The luong style is Luong's global attention (general score), its output layer reads h̃_i, and
     input feeding puts h̃_{i-1} into the next cell input."""
-    decoder = AttentionDecoder(7, 4, 5, 3, attention_style="luong", input_feeding=input_feeding)
+    style = make_style(4, attention_style="luong", input_feeding=input_feeding)
+    decoder = AttentionDecoder(7, keras.layers.GRUCell(4, name="cell"), style)
     rng = np.random.default_rng(0)
     embeddings = tf.constant(rng.normal(size=(1, 3, 2)), tf.float32)  # [batch, tgt, embedding_dim]
     annotations = tf.constant(rng.normal(size=(1, 5, 6)), tf.float32)  # [batch, src, 2H]
@@ -160,16 +161,173 @@ def test_styles_are_picked_by_name_and_bad_settings_are_refused():
     assert set(ATTENTION_STYLES) == {"bahdanau", "additive_after", "luong", "none"}
     for name, style_class in ATTENTION_STYLES.items():
         assert isinstance(tiny_model(name).get_layer("decoder").style, style_class)
-    with pytest.raises(ValueError, match="additive_after"):  # the message lists the choices
+    with pytest.raises(ValueError) as refused:  # the message lists the choices
         tiny_model("transformer")
-    with pytest.raises(ValueError, match="luong' only"):
+    assert str(refused.value) == (
+        "attention_style='transformer' is not one of ['bahdanau', 'additive_after', 'luong', 'none']"
+    )
+    with pytest.raises(ValueError) as refused:
+        tiny_model("bahdanau", "rnn")
+    assert str(refused.value) == "cell='rnn' is not one of ['gru', 'lstm']"
+    with pytest.raises(
+        ValueError,
+        match=r"unknown model settings \['attention_unit'\]: the attention style reads \['attention_style'",
+    ):
+        build_model(30, 40, attention_unit=5)  # a misspelt setting is not silently dropped
+    with pytest.raises(ValueError) as refused:
         tiny_model("bahdanau", input_feeding=True)
+    assert str(refused.value) == (
+        "luong_score and input_feeding apply to attention_style='luong' only; "
+        "attention_style='bahdanau' takes the defaults (general, false)"
+    )
     with pytest.raises(ValueError, match="luong' only"):
         tiny_model("none", luong_score="dot")
     with pytest.raises(ValueError, match="general"):
         tiny_model("luong", luong_score="concat")
     with pytest.raises(ValueError, match="encoder_units"):  # dot with 2 × 6 annotation features, units 6
         tiny_model("luong", luong_score="dot")
+
+
+def recording(function, calls: list):
+    """`function`, appending what each call returns to `calls`."""
+
+    def recorded(*args, **kwargs):
+        calls.append(function(*args, **kwargs))
+        return calls[-1]
+
+    return recorded
+
+
+def test_the_variant_is_made_once_from_the_config_and_passed_as_objects(monkeypatch):
+    """`build_model` turns the config's names into a cell kind and a style layer once; the encoder
+    and the decoder hold those very objects (no layer below re-reads a name), and the cost model
+    makes the same style from the same section."""
+    from app.config import load_config
+    from app.models import cost, seq2seq
+
+    styles, cells = [], []
+    monkeypatch.setattr(seq2seq, "make_style", recording(seq2seq.make_style, styles))
+    monkeypatch.setattr(seq2seq, "recurrent_cell", recording(seq2seq.recurrent_cell, cells))
+    overrides = ["model.attention_style=luong", "model.input_feeding=true", "model.cell=lstm"]
+    sizes = ["model.units=6", "model.embedding_dim=8", "model.attention_units=5"]
+    config = load_config("smoke", [*overrides, *sizes])
+    model = build_model(30, 40, **config.model.architecture())
+    assert len(styles) == 1 and len(cells) == 1
+    decoder, encoder = model.get_layer("decoder"), model.get_layer("encoder")
+    assert decoder.style is styles[0] and encoder.cell is cells[0]
+    assert isinstance(decoder.style, LuongStyle) and decoder.style.input_feeding and decoder.style.units == 6
+    assert (
+        encoder.cell.name == "lstm"
+        and type(decoder.cell) is keras.layers.LSTMCell
+        and decoder.cell.units == 6
+    )
+    costed = cost._style(config.model.architecture())
+    assert type(costed) is LuongStyle and costed.get_config() == decoder.style.get_config()
+
+
+# Recorded from the model as built before the variant became objects (issue #30): `.weights.h5`
+# files are read by these keys (attribute and class names) and shapes, so a run trained then
+# still loads; `train.init_from` matches weights by these paths (the numbers Keras appends to
+# repeated layer names removed).
+WEIGHT_LAYOUTS = {
+    ("bahdanau", "gru", ()): (
+        """
+        source_embedding/embeddings (30, 8) | target_embedding/embeddings (40, 8)
+        encoder/bidirectional/forward_gru/gru_cell/kernel (8, 18)
+        encoder/bidirectional/forward_gru/gru_cell/recurrent_kernel (6, 18)
+        encoder/bidirectional/forward_gru/gru_cell/bias (2, 18)
+        encoder/bidirectional/backward_gru/gru_cell/kernel (8, 18)
+        encoder/bidirectional/backward_gru/gru_cell/recurrent_kernel (6, 18)
+        encoder/bidirectional/backward_gru/gru_cell/bias (2, 18)
+        encoder/bridge/kernel (6, 6) | encoder/bridge/bias (6,)
+        decoder/cell/kernel (20, 18) | decoder/cell/recurrent_kernel (6, 18) | decoder/cell/bias (2, 18)
+        decoder/deep_output/kernel (26, 8) | decoder/deep_output/bias (8,)
+        decoder/attention/query_kernel (6, 5) | decoder/attention/key_kernel (12, 5)
+        decoder/attention/key_bias (5,) | decoder/attention/score_vector (5,)
+        decoder/output_projection/kernel (4, 40) | decoder/output_projection/bias (40,)
+        """,
+        """
+        layers/attention_decoder/cell/vars/0 (20, 18) | layers/attention_decoder/cell/vars/1 (6, 18)
+        layers/attention_decoder/cell/vars/2 (2, 18)
+        layers/attention_decoder/output_projection/vars/0 (4, 40)
+        layers/attention_decoder/output_projection/vars/1 (40,)
+        layers/attention_decoder/style/attention/vars/0 (6, 5)
+        layers/attention_decoder/style/attention/vars/1 (12, 5)
+        layers/attention_decoder/style/attention/vars/2 (5,)
+        layers/attention_decoder/style/attention/vars/3 (5,)
+        layers/attention_decoder/style/deep_output/vars/0 (26, 8)
+        layers/attention_decoder/style/deep_output/vars/1 (8,)
+        layers/bidirectional_encoder/bidirectional/backward_layer/cell/vars/0 (8, 18)
+        layers/bidirectional_encoder/bidirectional/backward_layer/cell/vars/1 (6, 18)
+        layers/bidirectional_encoder/bidirectional/backward_layer/cell/vars/2 (2, 18)
+        layers/bidirectional_encoder/bidirectional/forward_layer/cell/vars/0 (8, 18)
+        layers/bidirectional_encoder/bidirectional/forward_layer/cell/vars/1 (6, 18)
+        layers/bidirectional_encoder/bidirectional/forward_layer/cell/vars/2 (2, 18)
+        layers/bidirectional_encoder/bridge/vars/0 (6, 6) | layers/bidirectional_encoder/bridge/vars/1 (6,)
+        layers/embedding/vars/0 (30, 8) | layers/embedding_1/vars/0 (40, 8)
+        """,
+    ),
+    ("luong", "lstm", (("encoder_units", 3), ("input_feeding", True), ("luong_score", "dot"))): (
+        """
+        source_embedding/embeddings (30, 8) | target_embedding/embeddings (40, 8)
+        encoder/bidirectional/forward_lstm/lstm_cell/kernel (8, 12)
+        encoder/bidirectional/forward_lstm/lstm_cell/recurrent_kernel (3, 12)
+        encoder/bidirectional/forward_lstm/lstm_cell/bias (12,)
+        encoder/bidirectional/backward_lstm/lstm_cell/kernel (8, 12)
+        encoder/bidirectional/backward_lstm/lstm_cell/recurrent_kernel (3, 12)
+        encoder/bidirectional/backward_lstm/lstm_cell/bias (12,)
+        encoder/bridge/kernel (3, 6) | encoder/bridge/bias (6,)
+        decoder/cell/kernel (14, 24) | decoder/cell/recurrent_kernel (6, 24) | decoder/cell/bias (24,)
+        decoder/attention/attentional_kernel (12, 6)
+        decoder/output_projection/kernel (6, 40) | decoder/output_projection/bias (40,)
+        """,
+        """
+        layers/attention_decoder/cell/vars/0 (14, 24) | layers/attention_decoder/cell/vars/1 (6, 24)
+        layers/attention_decoder/cell/vars/2 (24,)
+        layers/attention_decoder/output_projection/vars/0 (6, 40)
+        layers/attention_decoder/output_projection/vars/1 (40,)
+        layers/attention_decoder/style/attention/vars/0 (12, 6)
+        layers/bidirectional_encoder/bidirectional/backward_layer/cell/vars/0 (8, 12)
+        layers/bidirectional_encoder/bidirectional/backward_layer/cell/vars/1 (3, 12)
+        layers/bidirectional_encoder/bidirectional/backward_layer/cell/vars/2 (12,)
+        layers/bidirectional_encoder/bidirectional/forward_layer/cell/vars/0 (8, 12)
+        layers/bidirectional_encoder/bidirectional/forward_layer/cell/vars/1 (3, 12)
+        layers/bidirectional_encoder/bidirectional/forward_layer/cell/vars/2 (12,)
+        layers/bidirectional_encoder/bridge/vars/0 (3, 6) | layers/bidirectional_encoder/bridge/vars/1 (6,)
+        layers/embedding/vars/0 (30, 8) | layers/embedding_1/vars/0 (40, 8)
+        """,
+    ),
+}
+
+
+@pytest.mark.parametrize("variant", list(WEIGHT_LAYOUTS), ids=lambda variant: f"{variant[0]}-{variant[1]}")
+def test_weights_keep_the_layout_runs_were_saved_with(tmp_path, variant):
+    import re
+
+    import h5py
+
+    style, cell, options = variant
+    paths, h5_keys = (
+        [entry.strip() for entry in text.replace("|", "\n").split("\n") if entry.strip()]
+        for text in WEIGHT_LAYOUTS[variant]
+    )
+    model = tiny_model(style, cell, **dict(options))
+    model([SOURCE, TARGET_IN])
+    assert [
+        re.sub(r"_\d+(?=/)", "", f"{weight.path} {tuple(weight.shape)}") for weight in model.weights
+    ] == paths
+    model.save_weights(tmp_path / "saved.weights.h5")
+    saved = []
+    with h5py.File(tmp_path / "saved.weights.h5") as weights_file:
+        weights_file.visititems(
+            lambda name, item: (
+                saved.append(f"{name} {item.shape}") if isinstance(item, h5py.Dataset) else None
+            )
+        )
+    assert saved == h5_keys
+    reloaded = tiny_model(style, cell, **dict(options))
+    reloaded.load_weights(tmp_path / "saved.weights.h5")
+    np.testing.assert_array_equal(reloaded([SOURCE, TARGET_IN]), model([SOURCE, TARGET_IN]))
 
 
 @pytest.mark.parametrize(
@@ -181,8 +339,11 @@ def test_the_decoder_rebuilds_from_its_config(style, options):
     decoder = model.get_layer("decoder")
     copy = AttentionDecoder.from_config(decoder.get_config())
     assert copy.get_config() == decoder.get_config()
-    assert copy.get_config()["input_feeding"] == bool(options.get("input_feeding"))
+    assert type(copy.style) is type(decoder.style) and type(copy.cell) is keras.layers.LSTMCell
+    assert copy.style.get_config() == decoder.style.get_config()
+    assert getattr(copy.style, "input_feeding", False) == bool(options.get("input_feeding"))
     encoder = model.get_layer("encoder")
+    assert type(encoder).from_config(encoder.get_config()).cell is encoder.cell  # the same LSTM kind
     embedded_source = model.get_layer("source_embedding")(SOURCE)
     annotations, *initial_state = encoder(embedded_source)
     target = model.get_layer("target_embedding")(TARGET_IN)

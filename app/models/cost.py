@@ -14,8 +14,9 @@ import time
 import tensorflow as tf
 
 from app.models.losses import masked_cross_entropy
+from app.models.recurrence import recurrent_cell
 from app.models.seq2seq import build_model
-from app.models.styles import make_style
+from app.models.styles import STYLE_SETTINGS, DecoderStyle, make_style
 from app.special_tokens import FIRST_PIECE_ID
 
 
@@ -77,20 +78,13 @@ def _sizes(model: dict) -> tuple[int, int, int, int]:
         model["embedding_dim"],
         model.get("encoder_units") or units,
         units,
-        4 if model["cell"] == "lstm" else 3,
+        recurrent_cell(model["cell"]).gates,
     )
 
 
-def _style(model: dict):
-    return make_style(
-        model["attention_style"],
-        units=model["units"],
-        attention_units=model["attention_units"],
-        readout_units=model["readout_units"],
-        maxout_pieces=model["maxout_pieces"],
-        luong_score=model.get("luong_score", "general"),
-        input_feeding=model.get("input_feeding", False),
-    )
+def _style(model: dict) -> DecoderStyle:
+    """The style `build_model` makes from the same section (never built: only its sizes are read)."""
+    return make_style(model["units"], **{key: value for key, value in model.items() if key in STYLE_SETTINGS})
 
 
 def _multiply_adds(model: dict, target_vocab: float, source_tokens: float) -> tuple[float, int, float]:

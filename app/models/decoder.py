@@ -5,25 +5,17 @@ from __future__ import annotations
 import keras
 
 from app.models.recurrence import project_inputs
-from app.models.styles import SourceEncoding, make_style
-
-
-def make_cell(cell: str, units: int) -> keras.layers.Layer:
-    if cell == "gru":
-        return keras.layers.GRUCell(units, name="cell")
-    if cell == "lstm":
-        return keras.layers.LSTMCell(units, name="cell")
-    raise ValueError(f"cell={cell!r} is not one of ['gru', 'lstm']")
+from app.models.styles import DecoderStyle, SourceEncoding
 
 
 @keras.saving.register_keras_serializable(package="attend")
 class AttentionDecoder(keras.layers.Layer):
-    """Recurrent decoder whose attention style is a setting: the paper's by default.
+    """Recurrent decoder around a recurrent cell and an attention style, both given as objects.
 
     The decoder owns the recurrent cell and the vocabulary projection; everything that differs
     between attention styles (their weights, what is projected once per sentence, the step, the
-    teacher-forced run, what the output layer reads) lives in one style class, picked by name
-    (`app.models.styles.ATTENTION_STYLES`):
+    teacher-forced run, what the output layer reads) lives in one style class, chosen once from the
+    config (`app.models.styles.make_style`) and passed in:
 
     - `"bahdanau"`: the paper. Attend from s_{i-1}, feed [E y_{i-1}; c_i] into the cell, read out
       from [s_i; c_i; E y_{i-1}] through a deep (maxout) output.
@@ -40,17 +32,14 @@ class AttentionDecoder(keras.layers.Layer):
 
     Args:
         vocab_size: target vocabulary size (logits per position).
-        units: decoder state size.
-        attention_units: additive attention hidden size (bahdanau, additive_after).
-        readout_units: deep output size; `maxout_pieces` > 1 takes the max over that many linear
-            pieces per unit (the paper's maxout), 1 uses tanh. Not used by luong, whose output
-            layer reads h̃_i directly.
-        cell: `"gru"` or `"lstm"`.
-        attention_style: a name in `ATTENTION_STYLES`.
+        cell: the Keras step cell, unbuilt (`RecurrentCell.step_cell`); its `units` are the decoder
+            state size. Its weights are read by the split-projection steps of
+            `app.models.recurrence`, not called.
+        style: the attention style, unbuilt (`make_style`), made for a decoder of `cell.units`.
         dropout: dropout before the output projection.
-        luong_score: `"general"` (s_i^T W_a h_j) or `"dot"` (s_i · h_j: the annotations must have
-            `units` features). Luong only.
-        input_feeding: feed h̃_{i-1} into the next step's cell input. Luong only.
+
+    The config holds the cell and the style serialised, so `from_config(get_config())` rebuilds
+    the same decoder.
 
     Call arguments:
         target_embeddings: `[batch, tgt, embedding_dim]` of the decoder inputs (start + target[:-1]).
@@ -65,34 +54,17 @@ class AttentionDecoder(keras.layers.Layer):
     def __init__(
         self,
         vocab_size: int,
-        units: int,
-        attention_units: int,
-        readout_units: int,
-        maxout_pieces: int = 2,
-        cell: str = "gru",
-        attention_style: str = "bahdanau",
+        cell: keras.layers.Layer,
+        style: DecoderStyle,
         dropout: float = 0.0,
-        luong_score: str = "general",
-        input_feeding: bool = False,
         **kwargs,
     ):
         super().__init__(**kwargs)
-        self.vocab_size, self.units, self.attention_units = vocab_size, units, attention_units
-        self.readout_units, self.maxout_pieces, self.cell_type = readout_units, maxout_pieces, cell
-        self.attention_style, self.dropout = attention_style, dropout
-        self.luong_score, self.input_feeding = luong_score, input_feeding
-        # === Layers === (the cell first: initialisers draw their seeds when constructed)
-        self.cell = make_cell(cell, units)
-        self.style = make_style(
-            attention_style,
-            units=units,
-            attention_units=attention_units,
-            readout_units=readout_units,
-            maxout_pieces=maxout_pieces,
-            luong_score=luong_score,
-            input_feeding=input_feeding,
-            name=attention_style,
-        )
+        if style.units != cell.units:
+            raise ValueError(f"the style is made for {style.units} units, the cell has {cell.units}")
+        self.vocab_size, self.units, self.dropout = vocab_size, cell.units, dropout
+        # === Layers === (the cell and the style arrive made, in that order: see `build_model`)
+        self.cell, self.style = cell, style
         self.readout_dropout = keras.layers.Dropout(dropout, name="readout_dropout")
         self.output_projection = keras.layers.Dense(vocab_size, name="output_projection")
 
@@ -151,16 +123,13 @@ class AttentionDecoder(keras.layers.Layer):
         return (*target_embeddings_shape[:2], self.vocab_size)
 
     def get_config(self):
-        config = {
-            "vocab_size": self.vocab_size,
-            "units": self.units,
-            "attention_units": self.attention_units,
-            "readout_units": self.readout_units,
-            "maxout_pieces": self.maxout_pieces,
-            "cell": self.cell_type,
-            "attention_style": self.attention_style,
-            "dropout": self.dropout,
-            "luong_score": self.luong_score,
-            "input_feeding": self.input_feeding,
-        }
+        config = {"vocab_size": self.vocab_size, "dropout": self.dropout}
+        for key in ("cell", "style"):  # unbuilt, as the constructor takes them: `build` builds both
+            serialised = keras.saving.serialize_keras_object(getattr(self, key))
+            config[key] = {name: value for name, value in serialised.items() if name != "build_config"}
         return {**super().get_config(), **config}
+
+    @classmethod
+    def from_config(cls, config):
+        layers = {key: keras.saving.deserialize_keras_object(config[key]) for key in ("cell", "style")}
+        return cls(**{**config, **layers})

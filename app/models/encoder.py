@@ -3,15 +3,8 @@
 from __future__ import annotations
 
 import keras
-import tensorflow as tf
 
-
-def make_recurrent_layer(cell: str, units: int, **kwargs) -> keras.layers.Layer:
-    if cell == "gru":
-        return keras.layers.GRU(units, **kwargs)
-    if cell == "lstm":
-        return keras.layers.LSTM(units, **kwargs)
-    raise ValueError(f"cell={cell!r} is not one of ['gru', 'lstm']")
+from app.models.recurrence import RecurrentCell, recurrent_cell
 
 
 @keras.saving.register_keras_serializable(package="attend")
@@ -25,7 +18,8 @@ class BidirectionalEncoder(keras.layers.Layer):
     Args:
         units: state size of each direction; the annotations have `2 * units` features.
         decoder_units: size of the decoder state that s_0 initialises.
-        cell: `"gru"` or `"lstm"` (an LSTM decoder starts with a zero memory cell).
+        cell: the cell kind (`app.models.recurrence.recurrent_cell`); an LSTM decoder starts with a
+            zero memory cell. The config stores its name.
 
     Call arguments:
         embedded: `[batch, src, embedding_dim]` with the embedding's mask attached.
@@ -35,10 +29,10 @@ class BidirectionalEncoder(keras.layers.Layer):
         and one (GRU) or two (LSTM: h, c) `[batch, decoder_units]` tensors.
     """
 
-    def __init__(self, units: int, decoder_units: int, cell: str = "gru", **kwargs):
+    def __init__(self, units: int, decoder_units: int, cell: RecurrentCell, **kwargs):
         super().__init__(**kwargs)
         self.units, self.decoder_units, self.cell = units, decoder_units, cell
-        recurrent = make_recurrent_layer(cell, units, return_sequences=True, return_state=True)
+        recurrent = cell.sequence_layer(units, return_sequences=True, return_state=True)
         self.bidirectional = keras.layers.Bidirectional(recurrent, name="bidirectional")
         self.bridge = keras.layers.Dense(decoder_units, activation="tanh", name="bridge")  # W_s
 
@@ -49,21 +43,21 @@ class BidirectionalEncoder(keras.layers.Layer):
     def call(self, embedded, mask=None, training=None):
         outputs = self.bidirectional(embedded, mask=mask, training=training)
         annotations = outputs[0]  # [batch, src, 2 * units]
-        # GRU: [seq, forward_h, backward_h]; LSTM: [seq, forward_h, forward_c, backward_h, backward_c]
-        backward_h = outputs[2] if self.cell == "gru" else outputs[3]
-        initial_state = self.bridge(backward_h)  # [batch, decoder_units]
-        if self.cell == "lstm":
-            return [annotations, initial_state, tf.zeros_like(initial_state)]
-        return [annotations, initial_state]
+        initial_state = self.bridge(self.cell.backward_state(outputs))  # [batch, decoder_units]
+        return [annotations, *self.cell.initial_states(initial_state)]
 
     def compute_mask(self, embedded, mask=None):
-        return [mask, None] if self.cell == "gru" else [mask, None, None]
+        return [mask] + [None] * self.cell.state_count
 
     def compute_output_shape(self, embedded_shape):
         state = (embedded_shape[0], self.decoder_units)
         annotations = (*embedded_shape[:2], 2 * self.units)
-        return [annotations, state] if self.cell == "gru" else [annotations, state, state]
+        return [annotations] + [state] * self.cell.state_count
 
     def get_config(self):
-        config = {"units": self.units, "decoder_units": self.decoder_units, "cell": self.cell}
+        config = {"units": self.units, "decoder_units": self.decoder_units, "cell": self.cell.name}
         return {**super().get_config(), **config}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**{**config, "cell": recurrent_cell(config["cell"])})

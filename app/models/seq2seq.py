@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import keras
 import tensorflow as tf
 
 from app.config import ModelConfig
 from app.models.decoder import AttentionDecoder
 from app.models.encoder import BidirectionalEncoder
-from app.models.styles import SourceEncoding
+from app.models.recurrence import recurrent_cell
+from app.models.styles import SourceEncoding, make_style
 
 
 def build_model(
@@ -17,43 +20,33 @@ def build_model(
     *,
     embedding_dim: int = ModelConfig.embedding_dim,
     units: int = ModelConfig.units,
-    attention_units: int = ModelConfig.attention_units,
-    readout_units: int = ModelConfig.readout_units,
-    maxout_pieces: int = ModelConfig.maxout_pieces,
-    cell: str = ModelConfig.cell,
-    attention_style: str = ModelConfig.attention_style,
-    dropout: float = ModelConfig.dropout,
-    luong_score: str = ModelConfig.luong_score,
-    input_feeding: bool = ModelConfig.input_feeding,
     encoder_units: int | None = ModelConfig.encoder_units,
+    dropout: float = ModelConfig.dropout,
+    cell: str = ModelConfig.cell,
+    **style_settings: Any,
 ) -> keras.Model:
     """`[source_ids, target_in] → logits`; ids are int32, 0 is padding (masks come from it).
-    The keyword arguments are the config's `model` section, and so are their defaults.
+    The keyword arguments are the config's `model` section (`ModelConfig.architecture()`), and so
+    are their defaults.
 
+    The variant is decided here, once: `cell` becomes a `RecurrentCell` (`recurrent_cell`) and
+    `style_settings` (`attention_style` and the settings styles read: `STYLE_SETTINGS`) become the
+    style layer (`make_style`); the encoder and the decoder receive those objects, not names.
     `encoder_units` is the state size of each encoder direction (None: `units`); the annotations
-    have twice as many features, so luong's `dot` score needs `encoder_units = units // 2`. The
-    other arguments are `AttentionDecoder`'s (`attention_style` one of `ATTENTION_STYLES`).
+    have twice as many features, so luong's `dot` score needs `encoder_units = units // 2`.
     """
-    # === Layers ===
+    recurrent = recurrent_cell(cell)
+    # === Layers === (in this order: each initialiser draws its seed when it is constructed)
     source_embedding = keras.layers.Embedding(
         source_vocab_size, embedding_dim, mask_zero=True, name="source_embedding"
     )
     target_embedding = keras.layers.Embedding(
         target_vocab_size, embedding_dim, mask_zero=True, name="target_embedding"
     )
-    encoder = BidirectionalEncoder(encoder_units or units, units, cell=cell, name="encoder")
+    encoder = BidirectionalEncoder(encoder_units or units, units, cell=recurrent, name="encoder")
+    decoder_cell = recurrent.step_cell(units, name="cell")
     decoder = AttentionDecoder(
-        target_vocab_size,
-        units,
-        attention_units,
-        readout_units,
-        maxout_pieces=maxout_pieces,
-        cell=cell,
-        attention_style=attention_style,
-        dropout=dropout,
-        luong_score=luong_score,
-        input_feeding=input_feeding,
-        name="decoder",
+        target_vocab_size, decoder_cell, make_style(units, **style_settings), dropout, name="decoder"
     )
     # === Functional Model ===
     source_ids = keras.Input(shape=(None,), dtype="int32", name="source_ids")

@@ -1,4 +1,8 @@
-"""Attention styles of the decoder: one class per variant behind one interface, picked by name.
+"""Attention styles of the decoder: one class per variant behind one interface, picked once.
+
+`make_style` turns the config's model section into the style object (the only place that reads
+`model.attention_style` and the settings only one style uses, such as luong's `input_feeding`);
+the model builder hands that object to the decoder, and the cost model asks it for its FLOPs.
 
 A style decides what a decoder step does around its recurrent cell: what it projects once per
 sentence, what the cell reads, where attention sits (before the cell, after it, or nowhere), what
@@ -9,11 +13,12 @@ here and one registry entry, with no `if style == …` elsewhere.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import keras
 import tensorflow as tf
 
+from app.config import ModelConfig
 from app.models.attention import LUONG_SCORES, AdditiveAttention, LuongAttention, weighted_sum
 from app.models.recurrence import project_inputs, recurrent_step
 
@@ -47,13 +52,15 @@ class DecoderStyle(keras.layers.Layer):
         units: decoder state size.
     """
 
+    own_settings: tuple[str, ...] = ()  # settings no other style reads: refused with another style
+
     def __init__(self, units: int, **kwargs):
         super().__init__(**kwargs)
         self.units = units
 
     @classmethod
-    def from_decoder_settings(cls, settings: dict, **kwargs) -> DecoderStyle:
-        """The style from the decoder's constructor arguments (each style takes what it uses)."""
+    def from_settings(cls, units: int, settings: dict[str, Any], **kwargs) -> DecoderStyle:
+        """The style from the model section's settings (`STYLE_SETTINGS`); each takes what it uses."""
         raise NotImplementedError
 
     # === Weights ===
@@ -144,8 +151,8 @@ class DeepOutputStyle(DecoderStyle):
         self.deep_output = keras.layers.Dense(readout_units * maxout_pieces, name="deep_output")
 
     @classmethod
-    def from_decoder_settings(cls, settings: dict, **kwargs) -> DecoderStyle:
-        return cls(settings["units"], settings["readout_units"], settings["maxout_pieces"], **kwargs)
+    def from_settings(cls, units: int, settings: dict[str, Any], **kwargs) -> DecoderStyle:
+        return cls(units, settings["readout_units"], settings["maxout_pieces"], **kwargs)
 
     def build_for(self, embedding_dim: int, annotation_dim: int) -> None:
         self.deep_output.build((None, self.units + annotation_dim + embedding_dim))
@@ -195,8 +202,8 @@ class AdditiveStyle(DeepOutputStyle):
         self.attention = AdditiveAttention(attention_units, name="attention")
 
     @classmethod
-    def from_decoder_settings(cls, settings: dict, **kwargs) -> DecoderStyle:
-        sizes = (settings["units"], settings["attention_units"], settings["readout_units"])
+    def from_settings(cls, units: int, settings: dict[str, Any], **kwargs) -> DecoderStyle:
+        sizes = (units, settings["attention_units"], settings["readout_units"])
         return cls(*sizes, settings["maxout_pieces"], **kwargs)
 
     def build_for(self, embedding_dim: int, annotation_dim: int) -> None:
@@ -351,14 +358,18 @@ class LuongStyle(DecoderStyle):
         input_feeding: feed h̃_{i-1} into the next step's cell input.
     """
 
+    own_settings = ("luong_score", "input_feeding")
+
     def __init__(self, units: int, score: str = "general", input_feeding: bool = False, **kwargs):
         super().__init__(units, **kwargs)
         self.score, self.input_feeding = score, input_feeding
         self.attention = LuongAttention(score, name="attention")
 
     @classmethod
-    def from_decoder_settings(cls, settings: dict, **kwargs) -> DecoderStyle:
-        return cls(settings["units"], settings["luong_score"], settings["input_feeding"], **kwargs)
+    def from_settings(cls, units: int, settings: dict[str, Any], **kwargs) -> DecoderStyle:
+        if settings["luong_score"] not in LUONG_SCORES:
+            raise ValueError(f"luong_score={settings['luong_score']!r} is not one of {list(LUONG_SCORES)}")
+        return cls(units, settings["luong_score"], settings["input_feeding"], **kwargs)
 
     def cell_input_size(self, embedding_dim: int, annotation_dim: int) -> int:
         return embedding_dim + (self.units if self.input_feeding else 0)
@@ -422,37 +433,43 @@ ATTENTION_STYLES: dict[str, type[DecoderStyle]] = {
 }
 
 
-def make_style(
-    attention_style: str,
-    *,
-    units: int,
-    attention_units: int,
-    readout_units: int,
-    maxout_pieces: int = 2,
-    luong_score: str = "general",
-    input_feeding: bool = False,
-    **kwargs,
-) -> DecoderStyle:
-    """The style registered as `attention_style`, from the decoder's settings; `kwargs` go to the layer.
+# the model section's settings that shape the style, with the config's defaults
+STYLE_SETTINGS: dict[str, Any] = {
+    key: getattr(ModelConfig, key)
+    for key in (
+        "attention_style",
+        "attention_units",
+        "readout_units",
+        "maxout_pieces",
+        "luong_score",
+        "input_feeding",
+    )
+}
 
-    Settings that belong to another style and would change nothing here are refused, so that a
-    run never silently trains something other than what its config says.
+
+def make_style(units: int, **settings: Any) -> DecoderStyle:
+    """The style a model section's settings choose, for a decoder of `units`: `settings` are
+    `STYLE_SETTINGS` keys (the missing ones take the config's defaults); the layer is named after
+    its style.
+
+    Unknown settings, and settings that belong to another style and would change nothing here, are
+    refused, so that a run never silently trains something other than what its config says.
     """
-    if attention_style not in ATTENTION_STYLES:
-        raise ValueError(f"attention_style={attention_style!r} is not one of {list(ATTENTION_STYLES)}")
-    if luong_score not in LUONG_SCORES:
-        raise ValueError(f"luong_score={luong_score!r} is not one of {list(LUONG_SCORES)}")
-    if attention_style != "luong" and (input_feeding or luong_score != "general"):
+    unknown = sorted(set(settings) - set(STYLE_SETTINGS))
+    if unknown:
         raise ValueError(
-            "luong_score and input_feeding apply to attention_style='luong' only; "
-            f"attention_style={attention_style!r} takes the defaults (general, false)"
+            f"unknown model settings {unknown}: the attention style reads {list(STYLE_SETTINGS)}"
         )
-    settings = {
-        "units": units,
-        "attention_units": attention_units,
-        "readout_units": readout_units,
-        "maxout_pieces": maxout_pieces,
-        "luong_score": luong_score,
-        "input_feeding": input_feeding,
-    }
-    return ATTENTION_STYLES[attention_style].from_decoder_settings(settings, **kwargs)
+    settings = {**STYLE_SETTINGS, **settings}
+    style = settings["attention_style"]
+    if style not in ATTENTION_STYLES:
+        raise ValueError(f"attention_style={style!r} is not one of {list(ATTENTION_STYLES)}")
+    for other, other_class in ATTENTION_STYLES.items():
+        owned = other_class.own_settings
+        if other != style and any(settings[key] != STYLE_SETTINGS[key] for key in owned):
+            defaults = ", ".join(str(STYLE_SETTINGS[key]).lower() for key in owned)
+            raise ValueError(
+                f"{' and '.join(owned)} apply to attention_style={other!r} only; "
+                f"attention_style={style!r} takes the defaults ({defaults})"
+            )
+    return ATTENTION_STYLES[style].from_settings(units, settings, name=style)
