@@ -4,19 +4,36 @@ tests/test_readme.py). No timing is asserted."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import math
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from app import load_test
-from app.bench import BenchPlan, format_table, serve_goals, steady_state_rate
-from app.bench.decoding import first_clauses, format_targets, headline_figures, mean_candidates, targets
+from app.bench import load_test
+from app.bench.decoding import first_clauses, mean_candidates
+from app.bench.plan import BenchPlan
+from app.bench.report import (
+    BenchReport,
+    DecodeReport,
+    Machine,
+    PrepareCurve,
+    ServeReport,
+    ServingModel,
+    Target,
+    TokenLimits,
+    TrainRow,
+)
+from app.bench.serving import serve_goals
+from app.bench.table import format_table
+from app.bench.targets import format_targets, headline_figures, targets
+from app.bench.training import steady_state_rate
 from app.models.cost import decode_gflop_per_sentence, decode_weight_megabytes
 
 
@@ -207,8 +224,8 @@ FAKE_DECODE = {
         },
     },
     "exports": {
-        "greedy": {"load_s": 2.8, "first_call_s": 0.69},
-        "beam4": {"load_s": 2.0, "first_call_s": 0.65},
+        "greedy": {"load_s": 2.8, "first_call_s": 0.69, "target_vocab": 5000},
+        "beam4": {"load_s": 2.0, "first_call_s": 0.65, "target_vocab": 5000},
     },
     "greedy_short": fake_speed(1000.0, 8.0),
     "greedy_long": fake_speed(500.0, 20.0),
@@ -218,14 +235,28 @@ FAKE_DECODE = {
 }
 
 
+def decode_report(data: dict) -> DecodeReport:
+    return DecodeReport.from_json(data)
+
+
+def train_row(**figures: float) -> TrainRow:
+    """A training row with `figures` and placeholders for the rest."""
+    placeholders = {field.name: 1.0 for field in dataclasses.fields(TrainRow)}
+    return TrainRow(**{**placeholders, "step_breakdown_ms": {}, **figures})
+
+
+def target_rows(train: dict[str, TrainRow], decode: dict) -> dict[str, dict]:
+    """The targets as bench.json writes them, by name."""
+    return {row["target"]: row for row in map(Target.to_json, targets(train, decode_report(decode)))}
+
+
 def test_headline_figures_and_targets_follow_the_short_bucket_and_the_best_bahdanau_row():
     train = {
-        "bahdanau/float32": {"train_examples_per_s": 800.0},
-        "bahdanau/mixed_bfloat16": {"train_examples_per_s": 1200.0},
-        "additive_after/mixed_bfloat16": {"train_examples_per_s": 1500.0},  # not the faithful model
+        "bahdanau/float32": train_row(train_examples_per_s=800.0),
+        "bahdanau/mixed_bfloat16": train_row(train_examples_per_s=1200.0),
+        "additive_after/mixed_bfloat16": train_row(train_examples_per_s=1500.0),  # not the faithful model
     }
-    report = {"train": train, "decode": FAKE_DECODE}
-    assert headline_figures(report) == {
+    assert dataclasses.asdict(headline_figures(train, decode_report(FAKE_DECODE))) == {
         "decode_short_greedy_b64_sent_per_s": 1000.0,
         "decode_short_greedy_b64_export": "greedy",
         "decode_short_greedy_b1_p50_ms": 8.0,
@@ -233,7 +264,7 @@ def test_headline_figures_and_targets_follow_the_short_bucket_and_the_best_bahda
         "decode_short_beam4_over_greedy_b64": 2.0,
         "train_bahdanau_best_examples_per_s": 1200.0,
     }
-    verdicts = {row["target"]: row["met"] for row in targets(report)}
+    verdicts = {name: row["met"] for name, row in target_rows(train, FAKE_DECODE).items()}
     assert verdicts == {
         "greedy (greedy), short, batch 64: sentences/s": False,  # 1,000 < 3,800
         "greedy (greedy), short, batch 1: p50 ms": False,  # 8.0 > 1.7
@@ -243,29 +274,28 @@ def test_headline_figures_and_targets_follow_the_short_bucket_and_the_best_bahda
     }
     # the XLA export, faster at batch 1 only: each figure comes from the export that does best
     faster = {**FAKE_DECODE, "greedy_xla_short": fake_speed(900.0, 1.5)}
-    headline = headline_figures({"train": train, "decode": faster})
-    assert headline["decode_short_greedy_b64_export"] == "greedy"
-    assert headline["decode_short_greedy_b1_export"] == "greedy_xla"
-    assert headline["decode_short_greedy_b1_p50_ms"] == 1.5
+    headline = headline_figures(train, decode_report(faster))
+    assert headline.decode_short_greedy_b64_export == "greedy"
+    assert headline.decode_short_greedy_b1_export == "greedy_xla"
+    assert headline.decode_short_greedy_b1_p50_ms == 1.5
     # the shortlisted export, faster at batch 64: it counts there, named beside
     shortlisted = {**faster, "greedy_shortlist_short": fake_speed(1500.0, 6.0)}
-    headline = headline_figures({"train": train, "decode": shortlisted})
-    assert headline["decode_short_greedy_b64_export"] == "greedy_shortlist"
-    assert headline["decode_short_greedy_b64_sent_per_s"] == 1500.0
-    assert headline["decode_short_greedy_b1_export"] == "greedy_xla"
+    headline = headline_figures(train, decode_report(shortlisted))
+    assert headline.decode_short_greedy_b64_export == "greedy_shortlist"
+    assert headline.decode_short_greedy_b64_sent_per_s == 1500.0
+    assert headline.decode_short_greedy_b1_export == "greedy_xla"
     fast = {**FAKE_DECODE, "greedy_xla_short": fake_speed(4000.0, 1.5)}
-    rows = {row["target"]: row for row in targets({"train": train, "decode": fast})}
+    rows = target_rows(train, fast)
     assert rows["greedy (greedy_xla), short, batch 64: sentences/s"]["met"]
     assert rows["greedy (greedy_xla), short, batch 1: p50 ms"]["met"]
     ratio = rows["greedy (greedy_xla), short, batch 64: sentences/s"]["ratio_to_tutorial"]
     assert ratio == pytest.approx(4000 / 1892, abs=1e-3)
     assert rows["beam 4 over greedy, short, batch 64: time"]["value"] == 8.0  # 4,000 / 500
     both_beams = {**fast, "beam4_xla_short": fake_speed(1000.0, 5.0)}  # the faster beam export counts
-    assert (
-        headline_figures({"train": train, "decode": both_beams})["decode_short_beam4_over_greedy_b64"] == 4.0
-    )
-    assert headline_figures({"train": {}, "decode": {}})["decode_short_greedy_b64_sent_per_s"] is None
-    assert targets({"train": {}, "decode": {}}) == []
+    assert headline_figures(train, decode_report(both_beams)).decode_short_beam4_over_greedy_b64 == 4.0
+    nothing = DecodeReport(buckets={}, exports={}, speeds={}, peak_rss_mb=1.0)
+    assert headline_figures({}, nothing).decode_short_greedy_b64_sent_per_s is None
+    assert targets({}, nothing) == []
 
 
 BENCH_SIZES = {
@@ -280,7 +310,10 @@ BENCH_SIZES = {
 
 
 def test_each_target_carries_what_this_host_allows_it():
-    exports = {name: {"model": BENCH_SIZES, "target_vocab": 5000} for name in ("greedy", "greedy_shortlist")}
+    exports = {
+        name: {"load_s": 1.0, "first_call_s": 0.1, "model": BENCH_SIZES, "target_vocab": 5000}
+        for name in ("greedy", "greedy_shortlist")
+    }
     shortlisted = {**fake_speed(1200.0, 9.0), "mean_candidates": {"1": 900.0, "64": 1500.0}}
     decode = {
         **FAKE_DECODE,
@@ -290,13 +323,11 @@ def test_each_target_carries_what_this_host_allows_it():
         "matvec_gbytes_per_s": 50.0,
     }
     train = {
-        "bahdanau/float32": {
-            "train_examples_per_s": 800.0,
-            "model_gflop_per_example": 0.2,
-            "matmul_peak_gflops": 300.0,
-        }
+        "bahdanau/float32": train_row(
+            train_examples_per_s=800.0, model_gflop_per_example=0.2, matmul_peak_gflops=300.0
+        )
     }
-    rows = {row["target"]: row for row in targets({"train": train, "decode": decode})}
+    rows = target_rows(train, decode)
     # batch 64: the shortlist export is the faster, so its 1,500 candidates count; 6.7 + 1 source tokens
     b64 = rows["greedy (greedy_shortlist), short, batch 64: sentences/s"]["bound"]
     gflop = decode_gflop_per_sentence(BENCH_SIZES, 5000, 7.7, 10.0, scored_vocab=1500.0)
@@ -311,7 +342,7 @@ def test_each_target_carries_what_this_host_allows_it():
     assert training["share"] == pytest.approx(800 / 1500, abs=1e-3)
     assert b1["share"] == pytest.approx(b1["value"] / 8.0, abs=1e-3)  # a floor: bound over figure
     assert "bound" not in rows["beam 4 over greedy, short, batch 64: time"]
-    lines = format_targets(list(rows.values()))
+    lines = format_targets(targets(train, decode_report(decode)))
     assert any(
         line.startswith("target bahdanau training")
         and "this host's ceiling 1,500" in line
@@ -323,7 +354,7 @@ def test_each_target_carries_what_this_host_allows_it():
         for line in lines
     )
     # without the host's rates (an older report) the targets stand alone
-    assert all("bound" not in row for row in targets({"train": {}, "decode": FAKE_DECODE}))
+    assert all("bound" not in row for row in target_rows({}, FAKE_DECODE).values())
 
 
 class WordTokenizer:
@@ -363,41 +394,59 @@ def test_the_short_bucket_also_draws_on_first_clauses(sentence, expected):
 
 
 def test_serve_goals_compare_the_most_clients_with_the_offline_decode():
-    goals = serve_goals(FAKE_SERVE, FAKE_DECODE)
-    assert goals["clients"] == 64 and goals["requests_per_s"] == 800.0
-    assert goals["ratio_to_offline_batch64"] == pytest.approx(0.8) and goals["throughput_goal_met"]
-    assert goals["p99_limit_ms"] == pytest.approx(32.0) and not goals["p99_goal_met"]  # 120 ms
-    assert goals["mean_latency_ms_at_throughput_goal"] == pytest.approx(1000 * 64 / 700, abs=0.1)
-    assert goals["batching_speedup"] == pytest.approx(5.0) and goals["batching_goal_met"]
-    assert goals["errors"] == 3
-    assert serve_goals({"servers": {"batching": FAKE_SERVE["servers"]["batching"]}}, FAKE_DECODE) == {}
+    goals = serve_goals(ServeReport.from_json(FAKE_SERVE), decode_report(FAKE_DECODE))
+    assert goals.clients == 64 and goals.requests_per_s == 800.0
+    assert goals.ratio_to_offline_batch64 == pytest.approx(0.8) and goals.throughput_goal_met
+    assert goals.p99_limit_ms == pytest.approx(32.0) and not goals.p99_goal_met  # 120 ms
+    assert goals.mean_latency_ms_at_throughput_goal == pytest.approx(1000 * 64 / 700, abs=0.1)
+    assert goals.batching_speedup == pytest.approx(5.0) and goals.batching_goal_met
+    assert goals.errors == 3
+    batching_only = {**FAKE_SERVE, "servers": {"batching": FAKE_SERVE["servers"]["batching"]}}
+    assert serve_goals(ServeReport.from_json(batching_only), decode_report(FAKE_DECODE)) is None
+
+
+def fake_report(quick: bool = False) -> BenchReport:
+    """A whole report around FAKE_DECODE and FAKE_SERVE, as `run_bench` assembles it."""
+    train = {
+        "bahdanau/float32": train_row(
+            train_examples_per_s=800.0,
+            train_target_tokens_per_s=8000.0,
+            time_to_first_step_s=4.2,
+            achieved_gflops=170.0,
+            utilization=0.42,
+            dev_loss_after_steps=3.3,
+            peak_rss_mb=1200.0,
+            matmul_peak_gflops=400.0,
+            step_breakdown_ms={
+                "full": 82.0,
+                "encoder": 16.0,
+                "decoder_recurrence": 33.0,
+                "readout_and_loss": 30.0,
+            },
+        )
+    }
+    decode, serve = decode_report(FAKE_DECODE), ServeReport.from_json(FAKE_SERVE)
+    return BenchReport(
+        machine=Machine(cpus=2, processor="x86_64", python="3.12.3", tensorflow="2.21.0"),
+        preset="bench",
+        overrides=["train.max_source_tokens=12"],
+        quick=quick,
+        pairs=TokenLimits(12, 12, 296, 40, 400, 50),
+        train=train,
+        config={"name": "bench"},
+        serve_model=ServingModel(
+            run=None, note="the bench model after 800 training steps", steps=800, dev_loss=4.2
+        ),
+        decode=decode,
+        serve=dataclasses.replace(serve, goals=serve_goals(serve, decode)),
+        prepare=PrepareCurve(points=[], goals=None),
+        headline=headline_figures(train, decode),
+        targets=targets(train, decode),
+    )
 
 
 def test_the_table_shows_decoding_and_serving_rows_goals_and_peak_rss():
-    train_row = {
-        "train_examples_per_s": 800.0,
-        "train_target_tokens_per_s": 8000.0,
-        "time_to_first_step_s": 4.2,
-        "achieved_gflops": 170.0,
-        "utilization": 0.42,
-        "dev_loss_after_steps": 3.3,
-        "peak_rss_mb": 1200.0,
-        "matmul_peak_gflops": 400.0,
-        "step_breakdown_ms": {
-            "full": 82.0,
-            "encoder": 16.0,
-            "decoder_recurrence": 33.0,
-            "readout_and_loss": 30.0,
-        },
-    }
-    serve = {**FAKE_SERVE, "goals": serve_goals(FAKE_SERVE, FAKE_DECODE)}
-    report = {
-        "pairs": {"train_pairs": 296, "dev_pairs": 40, "max_source_tokens": 12, "max_target_tokens": 12},
-        "train": {"bahdanau/float32": train_row},
-        "serve_model": {"run": None, "note": "the bench model after 800 training steps"},
-        "decode": FAKE_DECODE,
-        "serve": serve,
-    }
+    report = fake_report()
     table = format_table(report)
     lines = table.splitlines()
     rows = [line.split() for line in lines if line.startswith(("greedy_", "beam4_"))]
@@ -410,7 +459,7 @@ def test_the_table_shows_decoding_and_serving_rows_goals_and_peak_rss():
     )
     assert "target beam 4 over greedy, long, batch 64: time: 5 (goal ≤ 2.5): missed" in table
     assert "--quick" not in table
-    assert "--quick: a tiny model" in format_table({**report, "quick": True})
+    assert "--quick: a tiny model" in format_table(fake_report(quick=True))
     training = next(line.split() for line in lines if line.startswith("bahdanau/float32 "))
     assert training[1:3] == ["800", "1.38"]  # examples/s and their ratio to the tutorial's 580
     assert "decoding peak RSS 1200 MB" in table
@@ -432,6 +481,61 @@ def test_the_table_shows_decoding_and_serving_rows_goals_and_peak_rss():
     assert "p99 120.0 ms against 32.0 ms = 4 × batch-1 p50 (missed" in table
     assert "batching 5.0× (goal ≥ 1.5×: met); errors 3" in table
     assert "server peak RSS: batching 1234 MB, no_batching 1100 MB" in table  # 1234.5 rounds to even
+
+
+# === bench.json ===
+RUN6 = Path(__file__).parents[1] / "docs" / "bench-2026-12-04-run6.json"
+
+
+def test_a_report_reads_back_to_the_same_json_text():
+    """bench.json's keys, nesting and order are what docs and scripts read: run 6's report, read into
+    the dataclasses and written again, is the same text (derived figures recomputed agree)."""
+    text = RUN6.read_text()
+    report = BenchReport.from_json(json.loads(text))
+    assert json.dumps(report.to_json(), indent=2) + "\n" == text
+    assert report.serve.goals.clients == 64 and report.targets[0].bound.value == 3194.4
+    assert report.decode.speed("greedy_shortlist", "short").mean_candidates == {"1": 1017.0, "64": 1715.2}
+
+
+def test_a_decode_phase_and_a_trained_runs_serving_model_read_back_the_same():
+    """The decode phase of the default run (every export, with shortlist candidates) and the
+    `--serve-run` shape of `serve_model` (the run and its sizes, no note)."""
+    text = (RUN6.parent / "bench-2026-12-04-default-run-decoding.json").read_text()
+    decode = DecodeReport.from_json(json.loads(text))
+    assert json.dumps(decode.to_json()) + "\n" == text  # the phase's line, as it printed it
+    assert len(decode.speeds) == 6 * 3 and decode.speed("beam4_xla", "long") is not None
+    run = json.loads((RUN6.parent / "bench-2026-11-22-run4-default-run-decoding.json").read_text())
+    assert ServingModel(**run["serve_model"]).to_json() == run["serve_model"]
+    assert list(ServingModel(None, "the bench model", 5, 7.1).to_json()) == [
+        "run",
+        "note",
+        "steps",
+        "dev_loss",
+    ]
+
+
+def test_an_assembled_report_has_the_full_reports_keys_and_round_trips():
+    written = fake_report(quick=True).to_json()
+    full = json.loads(RUN6.read_text())
+    assert list(written) == list(full)
+    assert list(written["decode"]) == [
+        "buckets",
+        "exports",
+        "greedy_short",
+        "greedy_long",
+        "beam4_short",
+        "beam4_long",
+        "peak_rss_mb",
+        "matmul_peak_gflops",
+        "matvec_gbytes_per_s",
+    ]
+    for part in ("pairs", "serve_model", "machine"):
+        assert list(written[part]) == list(full[part]), part
+    assert list(written["serve"]) == list(full["serve"])
+    assert list(written["serve"]["goals"]) == list(full["serve"]["goals"])
+    assert list(written["train"]["bahdanau/float32"]) == list(full["train"]["bahdanau/float32"])
+    assert [*written["targets"][0], "bound"] == list(full["targets"][0])  # no host rates here: no bound
+    assert BenchReport.from_json(json.loads(json.dumps(written))) == fake_report(quick=True)
 
 
 # === The load client and the server process, on loopback ===

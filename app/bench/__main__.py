@@ -1,23 +1,18 @@
-"""`python -m app.bench PHASE …`: one phase of `attend bench` in its own process (see `app.bench`)."""
+"""`python -m app.bench PHASE …`: one phase of `attend bench` in its own process (see `app.bench`);
+its part of the report printed as one JSON line for `app.bench.suite.Phases` to read back."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 
-from app.bench import (
-    QUICK_PLAN,
-    SERVE_CLIENTS,
-    SERVE_EXPORT,
-    SERVING_EXPORTS,
-    BenchPlan,
-    run_serve_phase,
-    run_serving_model_phase,
-    run_train_phase,
-)
 from app.bench.decoding import bucket_sources, run_decode_phase
+from app.bench.plan import plan_for
 from app.bench.prepare import run_prepare_phase
+from app.bench.serving import SERVE_CLIENTS, SERVE_EXPORT, run_serve_phase
+from app.bench.training import SERVING_EXPORTS, run_serving_model_phase, run_train_phase
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,30 +35,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--set", action="append", default=[], dest="overrides", help="section.key=value")
     args = parser.parse_args(argv)
-    plan = QUICK_PLAN if args.quick else BenchPlan()
+    print(json.dumps(run_phase(args)))
+    return 0
+
+
+def run_phase(args: argparse.Namespace) -> dict:
+    """The phase's part of the report, as JSON."""
     from app.config import load_config
 
-    config = load_config(args.preset, args.overrides)
-    if args.phase in ("decode", "serve"):
-        if args.sources:
-            sources = json.loads(args.sources.read_text())
-        else:
-            model = args.export_dir / SERVE_EXPORT / "assets" / "source.model"
-            sources = bucket_sources(args.data_dir / config.corpus_name, model)
-        if args.phase == "decode":
-            result = run_decode_phase(args.export_dir, tuple(args.exports.split(",")), sources, plan)
-        else:
-            clients = tuple(int(count) for count in args.clients.split(","))
-            settings = json.loads(args.server_settings) if args.server_settings else None
-            result = run_serve_phase(args.export_dir, sources["short"][:64], plan, clients, settings)
-    elif args.phase == "prepare":
-        result = run_prepare_phase(config, args.data_dir, args.pairs, args.work_dir)
-    elif args.phase == "serving-model":
-        result = run_serving_model_phase(config, args.data_dir, plan, args.export_dir)
+    plan, config = plan_for(args.quick), load_config(args.preset, args.overrides)
+    if args.phase == "prepare":
+        return dataclasses.asdict(run_prepare_phase(config, args.data_dir, args.pairs, args.work_dir))
+    if args.phase == "serving-model":
+        return run_serving_model_phase(config, args.data_dir, plan, args.export_dir).to_json()
+    if args.phase == "train":
+        return dataclasses.asdict(run_train_phase(config, args.data_dir, plan))
+    if args.sources:
+        sources = json.loads(args.sources.read_text())
     else:
-        result = run_train_phase(config, args.data_dir, plan)
-    print(json.dumps(result))
-    return 0
+        model = args.export_dir / SERVE_EXPORT / "assets" / "source.model"
+        sources = bucket_sources(args.data_dir / config.corpus_name, model)
+    if args.phase == "decode":
+        return run_decode_phase(args.export_dir, tuple(args.exports.split(",")), sources, plan).to_json()
+    clients = tuple(int(count) for count in args.clients.split(","))
+    settings = json.loads(args.server_settings) if args.server_settings else None
+    return run_serve_phase(args.export_dir, sources["short"][:64], plan, clients, settings).to_json()
 
 
 if __name__ == "__main__":

@@ -18,6 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from app.bench.report import PrepareCurve, PrepareGoals, PreparePoint
+
 PREPARE_SIZES = (100_000, 1_000_000, 5_000_000)
 QUICK_PREPARE_SIZES = (4_000, 8_000)
 # --quick checks the report, not the speed: SentencePiece's pruning down to the quick 500 pieces takes
@@ -29,9 +31,9 @@ LINEAR_FROM = 1_000_000  # the reference point: the smallest of at least this ma
 GENERATOR_SEED = 2015
 
 
-def run_prepare_phase(config, data_dir: Path, pairs: int, work_dir: Path | None = None) -> dict:
+def run_prepare_phase(config, data_dir: Path, pairs: int, work_dir: Path | None = None) -> PreparePoint:
     """Generates `pairs` pairs in a scratch folder and prepares them as `attend prepare` would."""
-    from app.bench import peak_rss_mb
+    from app.bench.host import peak_rss_mb
 
     with tempfile.TemporaryDirectory(prefix="attend-bench-prepare-", dir=work_dir) as scratch:
         started = time.perf_counter()
@@ -40,8 +42,7 @@ def run_prepare_phase(config, data_dir: Path, pairs: int, work_dir: Path | None 
         result = {"pairs": pairs, "generated_mb": round(tsv.stat().st_size / 2**20, 1)}
         result["generate_seconds"] = round(generated_s, 2)
         result |= _time_preparation(_generated_config(config, tsv), Path(scratch) / "data")
-    result["peak_rss_mb"] = round(peak_rss_mb(), 1)
-    return result
+    return PreparePoint(**result, peak_rss_mb=round(peak_rss_mb(), 1))
 
 
 def generate_corpus(config, data_dir: Path, path: Path, pairs: int) -> Path:
@@ -72,7 +73,7 @@ def _generated_config(config, tsv: Path):
 def _time_preparation(config, data_dir: Path) -> dict:
     """Seconds of the corpus step and of the tokenizers (as `attend prepare` runs them), with the
     peak RSS after the corpus step, the shards and the splits."""
-    from app.bench import peak_rss_mb
+    from app.bench.host import peak_rss_mb
     from app.data.corpus import prepare_corpus
     from app.data.prepare import prepare_tokenizers
 
@@ -103,62 +104,56 @@ def _sample_size(limit: int | None, train_pairs: int) -> int:
     return train_pairs if limit is None else min(limit, train_pairs)
 
 
-def prepare_curve(points: list[dict]) -> dict:
-    """The points with their seconds per million pairs, and the goals checked on them."""
-    rows = [
-        {
-            **point,
-            "seconds_per_million": round(point["seconds"] / point["pairs"] * 1e6, 2),
-            "corpus_seconds_per_million": round(point["corpus_seconds"] / point["pairs"] * 1e6, 2),
-        }
-        for point in sorted(points, key=lambda point: point["pairs"])
-    ]
-    return {"points": rows, "goals": prepare_goals(rows)}
+def prepare_curve(points: list[PreparePoint]) -> PrepareCurve:
+    """The points by size, and the goals checked on them."""
+    rows = sorted(points, key=lambda point: point.pairs)
+    return PrepareCurve(rows, prepare_goals(rows))
 
 
-def prepare_goals(rows: list[dict]) -> dict:
-    """Linear growth (the corpus step, and the whole for comparison) and peak RSS at the largest point."""
+def prepare_goals(rows: list[PreparePoint]) -> PrepareGoals | None:
+    """Linear growth (the corpus step, and the whole for comparison) and peak RSS at the largest point;
+    None with fewer than two points."""
     if len(rows) < 2:
-        return {}
+        return None
     largest = rows[-1]
-    reference = next((row for row in rows if row["pairs"] >= LINEAR_FROM and row is not largest), rows[0])
-    corpus_ratio = largest["corpus_seconds_per_million"] / reference["corpus_seconds_per_million"]
-    total_ratio = largest["seconds_per_million"] / reference["seconds_per_million"]
-    return {
-        "largest_pairs": largest["pairs"],
-        "reference_pairs": reference["pairs"],
-        "corpus_per_pair_ratio": round(corpus_ratio, 3),
-        "total_per_pair_ratio": round(total_ratio, 3),
-        "linear_tolerance": LINEAR_TOLERANCE,
-        "linear_goal_met": abs(corpus_ratio - 1) <= LINEAR_TOLERANCE,
-        "total_linear_within_tolerance": abs(total_ratio - 1) <= LINEAR_TOLERANCE,
-        "peak_rss_mb": largest["peak_rss_mb"],
-        "rss_goal_mb": round(RSS_GOAL_MB),
-        "rss_goal_met": largest["peak_rss_mb"] <= RSS_GOAL_MB,
-    }
+    reference = next((row for row in rows if row.pairs >= LINEAR_FROM and row is not largest), rows[0])
+    corpus_ratio = largest.corpus_seconds_per_million / reference.corpus_seconds_per_million
+    total_ratio = largest.seconds_per_million / reference.seconds_per_million
+    return PrepareGoals(
+        largest_pairs=largest.pairs,
+        reference_pairs=reference.pairs,
+        corpus_per_pair_ratio=round(corpus_ratio, 3),
+        total_per_pair_ratio=round(total_ratio, 3),
+        linear_tolerance=LINEAR_TOLERANCE,
+        linear_goal_met=abs(corpus_ratio - 1) <= LINEAR_TOLERANCE,
+        total_linear_within_tolerance=abs(total_ratio - 1) <= LINEAR_TOLERANCE,
+        peak_rss_mb=largest.peak_rss_mb,
+        rss_goal_mb=round(RSS_GOAL_MB),
+        rss_goal_met=largest.peak_rss_mb <= RSS_GOAL_MB,
+    )
 
 
-def format_prepare(curve: dict) -> list[str]:
+def format_prepare(curve: PrepareCurve) -> list[str]:
     """The curve's rows and its goals, for the bench table."""
     lines = [
         "attend prepare on recombined Bible pairs (corpus step + tokenizers on a bounded sample):",
         f"{'pairs':>10}{'seconds':>9}{'s/M':>8}{'corpus s':>10}{'corpus s/M':>12}{'tok. s':>8}"
         f"{'RSS MB':>8}{'shards':>8}{'train':>11}",
     ]
-    for row in curve["points"]:
+    for row in curve.points:
         lines.append(
-            f"{row['pairs']:>10,}{row['seconds']:>9.1f}{row['seconds_per_million']:>8.1f}"
-            f"{row['corpus_seconds']:>10.1f}{row['corpus_seconds_per_million']:>12.1f}"
-            f"{row['tokenizer_seconds']:>8.1f}{row['peak_rss_mb']:>8.0f}{row['shards']:>8}"
-            f"{row['splits']['train']:>11,}"
+            f"{row.pairs:>10,}{row.seconds:>9.1f}{row.seconds_per_million:>8.1f}"
+            f"{row.corpus_seconds:>10.1f}{row.corpus_seconds_per_million:>12.1f}"
+            f"{row.tokenizer_seconds:>8.1f}{row.peak_rss_mb:>8.0f}{row.shards:>8}"
+            f"{row.splits['train']:>11,}"
         )
-    goals = curve.get("goals")
+    goals = curve.goals
     if goals:
         lines.append(
-            f"linear: corpus s/M at {goals['largest_pairs']:,} = {goals['corpus_per_pair_ratio']:.2f} × at "
-            f"{goals['reference_pairs']:,} (goal within ±{goals['linear_tolerance']:.0%}: "
-            f"{'met' if goals['linear_goal_met'] else 'missed'}; the whole: "
-            f"{goals['total_per_pair_ratio']:.2f} ×); peak RSS {goals['peak_rss_mb']:.0f} MB (goal ≤ "
-            f"{goals['rss_goal_mb']} MB: {'met' if goals['rss_goal_met'] else 'missed'})"
+            f"linear: corpus s/M at {goals.largest_pairs:,} = {goals.corpus_per_pair_ratio:.2f} × at "
+            f"{goals.reference_pairs:,} (goal within ±{goals.linear_tolerance:.0%}: "
+            f"{'met' if goals.linear_goal_met else 'missed'}; the whole: "
+            f"{goals.total_per_pair_ratio:.2f} ×); peak RSS {goals.peak_rss_mb:.0f} MB (goal ≤ "
+            f"{goals.rss_goal_mb} MB: {'met' if goals.rss_goal_met else 'missed'})"
         )
     return lines
