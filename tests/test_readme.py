@@ -19,9 +19,7 @@ README = Path(__file__).parents[1] / "README.md"
 # What a user types for each placeholder of the table (smoke sizes; RUN_DIR is the trained run).
 TYPED = {  # in order: the longer placeholders first
     " [--force] [--model-base BASE] [--name NAME] [--xla] [--shortlist]": "",
-    " [--model-base BASE --model-name NAME] [--rest-port 8501] [--grpc-port 8500]": (
-        " --rest-port 0 --grpc-port 0"
-    ),
+    " [--rest-port 8501] [--grpc-port 8500]": " --rest-port 0 --grpc-port 0",
     "NAME": "smoke",
     "[--run-dir DIR] [--profile] [section.key=value ...]": "train.epochs=2",
     '"sentence" … [--plot out.png]': '"Y lloró Jesús." Hola --plot out.png',

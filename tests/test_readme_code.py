@@ -1,5 +1,5 @@
-"""Every README code block marked ```python runnable runs, as written, in a fresh interpreter on a
-trained export (its path put in place of the README's example path)."""
+"""Every code block marked ```python runnable in the README and the serving page runs, as written, in
+a fresh interpreter on a trained export (its path put in place of the example path)."""
 
 from __future__ import annotations
 
@@ -14,12 +14,18 @@ import pytest
 from app.run import RunDir
 from app.translator import load_translator
 
-README = Path(__file__).parents[1] / "README.md"
+ROOT = Path(__file__).parents[1]
+# The README shows one signature; the serving page shows the others.
+PAGES = (ROOT / "README.md", ROOT / "docs" / "serving.md")
 EXAMPLE_EXPORT = re.compile(r"models/[\w.-]+/export")
 
 
+def page_blocks(page: Path) -> list[str]:
+    return re.findall(r"^```python runnable\n(.*?)^```", page.read_text(encoding="utf-8"), re.S | re.M)
+
+
 def runnable_blocks() -> list[str]:
-    return re.findall(r"^```python runnable\n(.*?)^```", README.read_text(encoding="utf-8"), re.S | re.M)
+    return [block for page in PAGES for block in page_blocks(page)]
 
 
 def run_block(code: str, export: Path, folder: Path) -> subprocess.CompletedProcess:
@@ -37,8 +43,9 @@ def run_block(code: str, export: Path, folder: Path) -> subprocess.CompletedProc
     )
 
 
-def test_the_readme_has_a_runnable_block_per_signature():
+def test_the_docs_have_a_runnable_block_per_signature():
     blocks = runnable_blocks()
+    assert any('signatures["serving_default"]' in block for block in page_blocks(PAGES[0]))  # the README's
     for signature in ("serving_default", "translate_with_attention", "translate_ids"):
         assert any(f'signatures["{signature}"]' in block for block in blocks), signature
 

@@ -305,11 +305,11 @@ def test_a_full_batch_queue_answers_503_at_once_and_the_rest_are_served(model_ba
         assert server.stop() == 0
 
 
-# === The README's Serving examples, run as written (only the addresses differ) ===
+# === The serving page's examples (docs/serving.md), run as written (only the addresses differ) ===
 
 
 def readme_serving_blocks(language: str) -> list[str]:
-    text = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    text = (Path(__file__).parents[1] / "docs" / "serving.md").read_text(encoding="utf-8")
     return re.findall(rf"^```{language} serving\n(.*?)^```", text, re.S | re.M)
 
 
