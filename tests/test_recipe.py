@@ -125,3 +125,55 @@ def test_early_stopping_never_stops_in_the_first_half_of_the_schedule(tmp_path):
         if model.stop_training:
             break
     assert epoch == 6
+
+
+class Killed(Exception):
+    """Stands in for the process being killed at the start of an epoch."""
+
+
+class ScriptedBleu(keras.callbacks.Callback):
+    """Stands in for the dev monitor: `val_bleu` of each epoch from a script; remembers the epochs run."""
+
+    def __init__(self, scores: list[float], kill_at: int | None = None):
+        super().__init__()
+        self.scores, self.kill_at, self.epochs = scores, kill_at, []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == self.kill_at:
+            raise Killed
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs["val_bleu"] = self.scores[epoch]
+        self.epochs.append(epoch)
+
+
+def fit_toy_model(run: RunDir, train: TrainConfig, monitor: ScriptedBleu) -> None:
+    """One training session as a fresh process runs it: a new model and the run folder's callbacks."""
+    source, target = keras.Input((None,), dtype="int32"), keras.Input((None,), dtype="int32")
+    embedding = keras.layers.Embedding(4, 2)
+    logits = keras.layers.Dense(4)(keras.layers.Add()([embedding(source), embedding(target)]))
+    model = keras.Model([source, target], logits)
+    model.compile(optimizer="sgd", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    ids = np.ones((8, 3), dtype="int32")
+    callbacks = make_callbacks(run, train, monitor)
+    model.fit((ids, ids), ids, batch_size=4, epochs=train.epochs, callbacks=callbacks, verbose=0)
+
+
+@pytest.mark.parametrize("killed_after", [2, 4, 5])
+def test_a_resumed_run_stops_early_at_the_epoch_an_uninterrupted_run_stops(tmp_path, killed_after):
+    """Keras's EarlyStopping forgets its patience on a restart; counted from the kept checkpoint's
+    epoch, a run killed after any epoch stops where it would have without the kill."""
+    train = TrainConfig(epochs=10, early_stopping_patience=2, early_stopping_from_epoch=0, keep_last_epochs=0)
+    scores = [1.0, 2.0, 3.0, 5.0, 4.0, 4.5, 3.0, 2.0, 1.0, 0.0]  # best after epoch 4, then 2 without
+    uninterrupted = ScriptedBleu(scores)
+    fit_toy_model(RunDir(tmp_path / "whole"), train, uninterrupted)
+    assert uninterrupted.epochs == [0, 1, 2, 3, 4, 5]  # stopped after epoch 6 (0-based 5)
+
+    run = RunDir(tmp_path / "killed")
+    with pytest.raises(Killed):
+        fit_toy_model(run, train, ScriptedBleu(scores, kill_at=killed_after))
+    assert run.is_unfinished and run.best_score()["epoch"] == min(killed_after, 4)
+    resumed = ScriptedBleu(scores)
+    fit_toy_model(run, train, resumed)
+    assert resumed.epochs == list(range(killed_after, 6))  # the same last epoch
+    assert run.best_score()["epoch"] == 4

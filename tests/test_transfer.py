@@ -31,7 +31,7 @@ def child(tmp_path, **overrides):
 
 
 def test_weights_are_copied_and_embeddings_mapped_by_piece(trained_run, tmp_path):
-    parent = read_parent(trained_run)
+    parent = read_parent(RunDir(trained_run))
     config, _, vocabularies, model = child(tmp_path)
     fresh = {weight.path: np.array(weight) for weight in model.weights}
     report = initialize_from(model, parent, "all", vocabularies)
@@ -63,7 +63,7 @@ def test_weights_are_copied_and_embeddings_mapped_by_piece(trained_run, tmp_path
 def test_init_parts_decoder_leaves_the_encoder_fresh(trained_run, tmp_path):
     _, _, vocabularies, model = child(tmp_path)
     fresh = {weight.path: np.array(weight) for weight in model.weights}
-    report = initialize_from(model, read_parent(trained_run), "decoder", vocabularies)
+    report = initialize_from(model, read_parent(RunDir(trained_run)), "decoder", vocabularies)
     reused = [*report["copied"], *report["mapped"]]
     assert all(path.startswith(("decoder/", "target_embedding/")) for path in reused)
     assert "encoder/bridge/kernel" in report["fresh"] and "source_embedding/embeddings" in report["fresh"]
@@ -76,10 +76,10 @@ def test_other_layer_sizes_are_refused_by_name(trained_run, tmp_path):
     before = [np.array(weight) for weight in model.weights]
     refused = r"the parent's encoder/.* is \(32, 96\), this model's \(32, 144\); only vocabulary-sized"
     with pytest.raises(ValueError, match=refused):
-        initialize_from(model, read_parent(trained_run), "all", vocabularies)
+        initialize_from(model, read_parent(RunDir(trained_run)), "all", vocabularies)
     assert all(np.array_equal(a, np.array(b)) for a, b in zip(before, model.weights, strict=True))
     with pytest.raises(ValueError, match="not a trained run folder"):
-        read_parent(tmp_path)
+        read_parent(RunDir(tmp_path))
 
 
 @pytest.mark.slow

@@ -21,12 +21,12 @@ to align. The report says exactly what was copied, mapped and left fresh.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 import keras
 import numpy as np
 
-from app.config import Config, load_config
+from app.config import Config
 from app.data.tokenizer import vocabulary
 from app.models.seq2seq import build_model
 
@@ -55,17 +55,30 @@ class Parent(NamedTuple):
     weights: Path
 
 
-def read_parent(run_dir: str | Path) -> Parent:
-    """The run folder `run_dir` as a parent, or a ValueError saying what it lacks."""
-    path = Path(run_dir)
-    config_path, weights = path / "config.yaml", path / "checkpoints" / "best.weights.h5"
-    if not config_path.is_file() or not weights.is_file():
+class ParentRun(Protocol):
+    """A run folder to start from (`app.run.RunDir` is one: the owner of its layout)."""
+
+    path: Path
+    config_path: Path
+    vocab_dir: Path
+    best_weights: Path
+
+    @property
+    def is_trained(self) -> bool: ...
+
+    def config(self) -> Config: ...
+
+
+def read_parent(run: ParentRun) -> Parent:
+    """The run folder `run` as a parent, or a ValueError saying what it lacks."""
+    if not run.config_path.is_file() or not run.is_trained:
+        needs = [path.relative_to(run.path).as_posix() for path in (run.config_path, run.best_weights)]
         raise ValueError(
-            f"train.init_from={run_dir}: not a trained run folder (it needs config.yaml and "
-            "checkpoints/best.weights.h5: train it first, or give the folder `attend train` printed)"
+            f"train.init_from={run.path}: not a trained run folder (it needs {' and '.join(needs)}: "
+            "train it first, or give the folder `attend train` printed)"
         )
-    vocabularies = {side: vocabulary(path / "vocab" / f"{side}.model") for side in SIDES}
-    return Parent(path, load_config(str(config_path)), vocabularies, weights)
+    vocabularies = {side: vocabulary(run.vocab_dir / f"{side}.model") for side in SIDES}
+    return Parent(run.path, run.config(), vocabularies, run.best_weights)
 
 
 def initialize_from(

@@ -1,0 +1,84 @@
+"""The batches a training run reads: train (shuffled anew each epoch, one worker's shard under
+several workers), dev (in file order, its length known), and the check that a global batch splits
+evenly over the replicas."""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+from app.config import Config, TrainConfig
+from app.data.pipeline import count_batches, make_dataset
+from app.data.prepare import PreparedData
+
+# Up to this many train pairs, their token ids (int32, a few hundred bytes a pair with tf.data's
+# overhead) are cached in memory after the first epoch; larger splits are tokenized anew each epoch.
+MEMORY_CACHE_PAIRS = 1_000_000
+
+
+def _batching(train: TrainConfig, batch_size: int | None, static_shapes: bool) -> dict:
+    return {
+        "batch_size": batch_size or train.batch_size,
+        "max_source_tokens": train.max_source_tokens,
+        "max_target_tokens": train.max_target_tokens,
+        "bucket_width": train.bucket_width,
+        "static_shapes": static_shapes,
+    }
+
+
+def make_train_set(
+    config: Config,
+    data: PreparedData,
+    *,
+    batch_size: int | None = None,
+    shard: tuple[int, int] | None = None,
+    static_shapes: bool = False,
+) -> tf.data.Dataset:
+    """Train batches, shuffled anew each epoch; `shard=(count, index)`: one worker's share of the pairs
+    (each pair in exactly one share), `batch_size`: its rows per batch (default train.batch_size)."""
+    return make_dataset(
+        data.corpus.train_files,
+        *data.tokenizers,
+        shuffle_buffer=config.train.shuffle_buffer,
+        seed=config.train.seed,
+        shard=shard,
+        cache=data.corpus.report["splits"]["train"] <= MEMORY_CACHE_PAIRS,
+        **_batching(config.train, batch_size, static_shapes),
+    )
+
+
+def make_dev_set(config: Config, data: PreparedData, static_shapes: bool = False) -> tf.data.Dataset:
+    """Dev batches in file order; the set knows its length so that Keras starts a fresh pass over it
+    at every validation."""
+    dev_set = make_dataset(data.corpus.dev, *data.tokenizers, **_batching(config.train, None, static_shapes))
+    return dev_set.apply(tf.data.experimental.assert_cardinality(count_batches(dev_set)))
+
+
+def make_datasets(
+    config: Config, data: PreparedData, static_shapes: bool = False
+) -> tuple[tf.data.Dataset, tf.data.Dataset]:
+    """Train (shuffled each epoch) and dev batches of `train.batch_size` rows."""
+    return make_train_set(config, data, static_shapes=static_shapes), make_dev_set(
+        config, data, static_shapes
+    )
+
+
+def shard_input_function(config: Config, data: PreparedData):
+    """`input_context → dataset` for `Strategy.distribute_datasets_from_function`: each input pipeline
+    (one per worker) reads its shard of the pairs, endlessly, in batches of one replica's share
+    of `train.batch_size`."""
+
+    def make(context: tf.distribute.InputContext) -> tf.data.Dataset:
+        rows = context.get_per_replica_batch_size(config.train.batch_size)
+        shard = (context.num_input_pipelines, context.input_pipeline_id)
+        return make_train_set(config, data, batch_size=rows, shard=shard).repeat()
+
+    return make
+
+
+def check_batch_divides(batch_size: int, replicas: int) -> None:
+    """Each replica gets the same share of the global batch, so it must divide evenly."""
+    if batch_size % replicas:
+        raise ValueError(
+            f"train.batch_size={batch_size} does not divide among {replicas} replicas; use a multiple of "
+            f"{replicas} (the global batch is split evenly over the replicas)"
+        )
