@@ -30,6 +30,23 @@ def settings_epilog(preset: str) -> str:
     return "\n".join(lines)
 
 
+class IntermixedParser(argparse.ArgumentParser):
+    """A command's parser that takes options before, between or after its positionals, as people
+    type them (`attend translate RUN --nbest 3 "Dios es amor."`): argparse's `parse_args` fills a
+    `nargs="*"` positional only up to the first option and refuses what follows it."""
+
+    _intermixing = False
+
+    def parse_known_args(self, args=None, namespace=None):
+        if self._intermixing:  # the two passes of parse_known_intermixed_args itself
+            return super().parse_known_args(args, namespace)
+        self._intermixing = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._intermixing = False
+
+
 def positive_int(text: str) -> int:
     """argparse type: a whole number of at least 1 (batch sizes, beam widths)."""
     try:
@@ -72,8 +89,8 @@ def _add_run_commands(commands, preset: str) -> None:
         "--run-dir",
         type=Path,
         default=None,
-        help="run folder (default: resume the newest unfinished models/<preset>-* run, "
-        "else a new models/<preset>-<timestamp>/)",
+        help="run folder (default: resume the newest unfinished models/<preset>-*/ run with these same "
+        "settings, else a new models/<preset>-<timestamp>/)",
     )
     train.add_argument(
         "--no-export", action="store_true", help="train only; export later with `attend export`"
@@ -141,7 +158,9 @@ def _add_shortlist_arguments(parser: argparse.ArgumentParser) -> None:
 def _add_use_commands(commands) -> None:
     translate = commands.add_parser("translate", help="translate sentences with an exported SavedModel")
     translate.add_argument("model", type=Path, help="a run folder or its export/ folder")
-    translate.add_argument("sentences", nargs="*", help="sentences to translate (default: lines from stdin)")
+    translate.add_argument(  # default=[]: intermixed parsing would call an empty `*` positional missing
+        "sentences", nargs="*", default=[], help="sentences to translate (default: lines from stdin)"
+    )
     translate.add_argument(
         "--batch-size",
         type=positive_int,
@@ -296,7 +315,9 @@ def build_parser(preset: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="attend", description="Sequence-to-sequence NMT with Bahdanau attention."
     )
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", parser_class=IntermixedParser
+    )
     _add_run_commands(commands, preset or "default")
     _add_use_commands(commands)
     _add_serve_command(commands)

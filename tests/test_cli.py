@@ -152,3 +152,69 @@ def test_help_shows_the_effective_settings_of_the_preset():
     assert "train.epochs=7" in shown  # the default preset's own value
     assert "model.dropout=0.1" in shown  # a config default the preset leaves alone
     assert "train.epochs=5" in attend("train", "--preset", "smoke", "--help").stdout
+
+
+@pytest.mark.parametrize(
+    ("arguments", "expected"),
+    [
+        (["translate", "RUN", "--nbest", "3", "Dios es amor."], {"nbest": 3, "sentences": ["Dios es amor."]}),
+        (["translate", "RUN", "Dios es amor.", "--nbest", "3"], {"nbest": 3, "sentences": ["Dios es amor."]}),
+        (["translate", "RUN", "--plot", "out.png", "Hola.", "Adiós."], {"sentences": ["Hola.", "Adiós."]}),
+        (["translate", "RUN", "Hola.", "--plot", "out.png", "Adiós."], {"sentences": ["Hola.", "Adiós."]}),
+        (["translate", "RUN", "--nbest", "2", "--", "-5 grados"], {"nbest": 2, "sentences": ["-5 grados"]}),
+        (
+            ["train", "--preset", "smoke", "train.epochs=1", "--run-dir", "r", "model.units=8"],
+            {"overrides": ["train.epochs=1", "model.units=8"], "run_dir": Path("r")},
+        ),
+        (
+            ["prepare", "train.epochs=1", "--preset", "smoke"],
+            {"preset": "smoke", "overrides": ["train.epochs=1"]},
+        ),
+        (
+            ["bench", "train.epochs=1", "--quick", "model.units=8"],
+            {"quick": True, "overrides": ["train.epochs=1", "model.units=8"]},
+        ),
+        (["compare", "a", "--beam", "2", "b"], {"beam": 2, "run_dirs": [Path("a"), Path("b")]}),
+    ],
+)
+def test_options_may_come_before_between_or_after_the_positionals(arguments, expected):
+    from app.cli import build_parser
+
+    parsed = vars(build_parser().parse_args(arguments))
+    assert {key: parsed[key] for key in expected} == expected
+    if arguments[0] == "translate":
+        assert parsed["model"] == Path("RUN")
+
+
+def test_an_option_before_the_sentences_reaches_the_translation(trained_run):
+    """As a user types it: the option first, then the sentence (argparse alone refuses the sentence)."""
+    ordered = attend_here("translate", str(trained_run), "--nbest", "2", "Dios es amor.")
+    assert ordered.returncode == 0, ordered.stderr[-2000:]
+    lines = ordered.stdout.splitlines()
+    # two hypotheses of sentence 0, as `index ||| translation ||| log-prob`
+    assert len(lines) == 2 and all(line.startswith("0 ||| ") and line.count(" ||| ") == 2 for line in lines)
+
+
+@pytest.mark.slow
+def test_training_into_a_file_writes_a_line_per_epoch_not_a_redrawn_bar(tmp_path):
+    """A log file, nohup or a cluster job: no progress bar redrawn at every step."""
+    environment = {key: value for key, value in ENVIRONMENT.items() if key != "ATTEND_PROGRESS"}
+    options = {"train.epochs": 3, "train.steps_per_epoch": 4, "train.bleu_sentences": 0}
+    log = tmp_path / "train.log"
+    with log.open("w") as stdout:
+        trained = subprocess.run(
+            [sys.executable, "-m", "app", *train_arguments(tmp_path, "--no-export", **options)],
+            stdout=stdout,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=environment,
+            timeout=900,
+            check=False,
+        )
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    text = log.read_text()
+    assert "\r" not in text and "\x1b" not in text and "━" not in text
+    lines = text.splitlines()
+    assert [line for line in lines if line.startswith("Epoch ")] == ["Epoch 1/3", "Epoch 2/3", "Epoch 3/3"]
+    summaries = [line for line in lines if line.startswith("4/4 - ")]
+    assert len(summaries) == 3 and all("loss: " in line and "val_loss: " in line for line in summaries)
