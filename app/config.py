@@ -60,6 +60,16 @@ SPLIT_SETTINGS = {
     "shard_pairs": "shard",
 }
 
+# The start of each corpus source's folder name (`Config.corpus_name`); the keys are data.corpus's
+# choices. Each source's reading, identity, description and checks are its class in
+# app/data/sources.py, under the same key: only the name is here, since every layer finds a prepared
+# corpus by it and this module is below app.data.
+CORPUS_FOLDERS: dict[str, Callable[[DataConfig], str]] = {
+    "bible": lambda data: f"bible-{data.source_bible}-{data.target_bible}",
+    "tsv": lambda data: f"tsv-{Path(data.tsv_path or 'corpus').stem}{'-swapped' if data.swap else ''}",
+    "dates": lambda data: f"dates-{data.dates_pairs}",
+}
+
 
 @dataclass(frozen=True)
 class TokenizerConfig:
@@ -97,7 +107,9 @@ class ModelConfig:
     freeze_embeddings: bool = False  # keep the pretrained embedding matrices fixed while training
 
     def architecture(self) -> dict[str, Any]:
-        """The settings that shape the network (`app.models.seq2seq.build_model`'s keywords)."""
+        """The settings that shape the network (`app.models.seq2seq.build_model`'s keywords), as plain
+        values: this layer may not import the models, so `build_model` turns the names (`cell`,
+        `attention_style` and the style's settings) into the cell kind and the style object, once."""
         return {key: value for key, value in dataclasses.asdict(self).items() if key not in EMBEDDING_SOURCES}
 
 
@@ -190,15 +202,10 @@ class Config:
         """Folder name under `data/` of the prepared splits: one per corpus, language pair and split
         settings, so that the smoke preset's 3,000 pairs never replace the default preset's splits (a
         run evaluated later would be scored on another run's test split)."""
-        if self.data.corpus == "bible":
-            name = f"bible-{self.data.source_bible}-{self.data.target_bible}"
-        elif self.data.corpus == "dates":
-            name = f"dates-{self.data.dates_pairs}"
-        else:
-            stem = Path(self.data.tsv_path or "corpus").stem
-            name = f"tsv-{stem}{'-swapped' if self.data.swap else ''}"
+        if self.data.corpus not in CORPUS_FOLDERS:  # a Config built in code, not validated
+            raise ValueError(f"data.corpus={self.data.corpus!r} is not one of {list(CORPUS_FOLDERS)}")
         defaults = DataConfig()
-        return name + "".join(
+        return CORPUS_FOLDERS[self.data.corpus](self.data) + "".join(
             f"-{label}{getattr(self.data, setting)}"
             for setting, label in SPLIT_SETTINGS.items()
             if getattr(self.data, setting) != getattr(defaults, setting)
@@ -447,7 +454,7 @@ def _kind(value: Any) -> str:
 def validate(config: Config) -> None:
     """Rejects settings that would fail later with an obscure error (values already have their types)."""
     choices = {
-        "data.corpus": (config.data.corpus, ("bible", "tsv", "dates")),
+        "data.corpus": (config.data.corpus, tuple(CORPUS_FOLDERS)),
         "model.cell": (config.model.cell, ("gru", "lstm")),
         "model.attention_style": (
             config.model.attention_style,
@@ -595,6 +602,44 @@ def _yaml_error_message(path: Path, error: yaml.YAMLError) -> str:
 
 
 def save_config(config: Config, path: Path) -> None:
-    """Writes the resolved config as YAML that `load_config(str(path))` reads back to an equal Config."""
-    text = yaml.dump(config.to_dict(), Dumper=_ConfigDumper, sort_keys=False)
-    path.write_text(text, encoding="utf-8")
+    """Writes the resolved config as YAML that `load_config(str(path))` reads back to an equal Config:
+    every setting, under a first line naming the writer (`load_saved_config` checks both); whole or
+    not at all (staged, then renamed), so that a kill or a full disk never leaves half a file."""
+    from app import __version__  # the package's, above every layer
+
+    settings = yaml.dump(config.to_dict(), Dumper=_ConfigDumper, sort_keys=False)
+    text = f"{_WRITTEN_BY} {__version__}\n{settings}"
+    staging = path.with_name(f".{path.name}.tmp")
+    staging.write_text(text, encoding="utf-8")
+    staging.replace(path)
+
+
+_WRITTEN_BY = "# written by attend"
+
+
+def load_saved_config(path: Path) -> Config:
+    """A run folder's saved config (`save_config`), which must be whole. A setting missing from it
+    (a file cut short, yet still valid YAML) would silently take its default, and build a model that
+    does not match the run's weights: it is refused by name instead."""
+    values = _read_preset(path)
+    missing = ["name"] if "name" not in values else []
+    for section, settings in _SETTINGS.items():
+        given = values.get(section) if isinstance(values.get(section), dict) else {}
+        missing += [f"{section}.{key}" for key in settings if key not in given]
+    if missing:
+        shown = ", ".join(missing[:8]) + (f" and {len(missing) - 8} more" if len(missing) > 8 else "")
+        raise ValueError(
+            f"{path}: missing {shown}; it was written by {_writer_of(path)}, which saves every setting, so "
+            "the file was cut short or edited. Restore it (the run's model_card.json holds the whole "
+            "config), or train again in a new --run-dir"
+        )
+    return from_dict(values)
+
+
+def _writer_of(path: Path) -> str:
+    """`attend 0.1.0`, from a saved config's first line (`save_config`)."""
+    with open(path, encoding="utf-8", errors="replace") as lines:
+        first = lines.readline().strip()
+    if first.startswith(_WRITTEN_BY):
+        return first.removeprefix("# written by ").strip()
+    return "attend (an earlier version, which noted none)"

@@ -4,6 +4,7 @@ SavedModel (staged, checked in a fresh process, then renamed into place): into t
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from app.model_base import ModelBase, default_model_name
@@ -45,7 +46,7 @@ def export_run(
             )
         published = ModelBase(model_base, name or default_model_name(run.config())) if model_base else None
         translator = load_translator(run, xla=xla, shortlist=shortlist, data_dir=data_dir)
-        card = {**run.model_card(), **({"training_failure": failure} if failure else {})}
+        card = {**model_card_of(run, log), **({"training_failure": failure} if failure else {})}
         card["export"] = {"xla": xla, "run": str(run), "shortlist": shortlist_record(translator)}
         sentences = check_sentences or CHECK_SENTENCES
         if published is None:
@@ -64,3 +65,47 @@ def shortlist_record(translator) -> dict | None:
         return None
     frequent, translations = translator.shortlist
     return {"frequent": int(frequent.shape[0]), "per_source": int(translations.shape[1])}
+
+
+# What an export adds to the run's card (a rebuilt card starts from the run's own part).
+EXPORT_ONLY_KEYS = ("export", "training_failure")
+
+
+def model_card_of(run: RunDir, log=print) -> dict:
+    """The run's model card. A damaged one (empty, cut short by a full disk) is rebuilt from what the
+    folder still holds and written back: the last export's copy if there is one, else the config and
+    the final metrics; the note says what was lost."""
+    try:
+        return run.model_card()
+    except ValueError as damaged:
+        card, source = rebuilt_model_card(run)
+        run.write_model_card(card)
+        log(f"Note: {damaged}; rebuilt it from {source}")
+        return card
+
+
+def rebuilt_model_card(run: RunDir) -> tuple[dict, str]:
+    """`(card, what it was rebuilt from)` for a run whose `model_card.json` is damaged."""
+    try:
+        exported = json.loads(run.exported_model_card_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        exported = None
+    if isinstance(exported, dict):
+        card = {key: value for key, value in exported.items() if key not in EXPORT_ONLY_KEYS}
+        return card, f"the copy in {run.exported_model_card_path}"
+    config = run.config()
+    try:
+        metrics = run.metrics()
+    except ValueError:
+        metrics = None
+    sources = " and ".join([str(run.config_path)] + ([str(run.metrics_path)] if metrics else []))
+    card = {
+        "name": config.name,
+        "source_language": config.data.source_language,
+        "target_language": config.data.target_language,
+        "config": config.to_dict(),
+        "metrics": {key: value for key, value in (metrics or {}).items() if key != "history"},
+        "best_checkpoint": run.best_score(),
+        "rebuilt": f"from {sources}: the damaged card's data report and tokenizer checks are lost",
+    }
+    return card, f"{sources} (its data report is lost)"

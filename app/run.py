@@ -8,7 +8,8 @@ Every other module asks a `RunDir` for a path instead of spelling it, so that th
       vocab/               the SentencePiece models
       logs/                TensorBoard
       checkpoints/         best.weights.h5 and best.json (the score they reached), first_epoch.json
-                           (the first epoch's dev loss, the yardstick of divergence), epoch-NNN.weights.h5
+                           (the first epoch's dev loss, the yardstick of divergence), finished.json (every
+                           epoch done: a restart resumes at the final evaluation), epoch-NNN.weights.h5
                            (the last train.keep_last_epochs epochs, for `attend average`),
                            time_budget.json (under train.max_minutes: the epochs' seconds, the plan)
       backup/              only while unfinished: BackupAndRestore state, so a restart resumes
@@ -35,7 +36,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from app.config import Config, load_config, save_config
+from app.config import Config, load_saved_config, save_config
 
 MODELS_DIR = Path("models")
 
@@ -106,6 +107,10 @@ class RunDir:
         return self.checkpoints_dir / "time_budget.json"
 
     @property
+    def training_finished_path(self) -> Path:
+        return self.checkpoints_dir / "finished.json"
+
+    @property
     def backup_dir(self) -> Path:
         return self.path / "backup"
 
@@ -129,6 +134,10 @@ class RunDir:
     def export_dir(self) -> Path:
         return self.path / "export"
 
+    @property
+    def exported_model_card_path(self) -> Path:
+        return self.export_dir / "model_card.json"
+
     def evaluation_dir(self, name: str) -> Path:
         return self.path / "evaluation" / name
 
@@ -141,6 +150,12 @@ class RunDir:
     def is_unfinished(self) -> bool:
         """Interrupted mid-training: `attend train` with the same settings resumes it."""
         return self.backup_dir.is_dir()
+
+    @property
+    def is_resumable(self) -> bool:
+        """Whether `attend train` continues this run: interrupted mid-training, or after its last epoch
+        (in its final evaluation, or before its export was in place)."""
+        return self.is_unfinished or (self.training_finished_path.is_file() and not self.export_dir.is_dir())
 
     @property
     def is_trained(self) -> bool:
@@ -159,7 +174,7 @@ class RunDir:
         self.require_exists()
         if not self.config_path.is_file():
             raise ValueError(f"{self.path} is not a run folder: it has no {self.config_path.name}")
-        return load_config(str(self.config_path))
+        return load_saved_config(self.config_path)
 
     def require_trained(self) -> None:
         if not self.is_trained:
@@ -171,7 +186,7 @@ class RunDir:
         """`{"monitor", "value", "epoch", "metrics"}` of the best checkpoint so far, or None."""
         if not self.best_score_path.is_file():
             return None
-        return json.loads(self.best_score_path.read_text())
+        return _read_json(self.best_score_path)
 
     def write_best_score(self, monitor: str, value: float, epoch: int, metrics: dict | None = None) -> None:
         """`metrics`: the epoch's other dev metrics (`val_loss`, …), shown beside the kept checkpoint."""
@@ -182,21 +197,29 @@ class RunDir:
         """The first epoch's dev loss (divergence is measured against it), or None before it."""
         if not self.first_epoch_path.is_file():
             return None
-        return json.loads(self.first_epoch_path.read_text())["dev_loss"]
+        return _read_json(self.first_epoch_path)["dev_loss"]
 
     def write_first_epoch_dev_loss(self, dev_loss: float) -> None:
         _write_json(self.first_epoch_path, {"dev_loss": dev_loss})
 
     def time_budget(self) -> dict | None:
         """The epochs' seconds and the planned epoch count of a run under `train.max_minutes`."""
-        return json.loads(self.time_budget_path.read_text()) if self.time_budget_path.is_file() else None
+        return _read_json(self.time_budget_path) if self.time_budget_path.is_file() else None
 
     def write_time_budget(self, state: dict) -> None:
         _write_json(self.time_budget_path, state)
 
+    def training_finished(self) -> dict | None:
+        """Set once every epoch is done (written before the backup goes): a run killed after that, in
+        its final evaluation or its export, resumes there instead of training again. None before."""
+        return _read_json(self.training_finished_path) if self.training_finished_path.is_file() else None
+
+    def write_training_finished(self, record: dict) -> None:
+        _write_json(self.training_finished_path, record)
+
     def init_report(self) -> dict | None:
         """What the run's weights were initialised from (`app.recipe.transfer`), or None."""
-        return json.loads(self.init_report_path.read_text()) if self.init_report_path.is_file() else None
+        return _read_json(self.init_report_path) if self.init_report_path.is_file() else None
 
     def write_init_report(self, report: dict) -> None:
         _write_json(self.init_report_path, report)
@@ -205,7 +228,7 @@ class RunDir:
         """What stopped the last training of this folder (`write_failure`), or None."""
         if not self.failure_path.is_file():
             return None
-        return json.loads(self.failure_path.read_text())
+        return _read_json(self.failure_path)
 
     def write_failure(self, failure: dict) -> None:
         _write_json(self.failure_path, failure)
@@ -220,7 +243,12 @@ class RunDir:
         _write_json(self.model_card_path, card)
 
     def model_card(self) -> dict:
-        return json.loads(self.model_card_path.read_text()) if self.model_card_path.is_file() else {}
+        """The run's model card ({} before training ends); a damaged one raises, naming the file."""
+        return _read_json(self.model_card_path) if self.model_card_path.is_file() else {}
+
+    def metrics(self) -> dict | None:
+        """The final metrics (or the failure) of the last training, None before its end."""
+        return _read_json(self.metrics_path) if self.metrics_path.is_file() else None
 
     # === Creation and resuming ===
     def check_resumable(self, config: Config) -> list[tuple[str, Any, Any]]:
@@ -319,14 +347,14 @@ class RunDir:
     # === Choosing a folder ===
     @classmethod
     def for_training(cls, config: Config, models_dir: Path = MODELS_DIR) -> RunDir:
-        """The newest unfinished run of this config (`make train` again resumes it), else a new
+        """The newest resumable run of this config (`make train` again resumes it), else a new
         `models_dir/<config name>-<timestamp>/`: the preset's name, also when the config comes
         from a run's saved `config.yaml` (which keeps the name of the preset it started from)."""
         name = config.name
         for candidate in sorted(models_dir.glob(f"{name}-*"), reverse=True):
             run = cls(candidate)
             if (
-                run.is_unfinished
+                run.is_resumable
                 and run.config_path.is_file()
                 and not config_differences(run.config(), config)
             ):
@@ -363,6 +391,20 @@ def _flatten(values: dict, prefix: str = "") -> dict:
 
 def _describe(differences: list[tuple[str, Any, Any]]) -> str:
     return "; ".join(f"{key}: {saved!r} in the folder, {wanted!r} now" for key, saved, wanted in differences)
+
+
+def _read_json(path: Path) -> dict:
+    """One of the folder's JSON records; an empty, cut-short or hand-broken one (a full disk, an
+    editor) is a ValueError that names the file, not a bare "Expecting value: line 1 column 1"."""
+    text = path.read_text(encoding="utf-8", errors="replace")
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        problem = "the file is empty" if not text.strip() else f"not valid JSON ({error})"
+        raise ValueError(f"{path}: {problem}") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{path}: expected a JSON object, found {type(value).__name__}")
+    return value
 
 
 def _write_json(path: Path, value: dict) -> None:

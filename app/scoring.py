@@ -18,7 +18,8 @@ LENGTH_BUCKETS = ((1, 10), (11, 20), (21, 30), (31, 40), (41, 50), (51, 10_000))
 def read_references(tsv_path: Path) -> tuple[list[str], list[list[str]]]:
     """Unique sources in file order, each with every target it has in the file.
 
-    A file to score must be whole: a line that is not UTF-8 or has no tab stops it, naming the line."""
+    A file to score must be whole and plain: a line that is not UTF-8, or has not exactly two columns
+    (a third would be silently ignored), stops it, naming the line."""
     if tsv_path.is_dir():
         raise ValueError(f"{tsv_path} is a directory; expected a file of source<TAB>target lines")
     references: dict[str, list[str]] = {}
@@ -30,8 +31,9 @@ def read_references(tsv_path: Path) -> tuple[list[str], list[list[str]]]:
                 where = f"{tsv_path}:{number}"
                 raise ValueError(f"{where}: not valid UTF-8 ({error.reason} at byte {error.start})") from None
             fields = line.split("\t")
-            if len(fields) < 2:
-                raise ValueError(f"{tsv_path}:{number}: expected source<TAB>target")
+            if len(fields) != 2:
+                found = f", found {len(fields)} columns" if len(fields) > 2 else ""
+                raise ValueError(f"{tsv_path}:{number}: expected source<TAB>target{found}")
             references.setdefault(fields[0], []).append(fields[1])
     if not references:
         raise ValueError(f"{tsv_path} has no lines to score; expected source<TAB>target lines")

@@ -6,7 +6,9 @@ line runs it after training.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -19,6 +21,7 @@ from app.data.pipeline import count_batches
 from app.data.prepare import PreparedData, check_enough_pairs, filter_report, prepare_data
 from app.data.tokenizer import read_side, vocabulary
 from app.models.precision import training_policy
+from app.progress import shows_progress
 from app.recipe import (
     check_batch_divides,
     compile_model,
@@ -28,7 +31,7 @@ from app.recipe import (
     schedule_of,
     shard_input_function,
 )
-from app.recipe.callbacks import DevTranslationMonitor, TrainingDiverged, write_hparams
+from app.recipe.callbacks import CheckpointNotWritten, DevTranslationMonitor, TrainingDiverged, write_hparams
 from app.recipe.distribution import Distribution, WorkerRole, resolve_distribution
 from app.recipe.embeddings import apply_pretrained_embeddings
 from app.recipe.strategy_loop import DevEvaluation, DevScores, StrategyLoop
@@ -66,7 +69,7 @@ def train(config: Config, run_dir: Path, data_dir: Path = Path("data"), log=prin
             # before any tokenizer runs: seeding clears TF's eager kernel cache, and with it the
             # SentencePiece kernel resource an eager tokenizer call created
             keras.utils.set_random_seed(config.train.seed)
-            parent = read_parent(config.train.init_from) if config.train.init_from else None
+            parent = read_parent(RunDir(config.train.init_from)) if config.train.init_from else None
             data = prepare_data(config, data_dir, log=log)
             filtered = filter_report(data, config.train.max_source_tokens, config.train.max_target_tokens)
             for counts in filtered.values():
@@ -75,6 +78,10 @@ def train(config: Config, run_dir: Path, data_dir: Path = Path("data"), log=prin
                 for warning in counts.warnings():
                     log(f"Note: {warning}")
             run.start(config, log=log)
+            done = _finished_metrics(chief_run)  # every worker asks the chief's folder: all or none train
+            if done:
+                log(f"{chief_run} finished training and its final evaluation earlier: nothing to train")
+                return done
             failure = run.failure()
             if failure:
                 log(f"The last attempt failed ({failure['message']}); resuming from its last backup")
@@ -83,6 +90,12 @@ def train(config: Config, run_dir: Path, data_dir: Path = Path("data"), log=prin
                 return _fit(config, data, run, filtered, trainer, log, parent)
             except TrainingDiverged as diverged:
                 raise _record_divergence(run, diverged) from diverged
+            except CheckpointNotWritten as failed:
+                raise _write_failed(run, failed.reason, failed.path) from failed
+            except OSError as error:
+                if error.errno != errno.ENOSPC:
+                    raise
+                raise _write_failed(run, "No space left on device", error.filename or run.path) from error
     finally:
         if not role.is_chief:
             run.remove()
@@ -132,6 +145,7 @@ class Trainer:
 
     def fit(self, model: keras.Model, config: Config, data: PreparedData, sets, callbacks):
         (train_set, dev_set, steps), epochs = sets, config.train.epochs
+        verbose = progress_verbosity()
         if self.distribution.runs_fit:
             return model.fit(
                 train_set.repeat(),
@@ -140,11 +154,15 @@ class Trainer:
                 validation_data=dev_set if self.keras_validates else None,
                 shuffle=False,  # the tf.data pipeline shuffles
                 callbacks=callbacks,
-                verbose="auto",
+                verbose=verbose,
             )
         loop = StrategyLoop(model, self.strategy, self.label_smoothing)
         return loop.fit(
-            shard_input_function(config, data), epochs=epochs, steps_per_epoch=steps, callbacks=callbacks
+            shard_input_function(config, data),
+            epochs=epochs,
+            steps_per_epoch=steps,
+            callbacks=callbacks,
+            verbose=verbose,
         )
 
     def evaluate(self, model: keras.Model, dataset: tf.data.Dataset) -> dict[str, float]:
@@ -155,6 +173,13 @@ class Trainer:
                 for key, value in model.evaluate(dataset, verbose=0, return_dict=True).items()
             }
         return (self.dev_evaluation or DevEvaluation(model, self.label_smoothing))(dataset)
+
+
+def progress_verbosity() -> int:
+    """Keras's `verbose` for training: the progress bar (1) where a person watches stdout, one summary
+    per epoch (2) where it goes to a file, a pipe or a cluster job's log, which would otherwise hold
+    the bar redrawn at every step; `ATTEND_PROGRESS=0/1` forces either (`app.progress`)."""
+    return 1 if shows_progress(sys.stdout) else 2
 
 
 def _fit(
@@ -176,13 +201,18 @@ def _fit(
     )
     total_steps = steps_per_epoch * config.train.epochs
     model, coverage = _compile_with_initial_weights(config, data, run, trainer, parent, total_steps, log)
-    write_hparams(run.logs_dir, config.to_dict(), run.name)
     started = time.time()
-    monitor = make_dev_monitor(model, config, data, run)
-    callbacks = make_callbacks(
-        run, config.train, monitor, trainer.dev_scores(model, dev_set), schedule_of(model), steps_per_epoch
-    )
-    history = trainer.fit(model, config, data, sets, callbacks)
+    if run.training_finished():  # killed after its last epoch: nothing is trained or logged again
+        log(f"Every epoch of {run} is done; resuming at its final evaluation")
+        shutil.rmtree(run.backup_dir, ignore_errors=True)  # left by a kill just before its removal
+        history = keras.callbacks.History()  # of this session, which trains no epoch
+    else:
+        write_hparams(run.logs_dir, config.to_dict(), run.name)
+        monitor = make_dev_monitor(model, config, data, run)
+        dev_scores = trainer.dev_scores(model, dev_set)
+        schedule = schedule_of(model)
+        callbacks = make_callbacks(run, config.train, monitor, dev_scores, schedule, steps_per_epoch)
+        history = trainer.fit(model, config, data, sets, callbacks)
     seconds = time.time() - started
     if run.is_trained:
         model.load_weights(str(run.best_weights))
@@ -233,7 +263,7 @@ def _compile_with_initial_weights(
             f"{record['vocabulary_size']:,} pieces found ({100 * record['share']:.1f} %)"
             + (", frozen" if config.model.freeze_embeddings else "")
         )
-    if parent and not run.is_unfinished:  # a resumed run's own weights come back from its backup
+    if parent and not run.is_unfinished and not run.training_finished():  # else its own weights come back
         vocabularies = {side: vocabulary(data.vocab_dir / f"{side}.model") for side in ("source", "target")}
         with trainer.strategy.scope():
             report = initialize_from(model, parent, config.train.init_parts, vocabularies)
@@ -245,6 +275,31 @@ def _compile_with_initial_weights(
 
 class RunFailed(RuntimeError):
     """Training stopped without a model worth exporting; the message says why and what remains."""
+
+
+def _finished_metrics(run: RunDir) -> dict | None:
+    """The final metrics of a run whose epochs and final evaluation are all done (a kill stopped its
+    export, which the command line runs next), else None."""
+    if not run.training_finished():
+        return None
+    try:
+        metrics = run.metrics()
+        card = run.model_card()
+    except ValueError:  # damaged by the kill: the final evaluation writes them again
+        return None
+    return metrics if metrics and metrics.get("status") == "trained" and card else None
+
+
+def _write_failed(run: RunDir, reason: str, path) -> RunFailed:
+    """A checkpoint or record that could not be written (a full disk): the run stops, resumable;
+    nothing is recorded as failed (the disk may hold nothing more), the last good checkpoint stays."""
+    best = run.best_score() if run.is_trained else None
+    kept = (
+        f"the last good checkpoint is {run.best_weights} (epoch {best['epoch']})"
+        if best
+        else "no checkpoint was kept yet"
+    )
+    return RunFailed(f"{reason} while writing {path}; {kept}; free space and run the same command to resume")
 
 
 def _record_divergence(run: RunDir, diverged: TrainingDiverged) -> RunFailed:

@@ -50,12 +50,12 @@ def test_nan_after_a_good_epoch_keeps_its_checkpoint_and_nothing_is_exported(tmp
     import keras
     import tensorflow as tf
 
-    import app.recipe
+    import app.recipe.compile
     import app.train
     from app.config import load_config
 
     poisoned = tf.Variable(False)
-    training_loss = app.recipe.label_smoothed_cross_entropy(0.0)
+    training_loss = app.recipe.compile.label_smoothed_cross_entropy(0.0)
 
     def nan_when_poisoned(labels, predictions):
         loss = training_loss(labels, predictions)
@@ -66,7 +66,9 @@ def test_nan_after_a_good_epoch_keeps_its_checkpoint_and_nothing_is_exported(tmp
             poisoned.assign(epoch >= 1)
 
     make_callbacks = app.train.make_callbacks
-    monkeypatch.setattr(app.recipe, "label_smoothed_cross_entropy", lambda smoothing: nan_when_poisoned)
+    monkeypatch.setattr(
+        app.recipe.compile, "label_smoothed_cross_entropy", lambda smoothing: nan_when_poisoned
+    )
     monkeypatch.setattr(app.train, "make_callbacks", lambda *a: [PoisonAtEpochTwo(), *make_callbacks(*a)])
     config = load_config("smoke", tiny_overrides(**{"train.epochs": 3, "train.early_stopping_patience": 5}))
     run = RunDir(tmp_path / "run")

@@ -224,7 +224,7 @@ def fit_tokenizers(
         paths = {side: vocab_dir / f"{side}.model" for side in ("source", "target")}
         manifest = vocab_dir / "manifest.json"
         same = manifest.is_file() and json.loads(manifest.read_text()).get("fingerprint") == fingerprint
-        if same and all(path.is_file() for path in paths.values()):
+        if same and all(path.is_file() and not _damaged(path) for path in paths.values()):
             log(f"Reusing tokenizers in {vocab_dir}")
             return paths
         _fit_into(vocab_dir, _training_lines(train_files, settings, seed, log), settings, fingerprint, log)
@@ -277,15 +277,52 @@ def _write_vocab_listing(model_proto: bytes, path: Path) -> None:
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
+def _damaged(model_path: Path) -> bool:
+    """Whether a fitted model is damaged (fitting again replaces it)."""
+    return model_problem(model_path.read_bytes(), model_path.with_suffix(".vocab")) is not None
+
+
 def vocabulary(model_path: Path) -> list[str]:
     """The pieces of a SentencePiece model file, by id."""
-    if not model_path.is_file():
-        raise ValueError(f"No tokenizer model at {model_path}; run `attend prepare` or `attend train` first")
-    processor = sentencepiece.SentencePieceProcessor(model_file=str(model_path))
+    processor = sentencepiece.SentencePieceProcessor(model_proto=read_model(model_path))
     return [processor.id_to_piece(index) for index in range(processor.get_piece_size())]
 
 
 def load_tokenizer(model_path: Path, name: str | None = None) -> SubwordTokenizer:
+    return SubwordTokenizer(read_model(model_path), name=name)
+
+
+def read_model(model_path: Path) -> bytes:
+    """A SentencePiece model file's bytes, checked first: a damaged one (cut short by a full disk or a
+    copy stopped halfway) is named with what is wrong, instead of SentencePiece's "an unexpected
+    error" at its first use."""
     if not model_path.is_file():
         raise ValueError(f"No tokenizer model at {model_path}; run `attend prepare` or `attend train` first")
-    return SubwordTokenizer(model_path.read_bytes(), name=name)
+    proto = model_path.read_bytes()
+    problem = model_problem(proto, model_path.with_suffix(".vocab"))
+    if problem:
+        raise ValueError(
+            f"{model_path} is damaged: {problem}. Restore it (a run's export holds a copy in "
+            "export/assets/), or train again"
+        )
+    return proto
+
+
+def model_problem(proto: bytes, listing: Path | None = None) -> str | None:
+    """What is wrong with a serialized SentencePiece model (None: nothing seen). `listing`: its
+    `piece<TAB>score` listing (`_write_vocab_listing`), whose line count is the model's piece count."""
+    if not proto:
+        return "the file is empty"
+    try:
+        processor = sentencepiece.SentencePieceProcessor(model_proto=proto)
+    except RuntimeError:
+        return f"its {len(proto):,} bytes are not a SentencePiece model (cut short or overwritten)"
+    pieces = processor.get_piece_size()
+    if listing is not None and listing.is_file():
+        listed = listing.read_bytes().count(b"\n")  # one line per piece, each ending with "\n"
+        if listed != pieces:
+            return f"it holds {pieces} pieces, its listing {listing.name} {listed} (cut short)"
+    reserved = (processor.pad_id(), processor.bos_id(), processor.eos_id(), processor.unk_id())
+    if reserved != (PAD_ID, START_ID, END_ID, UNKNOWN_ID):
+        return f"its reserved ids (pad, start, end, unknown) are {reserved}, not (0, 1, 2, 3) (cut short?)"
+    return None

@@ -4,9 +4,12 @@ hyperparameters."""
 
 from __future__ import annotations
 
+import collections
+import errno
 import math
 import os
 import re
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -40,21 +43,39 @@ class DivergenceGuard(keras.callbacks.Callback):
 
     It raises `TrainingDiverged` (instead of Keras's `TerminateOnNaN`, which lets the epoch end and
     so lets the checkpoint, the backup and the end of training run on broken weights): at the first
-    non-finite training loss, or when an epoch's dev loss is non-finite or above `factor` times the
-    first epoch's. First in the callback list, so no later callback sees that epoch's end.
+    non-finite training loss; at a training loss (Keras's mean over the epoch so far) above
+    `UNTRAINED_FACTOR` times an untrained model's (ln of the target vocabulary's size: uniform
+    guessing), or above that model's after growing `GROWTH_FACTOR`-fold within `GROWTH_WINDOW` steps;
+    when an epoch's dev loss is non-finite, above `UNTRAINED_FACTOR` times the untrained model's (the
+    first epoch's too, which the ratio below cannot judge), or above `factor` times the first
+    epoch's. First in the callback list, so no later callback sees that epoch's end.
 
     Args:
         factor: the dev-loss ratio to the first epoch that counts as divergence (0 = no such check).
         first_dev_loss: the first epoch's dev loss of a resumed run (None: not measured yet).
         record_first_dev_loss: keeps the first epoch's dev loss (the run folder's record).
+        untrained_loss: an untrained model's loss (None: ln of the model's output size at the start).
     """
 
+    UNTRAINED_FACTOR = 10.0  # no run that learns comes near: its loss starts at 1x and falls
+    GROWTH_FACTOR, GROWTH_WINDOW = 100.0, 200
+
     def __init__(
-        self, factor: float, first_dev_loss: float | None, record_first_dev_loss: Callable[[float], None]
+        self,
+        factor: float,
+        first_dev_loss: float | None,
+        record_first_dev_loss: Callable[[float], None],
+        untrained_loss: float | None = None,
     ):
         super().__init__()
         self.factor, self.first_dev_loss, self.record = factor, first_dev_loss, record_first_dev_loss
+        self.untrained_loss = untrained_loss
         self._epoch = 0
+        self._recent: collections.deque[float] = collections.deque(maxlen=self.GROWTH_WINDOW)
+
+    def on_train_begin(self, logs=None):
+        if self.untrained_loss is None:
+            self.untrained_loss = untrained_loss(self.model)
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch + 1
@@ -63,6 +84,25 @@ class DivergenceGuard(keras.callbacks.Callback):
         loss = float((logs or {}).get("loss", 0.0))
         if not math.isfinite(loss):
             raise TrainingDiverged(f"the training loss became {loss}", self._epoch, batch + 1)
+        problem = self._too_high("training loss", loss)
+        lowest = min(self._recent, default=loss)
+        grew = self.untrained_loss and loss > max(self.untrained_loss, self.GROWTH_FACTOR * lowest)
+        if grew and not problem:
+            problem = (
+                f"the training loss grew from {lowest:.4g} to {loss:.4g} within {len(self._recent)} steps, "
+                f"above an untrained model's ({self.untrained_loss:.3g})"
+            )
+        if problem:
+            raise TrainingDiverged(problem, self._epoch, batch + 1)
+        self._recent.append(loss)
+
+    def _too_high(self, name: str, loss: float) -> str | None:
+        if self.untrained_loss and loss > self.UNTRAINED_FACTOR * self.untrained_loss:
+            return (
+                f"the {name} {loss:.4g} is over {self.UNTRAINED_FACTOR:g} times an untrained model's "
+                f"({self.untrained_loss:.3g}, the log of the vocabulary's size)"
+            )
+        return None
 
     def on_epoch_end(self, epoch, logs=None):
         dev_loss = (logs or {}).get("val_loss")
@@ -71,6 +111,9 @@ class DivergenceGuard(keras.callbacks.Callback):
         dev_loss = float(dev_loss)
         if not math.isfinite(dev_loss):
             raise TrainingDiverged(f"the dev loss became {dev_loss}", epoch + 1)
+        problem = self._too_high("dev loss", dev_loss)
+        if problem:
+            raise TrainingDiverged(problem, epoch + 1)
         if self.first_dev_loss is None:
             self.first_dev_loss = dev_loss
             self.record(dev_loss)
@@ -80,6 +123,14 @@ class DivergenceGuard(keras.callbacks.Callback):
                 f"first epoch's ({self.first_dev_loss:.4g})",
                 epoch + 1,
             )
+
+
+def untrained_loss(model: keras.Model) -> float | None:
+    """ln(V) for a model whose output scores V target pieces: the cross-entropy of uniform guessing,
+    about where training starts (5.99 for 400 pieces). None when the size is unknown."""
+    outputs = getattr(model, "outputs", None) or []
+    size = outputs[0].shape[-1] if outputs else None
+    return math.log(size) if size and size > 1 else None
 
 
 class TensorBoard(keras.callbacks.TensorBoard):
@@ -125,6 +176,73 @@ class ModelGraphWriter(keras.callbacks.Callback):
         writer.close()
 
 
+class CheckpointNotWritten(RuntimeError):
+    """A checkpoint could not be written (a full disk, most often); nothing partial was left.
+
+    Attributes: `path` (the checkpoint), `reason` (the system's words: "No space left on device").
+    """
+
+    def __init__(self, path: Path, reason: str):
+        super().__init__(f"{reason} while writing {path}")
+        self.path, self.reason = path, reason
+
+
+def save_weights_whole(model: keras.Model, path: Path, room_for: int = 1) -> None:
+    """`model.save_weights(path)`, whole or not at all: written under a temporary name, then renamed,
+    so that a failed write never leaves a truncated checkpoint. The free space is checked first (for
+    `room_for` such files): on a full disk h5py's write fails, and the HDF5 library then crashes the
+    process at exit (a segmentation fault) even when the error is caught. Raises `CheckpointNotWritten`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    needed = room_for * weights_file_bytes(model)
+    free = shutil.disk_usage(path.parent).free
+    if free < needed:
+        raise CheckpointNotWritten(
+            path, f"No space left on device ({free / 2**20:,.1f} MiB free, {needed / 2**20:,.1f} MiB needed)"
+        )
+    partial = path.with_name(f"partial-{path.name}")
+    try:
+        model.save_weights(str(partial))
+        os.replace(partial, path)
+    except OSError as error:
+        partial.unlink(missing_ok=True)
+        full = error.errno == errno.ENOSPC or "No space left on device" in str(error)
+        reason = "No space left on device" if full else (error.strerror or str(error))
+        raise CheckpointNotWritten(path, reason) from error
+
+
+def weights_file_bytes(model: keras.Model) -> int:
+    """About the size of the model's `.weights.h5` (its variables and its optimizer's, plus HDF5's
+    overhead)."""
+    optimizer = getattr(model, "optimizer", None)
+    variables = [*model.variables, *(optimizer.variables if optimizer is not None else [])]
+    data = sum(math.prod(variable.shape) * _bytes_per_value(variable.dtype) for variable in variables)
+    return int(1.1 * data) + 2**20
+
+
+def _bytes_per_value(dtype) -> int:
+    """4 for float32, 2 for bfloat16, 1 for bool."""
+    bits = re.sub(r"\D", "", keras.backend.standardize_dtype(dtype))
+    return max(int(bits or 8) // 8, 1)
+
+
+class TrainingFinished(keras.callbacks.Callback):
+    """Records (`record`) that every epoch is done, just before the backup callback after it deletes
+    the backup: a run killed later, in its final evaluation or its export, then resumes there when
+    started again instead of training from its first epoch. Keras calls `on_train_end` only when the
+    epochs end (the last one, or early stopping, or the time budget), never after an error."""
+
+    def __init__(self, record: Callable[[dict], None]):
+        super().__init__()
+        self.record, self._epochs = record, 0
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._epochs += 1
+
+    def on_train_end(self, logs=None):
+        self.record({"epochs_this_session": self._epochs})
+
+
 class EpochWeights(keras.callbacks.Callback):
     """Keeps the weights of the last `keep` epochs (for checkpoint averaging), deleting older ones.
 
@@ -140,7 +258,8 @@ class EpochWeights(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if not self.keep:
             return
-        self.model.save_weights(str(self.path_of(epoch + 1)))
+        # room for the backup too, which Keras writes next (h5py crashes the process on a full disk)
+        save_weights_whole(self.model, self.path_of(epoch + 1), room_for=3)
         for old in range(1, epoch + 2 - self.keep):
             self.path_of(old).unlink(missing_ok=True)
 
@@ -215,10 +334,7 @@ class BestCheckpoint(keras.callbacks.Callback):
         if logs.get(self.monitor) is None:
             return
         if improves(logs, self.monitor, self.mode, self.best_record):
-            partial = self.weights_path.with_name(f"partial-{self.weights_path.name}")
-            partial.parent.mkdir(parents=True, exist_ok=True)
-            self.model.save_weights(str(partial))
-            os.replace(partial, self.weights_path)
+            save_weights_whole(self.model, self.weights_path)
             metrics = {key: float(item) for key, item in logs.items() if key.startswith("val_")}
             value = float(logs[self.monitor])
             self.best_record = {"value": value, "epoch": epoch + 1, "metrics": metrics}
