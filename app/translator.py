@@ -30,16 +30,8 @@ from app.data.corpus import prepared_train_files
 from app.data.lexicon import LexicalTable, build_lexical_table
 from app.data.pipeline import add_source_end
 from app.data.tokenizer import SubwordTokenizer, load_tokenizer
-from app.models.search import (
-    UNREACHABLE_LOG_PROB,
-    beam_search,
-    beam_search_nbest,
-    fixed_length_greedy_search,
-    fixed_shape_beam_search,
-    greedy_search,
-    length_penalty,
-    max_output_lengths,
-)
+from app.models.decoding import DecodingStrategy
+from app.models.search import UNREACHABLE_LOG_PROB, NBestResult, SearchResult, max_output_lengths
 from app.models.seq2seq import Seq2SeqDecoding, build_model
 from app.models.shortlist import shortlist_candidates
 from app.processes import run_python_for_json
@@ -52,7 +44,7 @@ MODEL_CARD_NAME = "model_card.json"  # inside every SavedModel folder this modul
 # does less work. Measured by the bench (bench-size model, 2 cores, steady state): greedy 1.6–1.9×
 # at batch 1 and 1.5–2.2× at batch 8, but 0.65–0.8× at batch 64; beam 4 1.7–2.3× at batch 1,
 # 1.5× at batch 8 and 0.9× at batch 32 (one sentence repeated).
-XLA_MAX_BATCH = {"greedy": 16, "beam": 8}
+XLA_MAX_BATCH = {"greedy": 16, "beam": 8}  # by `DecodingStrategy.name`
 XLA_MIN_SOURCE_LENGTH = 8  # padded source lengths: powers of two from here, so few shapes compile
 
 
@@ -113,22 +105,39 @@ class Translator(tf.Module):
         self._decoding = Seq2SeqDecoding(model)
         self._length_limits = (max_length_ratio, max_length_offset, max_output_tokens)
         self._max_input_tokens = max_input_tokens
-        self.beam_width, self._alpha = beam_width, length_penalty_alpha
-        self._xla = xla
+        self.beam_width = beam_width
         self.shortlist = None
         if lexical_table is not None:  # variables, so that the SavedModel holds them once
             tables = lexical_table._asdict().items()
             self.shortlist = LexicalTable(*(tf.Variable(t, trainable=False, name=n) for n, t in tables))
-        ids_spec = [tf.TensorSpec([None, None], tf.int32)]
-        self._translate_valid_ids = tf.function(
-            self._search_valid_ids, input_signature=ids_spec, jit_compile=xla
+        self._choose_searches(beam_width, length_penalty_alpha, max_output_tokens, xla=xla)
+
+    def _choose_searches(self, beam_width: int, alpha: float, output_length: int, *, xla: bool) -> None:
+        """Which search each signature runs, decided here once; the signatures then only run them.
+
+        The string signatures: `decoding_strategy`, greedy or beam by the beam width, over the
+        batch's shortlist where there is one. `translate_ids`: greedy with static shapes over the
+        whole vocabulary, compiled with `xla`. With `xla`, `serving_default`'s batches of up to
+        `XLA_MAX_BATCH` sentences: `decoding_strategy` with static shapes, compiled (for greedy,
+        the very function `translate_ids` runs)."""
+        constant_keys = Seq2SeqDecoding.CONSTANT_KEYS
+        self.decoding_strategy = DecodingStrategy.from_settings(
+            beam_width, alpha, constant_keys=constant_keys
         )
-        # `serving_default`'s compiled path: `translate_ids`'s greedy search, or the fixed-shape beam
-        self._compiled_search = (
-            self._translate_valid_ids
-            if beam_width == 1
-            else tf.function(self._static_search, input_signature=ids_spec, jit_compile=xla)
-        )
+        ids_strategy = DecodingStrategy.from_settings(1, alpha, output_length=output_length)
+        self._translate_valid_ids = self._static_search_function(ids_strategy, jit_compile=xla)
+        self._translate_batch = self._search_batch
+        if xla:
+            compiled = DecodingStrategy.from_settings(
+                beam_width, alpha, output_length=output_length, constant_keys=constant_keys
+            )
+            self._compiled_search = (
+                self._translate_valid_ids
+                if compiled == ids_strategy
+                else self._static_search_function(compiled, jit_compile=True)
+            )
+            self._xla_max_batch = XLA_MAX_BATCH[compiled.name]
+            self._translate_batch = self._compiled_for_small_batches
 
     @property
     def tokenizers(self) -> tuple[SubwordTokenizer, SubwordTokenizer]:
@@ -151,22 +160,23 @@ class Translator(tf.Module):
         text = tf.ensure_shape(text, [None])
         return tf.strings.unicode_transcode(text, "UTF-8", "UTF-8", errors="replace", replacement_char=0xFFFD)
 
-    def search(
-        self,
-        source_ids: tf.Tensor,
-        collect: str | None = None,
-        static_shapes: bool = False,
-        beam_width: int | None = None,
-    ):
-        """Greedy (beam width 1) or beam search from `[batch, src]` ids (`beam_width`: the
-        translator's unless given); `static_shapes`: into a `[batch, max_output_tokens]` buffer,
-        every sentence stepping until the batch's last one ends, for XLA."""
-        width = self.beam_width if beam_width is None else beam_width
-        if static_shapes:  # XLA's fixed shapes: the whole vocabulary
-            return self._search(self._decoding.step, source_ids, collect, static_shapes, width)
+    def search(self, source_ids: tf.Tensor, collect: str | None = None) -> SearchResult:
+        """`decoding_strategy`'s search from `[batch, src]` ids, over the whole vocabulary or the
+        batch's shortlist; `collect` names a state entry to keep per step (`"attention"`)."""
         step, to_ids = self._step_for(source_ids)
-        result = self._search(step, source_ids, collect, static_shapes, width)
+        result = self.decoding_strategy.search(step, *self._start(source_ids), collect=collect)
         return result._replace(tokens=to_ids(result.tokens))
+
+    def search_nbest(self, source_ids: tf.Tensor) -> NBestResult:
+        """`decoding_strategy`'s candidate translations per sentence, best first (a beam's K)."""
+        step, to_ids = self._step_for(source_ids)
+        result = self.decoding_strategy.nbest(step, *self._start(source_ids))
+        return result._replace(tokens=to_ids(result.tokens))
+
+    def _start(self, source_ids: tf.Tensor) -> tuple[dict, tf.Tensor]:
+        """The initial decoding state and each sentence's output limit."""
+        source_lengths = tf.reduce_sum(tf.cast(tf.not_equal(source_ids, 0), tf.int32), axis=1)
+        return self._decoding.encode(source_ids), max_output_lengths(source_lengths, *self._length_limits)
 
     def _step_for(self, source_ids: tf.Tensor):
         """The step function for this batch, over the whole vocabulary or the batch's shortlist, and
@@ -177,54 +187,23 @@ class Translator(tf.Module):
         # positions in `candidates` → ids; padding (0) stays 0
         return self._decoding.shortlisted_step(candidates), lambda tokens: tf.gather(candidates, tokens)
 
-    def _search(self, step, source_ids: tf.Tensor, collect: str | None, static_shapes: bool, width: int):
-        source_lengths = tf.reduce_sum(tf.cast(tf.not_equal(source_ids, 0), tf.int32), axis=1)
-        limits = max_output_lengths(source_lengths, *self._length_limits)
-        state = self._decoding.encode(source_ids)
-        output_length = self._length_limits[2]
-        if static_shapes and width > 1:
-            return fixed_shape_beam_search(
-                step,
-                state,
-                limits,
-                output_length,
-                width,
-                self._alpha,
-                constant_keys=Seq2SeqDecoding.CONSTANT_KEYS,
-            )
-        if static_shapes:
-            return fixed_length_greedy_search(step, state, limits, output_length)
-        if width > 1:
-            return beam_search(
-                step,
-                state,
-                limits,
-                width,
-                self._alpha,
-                collect=collect,
-                constant_keys=Seq2SeqDecoding.CONSTANT_KEYS,
-            )
-        return greedy_search(step, state, limits, collect=collect)
-
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
     def translate(self, text):
         """`serving_default`: translation and its log-probability (sum over output tokens)."""
-        tokens, scores = self._translate_source_ids(self.source_ids(text))
+        tokens, scores = self._translate_batch(self.source_ids(text))
         return {"translation": self.target_tokenizer.detokenize(tokens), "score": scores}
 
-    def _translate_source_ids(self, source_ids: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        """Output ids and scores; with `xla`, batches up to `XLA_MAX_BATCH` through the compiled search."""
+    def _search_batch(self, source_ids: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """`serving_default`'s output ids and scores."""
+        result = self.search(source_ids)
+        return result.tokens, result.scores
 
-        def uncompiled():
-            result = self.search(source_ids)
-            return result.tokens, result.scores
-
-        if not self._xla:
-            return uncompiled()
+    def _compiled_for_small_batches(self, source_ids: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """`serving_default` with `xla`: batches of up to `XLA_MAX_BATCH` through the compiled search."""
         return tf.cond(
-            tf.shape(source_ids)[0] <= XLA_MAX_BATCH["greedy" if self.beam_width == 1 else "beam"],
+            tf.shape(source_ids)[0] <= self._xla_max_batch,
             lambda: self._padded_compiled_search(source_ids),
-            uncompiled,
+            lambda: self._search_batch(source_ids),
         )
 
     def _padded_compiled_search(self, source_ids: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
@@ -267,13 +246,7 @@ class Translator(tf.Module):
         `serving_default`'s `score`) and `normalized_scores` [batch, K] (log P / GNMT length penalty:
         the ranking). Where the output limit leaves fewer than K hypotheses, the others are "" with
         score -inf. With a beam width of 1, the greedy translation alone."""
-        source_ids = self.source_ids(text)
-        if self.beam_width == 1:
-            result = self.search(source_ids)
-            tokens, lengths, scores = result.tokens[:, None], result.lengths[:, None], result.scores[:, None]
-            normalised = scores / length_penalty(lengths, self._alpha)
-        else:
-            tokens, lengths, scores, normalised = self.search_nbest(source_ids)
+        tokens, _, scores, normalised = self.search_nbest(self.source_ids(text))
         shape = tf.shape(tokens)
         flat = tf.reshape(tokens, [shape[0] * shape[1], shape[2]])
         texts = tf.reshape(self.target_tokenizer.detokenize(flat), shape[:2])
@@ -284,20 +257,6 @@ class Translator(tf.Module):
             "scores": tf.where(reachable, scores, minus_infinity),
             "normalized_scores": tf.where(reachable, normalised, minus_infinity),
         }
-
-    def search_nbest(self, source_ids: tf.Tensor):
-        """`beam_search_nbest` from `[batch, src]` ids at the translator's beam width."""
-        source_lengths = tf.reduce_sum(tf.cast(tf.not_equal(source_ids, 0), tf.int32), axis=1)
-        step, to_ids = self._step_for(source_ids)
-        result = beam_search_nbest(
-            step,
-            self._decoding.encode(source_ids),
-            max_output_lengths(source_lengths, *self._length_limits),
-            self.beam_width,
-            self._alpha,
-            constant_keys=Seq2SeqDecoding.CONSTANT_KEYS,
-        )
-        return result._replace(tokens=to_ids(result.tokens))
 
     @tf.function(input_signature=[tf.TensorSpec([None, None], tf.int32, name="source_ids")])
     def translate_ids(self, source_ids):
@@ -321,12 +280,17 @@ class Translator(tf.Module):
         with tf.control_dependencies(checks):
             return tf.identity(source_ids)
 
-    def _search_valid_ids(self, source_ids):
-        return self._static_search(source_ids, beam_width=1)
+    def _static_search_function(self, strategy: DecodingStrategy, *, jit_compile: bool):
+        """A `tf.function` of valid `[batch, src]` ids → `strategy`'s `{"ids", "lengths", "score"}`
+        over the whole vocabulary (XLA's fixed shapes leave no room for a batch's shortlist)."""
 
-    def _static_search(self, source_ids, beam_width: int | None = None):
-        result = self.search(source_ids, static_shapes=True, beam_width=beam_width)
-        return {"ids": result.tokens, "lengths": result.lengths, "score": result.scores}
+        def static_search(source_ids):
+            result = strategy.search(self._decoding.step, *self._start(source_ids))
+            return {"ids": result.tokens, "lengths": result.lengths, "score": result.scores}
+
+        return tf.function(
+            static_search, input_signature=[tf.TensorSpec([None, None], tf.int32)], jit_compile=jit_compile
+        )
 
     def translate_texts(self, sentences: list[str], batch_size: int = 64) -> list[str]:
         """Python strings in and out, in batches through `translate` (evaluation, the dev monitor)."""

@@ -11,7 +11,9 @@ must therefore be batch-major (first axis = the rows). `fixed_length_greedy_sear
 results, at the cost of stepping ended sentences until the batch's last one ends.
 
 Each search's loop state is a NamedTuple (`GreedyState`, `FixedLengthState`, `BeamState`,
-`FixedShapeBeamState`), run by `_decode_loop`. Beam search lays a sentence's K hypotheses out in
+`FixedShapeBeamState`), run by `_decode_loop`. Both beam searches step through one `BeamStep`
+(start, expand K hypotheses to the next K, pick the best); they differ only in what they keep
+between steps. Beam search lays a sentence's K hypotheses out in
 consecutive rows of the model's state (`[n·K, …]`) and keeps its own bookkeeping as
 `[batch, K, …]`; `_split_beams`, `_merge_beams`, `_flat_rows` and `_hypothesis_rows` convert
 between the two.
@@ -20,6 +22,7 @@ between the two.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import tensorflow as tf
@@ -333,20 +336,119 @@ def _best_candidates(normalised: tf.Tensor, tokens: tf.Tensor, log_probs: tf.Ten
     return parent, next_tokens, chosen_log_probs
 
 
-def _settled(log_probs, lengths, finished, limits, alpha: float) -> tf.Tensor:
+def _settled(hypotheses: Hypotheses, limits: tf.Tensor, alpha: float) -> tf.Tensor:
     """`[n]` whether each sentence's best ended hypothesis already beats all that its live ones can
-    still become, so that stepping on cannot change its best translation (all `[n, K]`).
+    still become, so that stepping on cannot change its best translation (`limits [n, K]`).
 
     A live hypothesis's log-probability only falls as it grows, and with alpha ≥ 0 its length
     penalty only rises, up to its value at the sentence's limit: whatever it ends as scores at most
     log P / length_penalty(limit). So the search may stop a sentence once its best ended score is
     strictly above that bound for every live hypothesis: the same best hypothesis, fewer steps.
     """
+    log_probs, finished, lengths = hypotheses
     normalised = log_probs / length_penalty(lengths, alpha)
     best_ended = tf.reduce_max(tf.where(finished, normalised, -float("inf")), axis=1)
     live_bound = log_probs / length_penalty(limits, alpha)
     best_live = tf.reduce_max(tf.where(finished, -float("inf"), live_bound), axis=1)
     return best_ended > best_live
+
+
+class Hypotheses(NamedTuple):
+    """A beam's bookkeeping, `[n, K]` each: `n` sentences, K hypotheses per sentence."""
+
+    log_probs: tf.Tensor  # each hypothesis's log-probability
+    finished: tf.Tensor  # whether it has ended
+    lengths: tf.Tensor  # its tokens so far, end id included
+
+
+class Expansion(NamedTuple):
+    """One beam step for `n` sentences: their new hypotheses and what the loop carries on with."""
+
+    hypotheses: Hypotheses  # [n, K] each
+    parents: tf.Tensor  # [n, K] each new hypothesis's beam of origin
+    tokens: tf.Tensor  # [n, K] the token each one appended (padding after its end)
+    fed: tf.Tensor  # [n·K] the tokens to feed at the next step (the end id once ended)
+    model_state: dict  # [n·K, …] the step function's state, reordered to follow the parents
+
+
+@dataclass(frozen=True)
+class BeamStep:
+    """The beam expansion both beam searches share (the shape of keras-hub's `BeamSampler` and
+    OpenNMT-tf's `BeamSearch.step`): a beam's start, one step from K hypotheses to the next K per
+    sentence, and the best at the end. The loops around it differ only in what they keep: the
+    dynamic one drops settled sentences, the fixed-shape one writes into a static buffer.
+
+    `constant_keys` name state entries that steps never change (encoder outputs): tiled once and
+    never reordered."""
+
+    width: int
+    alpha: float
+    start_id: int
+    end_id: int
+    constant_keys: tuple[str, ...]
+
+    def start(self, state: dict, max_lengths: tf.Tensor):
+        """`(model_state [batch·K, …], limits [batch, K], hypotheses [batch, K], tokens [batch·K])`:
+        each sentence's K rows tiled from its one, only beam 0 live (so that the first expansion
+        does not pick the same token K times)."""
+        batch_size = tf.shape(max_lengths)[0]
+        model_state = tf.nest.map_structure(lambda tensor: _tile_beams(tensor, self.width), state)
+        limits = _split_beams(_tile_beams(max_lengths, self.width), self.width)
+        first = tf.concat([[0.0], tf.fill([self.width - 1], -1e9)], 0)
+        hypotheses = Hypotheses(
+            log_probs=tf.tile(first[None, :], [batch_size, 1]),
+            finished=tf.zeros([batch_size, self.width], tf.bool),
+            lengths=tf.zeros([batch_size, self.width], tf.int32),
+        )
+        return model_state, limits, hypotheses, tf.fill([batch_size * self.width], self.start_id)
+
+    def expand(
+        self,
+        step_fn: StepFunction,
+        tokens: tf.Tensor,
+        model_state: dict,
+        hypotheses: Hypotheses,
+        limits: tf.Tensor,
+        step: tf.Tensor,
+    ) -> Expansion:
+        """Runs `step_fn` on the `[n·K]` fed `tokens` and keeps each sentence's K best extensions of
+        its `hypotheses` by length-normalised score; `limits [n, K]`, `step` the step decoded. Sizes
+        come from the logits (via `_split_beams`), never from the caller's indices."""
+        width, end_id = self.width, self.end_id
+        logits, model_state = step_fn(tokens, model_state)
+        at_limit = step >= limits - 1  # [n, K]
+        token_log_probs, top_tokens = _beam_candidates(
+            tf.nn.log_softmax(logits), hypotheses.finished[:, :, None], at_limit[:, :, None], width, end_id
+        )
+        candidates = hypotheses.log_probs[:, :, None] + token_log_probs  # [n, K, K]
+        candidate_lengths = hypotheses.lengths + tf.cast(tf.logical_not(hypotheses.finished), tf.int32)
+        normalised = candidates / length_penalty(candidate_lengths, self.alpha)[:, :, None]
+        parents, next_tokens, log_probs = _best_candidates(normalised, top_tokens, candidates, width)
+        finished = tf.logical_or(
+            tf.gather(hypotheses.finished, parents, batch_dims=1), tf.equal(next_tokens, end_id)
+        )  # [n, K]
+        lengths = tf.gather(candidate_lengths, parents, batch_dims=1)  # [n, K]
+        # reorder what the hypotheses carry; per-sentence constants are the same in all its beams
+        rows = _flat_rows(parents, width)  # [n·K]
+        model_state = {
+            key: value if key in self.constant_keys else _gather_rows(value, rows)
+            for key, value in model_state.items()
+        }
+        fed = _merge_beams(tf.where(finished, end_id, next_tokens))  # [n·K]
+        return Expansion(Hypotheses(log_probs, finished, lengths), parents, next_tokens, fed, model_state)
+
+    def ranked(self, hypotheses: Hypotheses) -> tf.Tensor:
+        """`[batch, K]` what ranks the hypotheses: log P / length_penalty(length, alpha)."""
+        return hypotheses.log_probs / length_penalty(hypotheses.lengths, self.alpha)
+
+    def best(self, hypotheses: Hypotheses) -> tf.Tensor:
+        """`[batch]` each sentence's best hypothesis."""
+        return tf.argmax(self.ranked(hypotheses), axis=1, output_type=tf.int32)
+
+
+def _any_hypothesis_live(loop: NamedTuple) -> tf.Tensor:
+    """Whether a hypothesis of the fixed-shape beam has not ended yet."""
+    return tf.logical_not(tf.reduce_all(loop.hypotheses.finished))
 
 
 class BeamState(NamedTuple):
@@ -358,9 +460,7 @@ class BeamState(NamedTuple):
     sentences: tf.Tensor  # [n] the sentences still decoding
     tokens: tf.Tensor  # [n·K] each of their hypotheses' token fed at this step
     model_state: dict  # the step function's state, entries [n·K, …]
-    log_probs: tf.Tensor  # [batch, K] each hypothesis's log-probability
-    finished: tf.Tensor  # [batch, K] whether each hypothesis has ended
-    lengths: tf.Tensor  # [batch, K] tokens so far, end id included
+    hypotheses: Hypotheses  # [batch, K] each
     sequences: tf.Tensor  # [batch, K, step] each hypothesis's tokens
     history: tf.Tensor  # [batch, K, step, …] collected entries; [0] without `collect`
 
@@ -369,68 +469,46 @@ def _beam_loop(
     step_fn: StepFunction,
     state: dict,
     max_lengths: tf.Tensor,
-    beam_width: int,
-    alpha: float,
-    start_id: int,
-    end_id: int,
+    beam: BeamStep,
+    *,
     collect: str | None,
-    constant_keys: tuple[str, ...],
     stop_when_settled: bool,
 ) -> BeamState:
     """The loop of `beam_search` (see there); returns its final state, every sentence's beam.
     With `stop_when_settled` a sentence also leaves once its best hypothesis is settled (`_settled`);
     its live hypotheses stay unfinished in its beam."""
-    stop_when_settled = stop_when_settled and alpha >= 0  # the bound needs a non-decreasing penalty
+    stop_when_settled = stop_when_settled and beam.alpha >= 0  # the bound needs a non-decreasing penalty
     batch_size = tf.shape(max_lengths)[0]
-    width = beam_width
-    state = tf.nest.map_structure(lambda tensor: _tile_beams(tensor, width), state)
-    beam_limits = _split_beams(_tile_beams(max_lengths, width), width)  # [batch, K]
+    width = beam.width
+    state, beam_limits, hypotheses, tokens = beam.start(state, max_lengths)
 
     def body(loop: BeamState) -> BeamState:
-        logits, model_state = step_fn(loop.tokens, loop.model_state)
         sentences = loop.sentences
-        # sizes come from the logits (via `_split_beams`), never from `sentences`
-        active_finished = tf.gather(loop.finished, sentences)  # [n, K]
-        at_limit = loop.step >= tf.gather(beam_limits, sentences) - 1  # [n, K]
-        token_log_probs, top_tokens = _beam_candidates(
-            tf.nn.log_softmax(logits), active_finished[:, :, None], at_limit[:, :, None], width, end_id
-        )
-        candidates = tf.gather(loop.log_probs, sentences)[:, :, None] + token_log_probs  # [n, K, K]
-        candidate_lengths = tf.gather(loop.lengths, sentences) + tf.cast(
-            tf.logical_not(active_finished), tf.int32
-        )  # [n, K]
-        normalised = candidates / length_penalty(candidate_lengths, alpha)[:, :, None]
-        parent, next_tokens, chosen_log_probs = _best_candidates(normalised, top_tokens, candidates, width)
-        now_finished = tf.logical_or(
-            tf.gather(active_finished, parent, batch_dims=1), tf.equal(next_tokens, end_id)
-        )  # [n, K]
-        chosen_lengths = tf.gather(candidate_lengths, parent, batch_dims=1)  # [n, K]
+        limits = tf.gather(beam_limits, sentences)  # [n, K]
+        active = tf.nest.map_structure(lambda field: tf.gather(field, sentences), loop.hypotheses)
+        expansion = beam.expand(step_fn, loop.tokens, loop.model_state, active, limits, loop.step)
         at = sentences[:, None]
-        log_probs = tf.tensor_scatter_nd_update(loop.log_probs, at, chosen_log_probs)
-        lengths = tf.tensor_scatter_nd_update(loop.lengths, at, chosen_lengths)
-        finished = tf.tensor_scatter_nd_update(loop.finished, at, now_finished)
+        hypotheses = tf.nest.map_structure(
+            lambda full, new: tf.tensor_scatter_nd_update(full, at, new),
+            loop.hypotheses,
+            expansion.hypotheses,
+        )  # [batch, K] each
         # sentences no longer decoding keep their hypotheses in place and extend by padding
         parents = tf.tensor_scatter_nd_update(
-            tf.tile(tf.range(width)[None, :], [batch_size, 1]), at, parent
+            tf.tile(tf.range(width)[None, :], [batch_size, 1]), at, expansion.parents
         )  # [batch, K]
-        appended = tf.scatter_nd(at, next_tokens, [batch_size, width])[:, :, None]  # [batch, K, 1]
+        appended = tf.scatter_nd(at, expansion.tokens, [batch_size, width])[:, :, None]  # [batch, K, 1]
         sequences = tf.concat([tf.gather(loop.sequences, parents, batch_dims=1), appended], axis=2)
-        # reorder what the hypotheses carry; per-sentence constants are the same in all its beams
-        rows = _flat_rows(parent, width)  # [n·K]
-        model_state = {
-            key: value if key in constant_keys else _gather_rows(value, rows)
-            for key, value in model_state.items()
-        }
+        model_state = expansion.model_state
         history = loop.history
         if collect:
             entry = _split_beams(tf.cast(model_state[collect], tf.float32), width)[:, :, None]  # [n, K, 1, …]
             full = _scatter_rows(sentences, entry, batch_size)  # [batch, K, 1, …]
             history = tf.concat([tf.gather(history, parents, batch_dims=1), full], axis=2)
-        fed = _merge_beams(tf.where(now_finished, end_id, next_tokens))  # [n·K]
-        decoding = tf.logical_not(tf.reduce_all(now_finished, axis=1))  # [n]
+        fed = expansion.fed
+        decoding = tf.logical_not(tf.reduce_all(expansion.hypotheses.finished, axis=1))  # [n]
         if stop_when_settled:
-            sentence_limits = tf.gather(beam_limits, sentences)  # [n, K]
-            settled = _settled(chosen_log_probs, chosen_lengths, now_finished, sentence_limits, alpha)
+            settled = _settled(expansion.hypotheses, limits, beam.alpha)
             decoding = tf.logical_and(decoding, tf.logical_not(settled))
 
         def drop_ended():
@@ -441,9 +519,7 @@ def _beam_loop(
         sentences, fed, model_state = tf.cond(
             tf.reduce_all(decoding), lambda: (sentences, fed, model_state), drop_ended
         )
-        return BeamState(
-            loop.step + 1, sentences, fed, model_state, log_probs, finished, lengths, sequences, history
-        )
+        return BeamState(loop.step + 1, sentences, fed, model_state, hypotheses, sequences, history)
 
     if collect:  # [batch, beam, steps, *entry shape]
         entry_shape = tf.shape(state[collect])[1:]
@@ -453,12 +529,9 @@ def _beam_loop(
     initial = BeamState(
         step=tf.constant(0),
         sentences=tf.range(batch_size),
-        tokens=tf.fill([batch_size * width], tf.constant(start_id, tf.int32)),
+        tokens=tokens,
         model_state=state,
-        # only beam 0 is live at first, so the first expansion does not pick the same token K times
-        log_probs=tf.tile(tf.concat([[0.0], tf.fill([width - 1], -1e9)], 0)[None, :], [batch_size, 1]),
-        finished=tf.zeros([batch_size, width], tf.bool),
-        lengths=tf.zeros([batch_size, width], tf.int32),
+        hypotheses=hypotheses,
         sequences=tf.zeros([batch_size, width, 0], tf.int32),
         history=history,
     )
@@ -467,9 +540,7 @@ def _beam_loop(
         sentences=tf.TensorShape([None]),
         tokens=tf.TensorShape([None]),
         model_state=_batch_major_shapes(state),
-        log_probs=tf.TensorShape([None, width]),
-        finished=tf.TensorShape([None, width]),
-        lengths=tf.TensorShape([None, width]),
+        hypotheses=Hypotheses(*[tf.TensorShape([None, width])] * 3),
         sequences=tf.TensorShape([None, width, None]),
         history=tf.TensorShape([None, width, None]).concatenate(state[collect].shape[1:])
         if collect
@@ -504,16 +575,13 @@ def beam_search(
     Returns the best hypothesis per sentence; `scores` are its log-probabilities. The
     vocabulary must have at least `beam_width` tokens.
     """
-    final = _beam_loop(
-        step_fn, state, max_lengths, beam_width, alpha, start_id, end_id, collect, constant_keys, True
-    )
-    best = tf.argmax(
-        final.log_probs / length_penalty(final.lengths, alpha), axis=1, output_type=tf.int32
-    )  # [batch]
+    beam = BeamStep(beam_width, alpha, start_id, end_id, tuple(constant_keys))
+    final = _beam_loop(step_fn, state, max_lengths, beam, collect=collect, stop_when_settled=True)
+    best = beam.best(final.hypotheses)  # [batch]
     return SearchResult(
         tf.gather(final.sequences, best, batch_dims=1),
-        tf.gather(final.lengths, best, batch_dims=1),
-        tf.gather(final.log_probs, best, batch_dims=1),
+        tf.gather(final.hypotheses.lengths, best, batch_dims=1),
+        tf.gather(final.hypotheses.log_probs, best, batch_dims=1),
         tf.gather(final.history, best, batch_dims=1) if collect else None,
     )
 
@@ -549,16 +617,16 @@ def beam_search_nbest(
     """`beam_search`, returning all K hypotheses of each final beam (distinct token sequences: the
     beam never holds one path twice) sorted by the score that ranks them; the first of each is
     `beam_search`'s."""
+    beam = BeamStep(beam_width, alpha, start_id, end_id, tuple(constant_keys))
     # every hypothesis must end: the n-best list is the whole final beam, not only its best
-    final = _beam_loop(
-        step_fn, state, max_lengths, beam_width, alpha, start_id, end_id, None, constant_keys, False
-    )
-    normalised = final.log_probs / length_penalty(final.lengths, alpha)  # [batch, K]
-    ranked, order = tf.math.top_k(normalised, k=beam_width)  # sorted, best first; ties keep beam order
+    final = _beam_loop(step_fn, state, max_lengths, beam, collect=None, stop_when_settled=False)
+    ranked, order = tf.math.top_k(
+        beam.ranked(final.hypotheses), k=beam_width
+    )  # best first; ties keep beam order
     return NBestResult(
         tf.gather(final.sequences, order, batch_dims=1),
-        tf.gather(final.lengths, order, batch_dims=1),
-        tf.gather(final.log_probs, order, batch_dims=1),
+        tf.gather(final.hypotheses.lengths, order, batch_dims=1),
+        tf.gather(final.hypotheses.log_probs, order, batch_dims=1),
         ranked,
     )
 
@@ -570,9 +638,7 @@ class FixedShapeBeamState(NamedTuple):
     step: tf.Tensor  # [] the step being decoded
     tokens: tf.Tensor  # [batch·K] each hypothesis's token fed at this step
     model_state: dict  # the step function's state, entries [batch·K, …]
-    log_probs: tf.Tensor  # [batch, K] each hypothesis's log-probability
-    finished: tf.Tensor  # [batch, K] whether each hypothesis has ended
-    lengths: tf.Tensor  # [batch, K] tokens so far, end id included
+    hypotheses: Hypotheses  # [batch, K] each
     sequences: tf.Tensor  # [batch, K, output_length] each hypothesis's tokens, 0 after its end
 
 
@@ -591,59 +657,35 @@ def fixed_shape_beam_search(
     one keeps its hypotheses, extended by padding at no cost) and tokens are written into a
     `[batch, K, output_length]` buffer (limits are capped to it). The same best hypotheses,
     lengths and scores as `beam_search`; nothing is collected."""
+    beam = BeamStep(beam_width, alpha, start_id, end_id, tuple(constant_keys))
     batch_size = tf.shape(max_lengths)[0]
-    width = beam_width
     max_lengths = tf.minimum(max_lengths, output_length)
-    state = tf.nest.map_structure(lambda tensor: _tile_beams(tensor, width), state)
-    beam_limits = _split_beams(_tile_beams(max_lengths, width), width)  # [batch, K]
+    state, beam_limits, hypotheses, tokens = beam.start(state, max_lengths)
 
     def body(loop: FixedShapeBeamState) -> FixedShapeBeamState:
-        logits, model_state = step_fn(loop.tokens, loop.model_state)
-        at_limit = loop.step >= beam_limits - 1  # [batch, K]
-        token_log_probs, top_tokens = _beam_candidates(
-            tf.nn.log_softmax(logits), loop.finished[:, :, None], at_limit[:, :, None], width, end_id
-        )
-        candidates = loop.log_probs[:, :, None] + token_log_probs  # [batch, K, K]
-        candidate_lengths = loop.lengths + tf.cast(tf.logical_not(loop.finished), tf.int32)  # [batch, K]
-        normalised = candidates / length_penalty(candidate_lengths, alpha)[:, :, None]
-        parent, next_tokens, log_probs = _best_candidates(normalised, top_tokens, candidates, width)
-        finished = tf.logical_or(
-            tf.gather(loop.finished, parent, batch_dims=1), tf.equal(next_tokens, end_id)
+        expansion = beam.expand(
+            step_fn, loop.tokens, loop.model_state, loop.hypotheses, beam_limits, loop.step
         )
         column = tf.one_hot(loop.step, output_length, dtype=tf.int32)  # write column `step` of the buffer
-        sequences = tf.gather(loop.sequences, parent, batch_dims=1) + column * next_tokens[:, :, None]
-        rows = _flat_rows(parent, width)  # [batch·K]
-        model_state = {
-            key: value if key in constant_keys else _gather_rows(value, rows)
-            for key, value in model_state.items()
-        }
+        sequences = (
+            tf.gather(loop.sequences, expansion.parents, batch_dims=1) + column * expansion.tokens[:, :, None]
+        )
         return FixedShapeBeamState(
-            loop.step + 1,
-            _merge_beams(tf.where(finished, end_id, next_tokens)),
-            model_state,
-            log_probs,
-            finished,
-            tf.gather(candidate_lengths, parent, batch_dims=1),
-            sequences,
+            loop.step + 1, expansion.fed, expansion.model_state, expansion.hypotheses, sequences
         )
 
     initial = FixedShapeBeamState(
         step=tf.constant(0),
-        tokens=tf.fill([batch_size * width], tf.constant(start_id, tf.int32)),
+        tokens=tokens,
         model_state=state,
-        # only beam 0 is live at first, so the first expansion does not pick the same token K times
-        log_probs=tf.tile(tf.concat([[0.0], tf.fill([width - 1], -1e9)], 0)[None, :], [batch_size, 1]),
-        finished=tf.zeros([batch_size, width], tf.bool),
-        lengths=tf.zeros([batch_size, width], tf.int32),
-        sequences=tf.zeros([batch_size, width, output_length], tf.int32),
+        hypotheses=hypotheses,
+        sequences=tf.zeros([batch_size, beam_width, output_length], tf.int32),
     )
-    final = _decode_loop(
-        body, initial, max_lengths, lambda loop: tf.logical_not(tf.reduce_all(loop.finished))
-    )
-    best = tf.argmax(final.log_probs / length_penalty(final.lengths, alpha), axis=1, output_type=tf.int32)
+    final = _decode_loop(body, initial, max_lengths, _any_hypothesis_live)
+    best = beam.best(final.hypotheses)  # [batch]
     return SearchResult(
         tf.gather(final.sequences, best, batch_dims=1),
-        tf.gather(final.lengths, best, batch_dims=1),
-        tf.gather(final.log_probs, best, batch_dims=1),
+        tf.gather(final.hypotheses.lengths, best, batch_dims=1),
+        tf.gather(final.hypotheses.log_probs, best, batch_dims=1),
         None,
     )
