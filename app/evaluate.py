@@ -1,6 +1,6 @@
 """`attend evaluate` and `attend compare`: a trained run's translations of a split (or any TSV
-file) scored by sacreBLEU (and exact match), its teacher-forced perplexity there, written beside
-the run, and BLEU by source length of several runs.
+file) scored by sacreBLEU (and exact match; word and phone error rates for pronunciations), its
+teacher-forced perplexity there, written beside the run, and BLEU by source length of several runs.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from app.plots import bleu_by_length_plot
 from app.progress import progress
 from app.recipe import held_out_perplexity
 from app.run import RunDir
-from app.scoring import bleu_by_length, corpus_scores, read_references
+from app.scoring import bleu_by_length, corpus_scores, phone_error_rates, read_references
 from app.translator import Translator, load_translator
 
 TRANSLATE_BATCH = 64  # sentences per call, as Translator.translate_texts batches them; also a bar step
@@ -60,6 +60,8 @@ def evaluate_run(
             "sentences": len(sources),
             "references": sum(len(refs) for refs in references),
         }
+        if config.data.pronunciations:  # a word is right when it equals any of its pronunciations
+            metrics["phones"] = phone_error_rates(hypotheses, references)
         metrics.update(held_out_perplexity(translator.model, config, translator.tokenizers, tsv))
         metrics["bleu_by_length"] = bleu_by_length(sources, hypotheses, references)
         write_evaluation(run.evaluation_dir(name), sources, hypotheses, references, metrics)
@@ -97,7 +99,13 @@ def format_report(metrics: dict) -> str:
     lines = [
         f"{metrics['split']}: {metrics['sentences']} sentences, {metrics['references']} references, "
         f"beam {metrics['beam']}",
-        f"BLEU {metrics['bleu']:.2f}  chrF {metrics['chrf']:.2f}  exact match {metrics['exact_match']:.2f} %",
+        *_phone_lines(metrics.get("phones")),
+        f"BLEU {metrics['bleu']:.2f}  chrF {metrics['chrf']:.2f}  exact match {metrics['exact_match']:.2f} %"
+        + (
+            " (BLEU/chrF over phone strings: not meaningful for pronunciations)"
+            if "phones" in metrics
+            else ""
+        ),
         f"perplexity {metrics['perplexity']:.2f} (teacher-forced; {metrics['target_tokens']:,} tokens)",
         f"  {metrics['signature']['bleu']}",
         f"  {metrics['signature']['chrf']}",
@@ -108,6 +116,17 @@ def format_report(metrics: dict) -> str:
         for row in metrics["bleu_by_length"]
     ]
     return "\n".join(lines)
+
+
+def _phone_lines(phones: dict | None) -> list[str]:
+    """The g2p task's headline: word and phone error rates (none for translations)."""
+    if not phones:
+        return []
+    return [
+        f"WER {phones['wer']:.2f} % ({phones['wrong_words']:,} of {phones['words']:,} words wrong)  "
+        f"PER {phones['per']:.2f} % ({phones['phone_errors']:,} edits / {phones['reference_phones']:,} "
+        "phones of the closest references)"
+    ]
 
 
 def compare_by_length(

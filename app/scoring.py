@@ -1,5 +1,6 @@
 """Scores of translations: corpus BLEU and chrF the standard way (sacreBLEU), multi-reference,
 and BLEU by source length. The dev monitor of training and `attend evaluate` both use these.
+Pronunciations (the g2p task) are scored instead by word and phone error rates (`phone_error_rates`).
 
 sacreBLEU computes both scores from detokenized text with its own tokenisation (13a for BLEU),
 so figures are comparable with published ones; its signature says exactly how. When a source
@@ -98,3 +99,49 @@ def bleu_by_length(sources: list[str], hypotheses: list[str], references: list[l
         )
         rows.append({"bucket": label, "sentences": len(chosen), "bleu": bleu})
     return rows
+
+
+def edit_distance(hypothesis: list[str], reference: list[str]) -> int:
+    """Levenshtein distance between two token sequences (substitutions, insertions, deletions cost 1)."""
+    previous = list(range(len(reference) + 1))
+    for row, token in enumerate(hypothesis, start=1):
+        current = [row]
+        for column, wanted in enumerate(reference, start=1):
+            current.append(
+                min(previous[column] + 1, current[column - 1] + 1, previous[column - 1] + (token != wanted))
+            )
+        previous = current
+    return previous[-1]
+
+
+def phone_error_rates(hypotheses: list[str], references: list[list[str]]) -> dict:
+    """Word and phone error rates (percent) of pronunciations, the measures of the g2p papers.
+
+    A word is right when its output, as whitespace-separated phones, equals any of its references
+    (WER counts the wrong ones). Its phone errors are the edit distance to its closest reference
+    (the first of the closest, in file order), and PER sums those over all words, divided by the sum
+    of those closest references' lengths (Bisani & Ney 2008's aggregation, not a mean of per-word
+    rates). An empty output counts every phone of its reference as an error.
+    """
+    if len(hypotheses) != len(references):
+        raise ValueError(f"{len(hypotheses)} hypotheses but {len(references)} reference lists")
+    wrong = errors = phones = 0
+    for hypothesis, refs in zip(hypotheses, references, strict=True):
+        output = hypothesis.split()
+        candidates = [reference.split() for reference in refs]
+        distance, closest = min(
+            ((edit_distance(output, reference), reference) for reference in candidates),
+            key=lambda pair: pair[0],
+        )
+        wrong += distance > 0
+        errors += distance
+        phones += len(closest)
+    words = len(hypotheses)
+    return {
+        "wer": round(100.0 * wrong / words, 2) if words else 0.0,
+        "per": round(100.0 * errors / phones, 2) if phones else 0.0,
+        "words": words,
+        "wrong_words": wrong,
+        "phone_errors": errors,
+        "reference_phones": phones,
+    }

@@ -562,11 +562,11 @@ def test_bible_language_mismatch_is_warned(tmp_path):
 
 # === Corpus sources (app/data/sources.py) ===
 
-UNKNOWN_CORPUS = "data.corpus='xml' is not one of ['bible', 'tsv', 'dates']"
+UNKNOWN_CORPUS = "data.corpus='xml' is not one of ['bible', 'tsv', 'dates', 'cmudict']"
 
 
 def test_every_corpus_choice_has_a_source_class_and_a_folder_name():
-    assert list(sources.SOURCES) == list(CORPUS_FOLDERS) == ["bible", "tsv", "dates"]
+    assert list(sources.SOURCES) == list(CORPUS_FOLDERS) == ["bible", "tsv", "dates", "cmudict"]
 
 
 def test_an_unknown_corpus_is_refused_naming_the_choices(tmp_path):

@@ -129,6 +129,31 @@ def test_a_saved_config_missing_settings_is_refused_by_name(tmp_path):
     assert load_config(str(path)).model.units != 48  # as a preset, the same file takes the defaults
 
 
+def test_a_config_saved_by_an_earlier_release_takes_the_defaults_of_the_settings_added_since(tmp_path):
+    """A run trained before a release added settings still loads; the same gap in a file written by
+    the current release is damage, and is refused."""
+    import yaml
+
+    from app.config import SETTINGS_ADDED_IN, load_config, load_saved_config, save_config
+
+    path = tmp_path / "config.yaml"
+    config = load_config("smoke")
+    save_config(config, path)
+    values = yaml.safe_load(path.read_text())
+    added = SETTINGS_ADDED_IN[(0, 2, 0)]
+    for key in added:
+        section, name = key.split(".")
+        del values[section][name]
+    body = yaml.safe_dump(values, sort_keys=False)
+    path.write_text("# written by attend 0.1.0\n" + body)
+    assert load_saved_config(path) == config  # the added settings' defaults do what 0.1.0 did
+    path.write_text(body)  # a writer that noted no version is older still
+    assert load_saved_config(path) == config
+    path.write_text(f"# written by attend {__version__}\n" + body)
+    with pytest.raises(ValueError, match="missing data.cmudict_stress"):
+        load_saved_config(path)
+
+
 # === 1. Divergence inside the first epoch ===
 def test_the_divergence_guard_bounds_the_loss_by_an_untrained_models():
     import keras

