@@ -182,6 +182,51 @@ def _add_use_commands(commands) -> None:
         metavar="OUT.png",
         help="also save attention heatmaps (OUT.png, then OUT-2.png, …)",
     )
+    translate.add_argument(
+        "--align",
+        action="store_true",
+        help="print `translation ||| alignment`: each target word's most attended source word, in Pharaoh "
+        "format (`source-target` word indices, 0-based)",
+    )
+    translate.add_argument(
+        "--sample",
+        action="store_true",
+        help="draw each translation from the model instead of searching for the likeliest (back-translation)",
+    )
+    translate.add_argument(
+        "--temperature",
+        type=float,
+        default=None,
+        metavar="T",
+        help="with --sample: sharpen (< 1) or flatten (> 1) the distribution (default: the export's "
+        "decode.sampling_temperature)",
+    )
+    translate.add_argument(
+        "--topk",
+        type=int,
+        default=None,
+        metavar="K",
+        help="with --sample: draw from the K likeliest pieces only, 0 = all (default: decode.sampling_topk)",
+    )
+    translate.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="with --sample: the same seed gives the same translations (default: a random one)",
+    )
+    score = commands.add_parser(
+        "score", help="log-probabilities of given translations (forced decoding): filter a corpus, rerank"
+    )
+    score.add_argument("model", type=Path, help="a run folder or its export/ folder")
+    score.add_argument(
+        "file",
+        type=Path,
+        nargs="?",
+        default=None,
+        metavar="FILE.tsv",
+        help="source<TAB>target lines (default or `-`: stdin); prints `total<TAB>normalised` per line",
+    )
+    score.add_argument("--batch-size", type=positive_int, default=64, help="pairs per call (default: 64)")
     evaluate = commands.add_parser("evaluate", help="sacreBLEU BLEU/chrF of a run on a split or a TSV file")
     evaluate.add_argument("run_dir", type=Path, help="the run folder")
     evaluate.add_argument("--split", default="test", choices=("train", "dev", "test"), help="default: test")
@@ -414,7 +459,7 @@ def run_export(args: argparse.Namespace) -> int:
 
 
 def run_translate(args: argparse.Namespace) -> int:
-    from app.translate import read_lines, translate_sentences
+    from app.translate import Sampling, read_lines, translate_sentences
 
     batch_size = args.batch_size
     if args.sentences:
@@ -423,8 +468,31 @@ def run_translate(args: argparse.Namespace) -> int:
         sentences = read_lines(sys.stdin.buffer)
         if sys.stdin.isatty():
             batch_size = 1
-    for translation in translate_sentences(args.model, sentences, batch_size, args.plot, args.nbest):
+    sampling_flags = {"--temperature": args.temperature, "--topk": args.topk, "--seed": args.seed}
+    given = [flag for flag, value in sampling_flags.items() if value is not None]
+    if given and not args.sample:
+        raise ValueError(f"{', '.join(given)} only apply with --sample")
+    sample = Sampling(args.temperature, args.topk, args.seed) if args.sample else None
+    translations = translate_sentences(
+        args.model, sentences, batch_size, args.plot, args.nbest, sample=sample, align=args.align
+    )
+    for translation in translations:
         print(translation, flush=batch_size == 1)
+    return 0
+
+
+def run_score(args: argparse.Namespace) -> int:
+    from app.rescore import score_lines
+    from app.translate import find_export, read_lines
+
+    export_dir = find_export(args.model)
+    if args.file is None or str(args.file) == "-":
+        lines = read_lines(sys.stdin.buffer)
+    else:
+        with args.file.open("rb") as stream:
+            lines = list(read_lines(stream, str(args.file)))  # a count: the bar's ETA
+    for line in score_lines(export_dir, lines, args.batch_size):
+        print(line)
     return 0
 
 
@@ -471,6 +539,7 @@ COMMANDS = {
     "train": run_train,
     "export": run_export,
     "translate": run_translate,
+    "score": run_score,
     "evaluate": run_evaluate,
     "average": run_average,
     "compare": run_compare,

@@ -402,6 +402,13 @@ def model_card(
             "translate_ids": "source_ids: int32 [batch, src] (0-padded, ending with 2) -> ids: int32 "
             "[batch, decode.max_output_tokens], lengths: int32 [batch], score: float32 [batch]; greedy, "
             "XLA-compilable",
+            "translate_with_alignment": "serving_default's outputs + alignment: string [batch] (Pharaoh "
+            "source-target word pairs, one per target word)",
+            "score": "source: string [batch], target: string [batch] -> score: float32 [batch] (log P of "
+            "target, end token included), tokens: int32 [batch], normalized_score: float32 [batch], "
+            "token_scores: float32 [batch, tgt]; forced decoding",
+            "sample": "text: string [batch], seed: int64 [], temperature: float32 [], topk: int32 [] "
+            "(0 = all) -> serving_default's outputs, drawn instead of searched",
             "input_handling": "text must be a 1-D string tensor (other shapes raise InvalidArgumentError); "
             "invalid UTF-8 in text is replaced before tokenizing, each invalid byte sequence by one U+FFFD "
             "(as Python's bytes.decode('utf-8', 'replace')); translate_ids raises InvalidArgumentError for "

@@ -1,5 +1,6 @@
 """`attend translate`: sentences (arguments or stdin) through an exported SavedModel, exactly as
-another program would load it, optionally with attention heatmaps.
+another program would load it, optionally with attention heatmaps, word alignments, the beam's n-best
+list, or drawn from the model (`--sample`) instead of searched.
 
 Input is read and answered in batches as it arrives, so a long file or a pipe streams. On a
 terminal, a bar on stderr counts the sentences done (with an ETA when their number is known);
@@ -7,8 +8,11 @@ stdout holds the translations and nothing else."""
 
 from __future__ import annotations
 
+import json
+import secrets
 import sys
 from collections.abc import Iterable, Iterator, Sized
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
@@ -24,6 +28,36 @@ def find_export(model: Path) -> Path:
     if not (export_dir / "saved_model.pb").is_file():
         raise ValueError(f"No SavedModel at {export_dir}; train and export a run first")
     return export_dir
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """`--sample`'s settings: None takes the export's `decode.sampling_temperature` / `sampling_topk`
+    and, for the seed, a random one. Batch k of the input is drawn with `seed + k`."""
+
+    temperature: float | None = None
+    topk: int | None = None
+    seed: int | None = None
+
+    def inputs(self, export_dir: Path) -> dict:
+        """The `sample` signature's inputs besides `text`, for the first batch."""
+        import tensorflow as tf
+
+        decode = json.loads((export_dir / "model_card.json").read_text(encoding="utf-8"))["config"]["decode"]
+        temperature = (
+            decode.get("sampling_temperature", 1.0) if self.temperature is None else self.temperature
+        )
+        topk = decode.get("sampling_topk", 0) if self.topk is None else self.topk
+        if temperature <= 0 or topk < 0:
+            raise ValueError(
+                f"--temperature must be greater than 0 and --topk at least 0, got {temperature}, {topk}"
+            )
+        seed = secrets.randbelow(2**62) if self.seed is None else self.seed
+        return {
+            "seed": tf.constant(seed, tf.int64),
+            "temperature": tf.constant(temperature, tf.float32),
+            "topk": tf.constant(topk, tf.int32),
+        }
 
 
 def read_lines(stream: BinaryIO, name: str = "stdin") -> Iterator[str]:
@@ -45,10 +79,14 @@ def translate_sentences(
     batch_size: int = 64,
     plot: Path | None = None,
     nbest: int | None = None,
+    sample: Sampling | None = None,
+    align: bool = False,
 ) -> Iterator[str]:
     """Translations in input order, a batch at a time; with `plot`, heatmaps OUT.png, OUT-2.png, …;
     with `nbest` K, the K best of the beam per sentence as lines `index ||| translation ||| score`
-    (Moses's and OpenNMT's n-best format: the sentence's 0-based index, its log-probability).
+    (Moses's and OpenNMT's n-best format: the sentence's 0-based index, its log-probability); with
+    `sample`, translations drawn by the `sample` signature; with `align`, lines `translation |||
+    alignment` (Pharaoh format: `source word-target word` pairs, 0-based).
 
     Progress goes to stderr (`app.progress`: on a terminal, or with ATTEND_PROGRESS=1), but not
     while a person types the sentences at the terminal: there each answer is its own progress."""
@@ -57,8 +95,13 @@ def translate_sentences(
 
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-    if plot and nbest:
-        raise ValueError("--plot and --nbest cannot be combined; plot the best translation without --nbest")
+    chosen = [
+        flag
+        for flag, value in (("--plot", plot), ("--nbest", nbest), ("--sample", sample), ("--align", align))
+        if value
+    ]
+    if len(chosen) > 1:
+        raise ValueError(f"{' and '.join(chosen)} cannot be combined; choose one")
     if plot:
         plot.parent.mkdir(parents=True, exist_ok=True)
     export_dir = find_export(model)
@@ -66,19 +109,29 @@ def translate_sentences(
     if nbest:
         yield from _nbest_lines(signatures, export_dir, sentences, batch_size, nbest)
         return
-    translate = signatures["translate_with_attention" if plot else "serving_default"]
+    modes = {"translate_with_attention": plot, "sample": sample, "translate_with_alignment": align}
+    name = next((name for name, wanted in modes.items() if wanted), "serving_default")
+    if name not in signatures:
+        raise ValueError(
+            f"The SavedModel at {export_dir} has no {name} signature (exported by an older version); "
+            "export it again with `attend export RUN_DIR`"
+        )
+    translate, extra = signatures[name], sample.inputs(export_dir) if sample else {}
     total = len(sentences) if isinstance(sentences, Sized) else None
     enabled = False if total is None and stdin_is_terminal() else None  # typed sentences: no bar
     start = 0
     with progress(total=total, description="Translating", leave=False, enabled=enabled) as bar:
         for batch in batches(sentences, batch_size):
-            out = translate(text=tf.constant(batch, tf.string))
+            out = translate(text=tf.constant(batch, tf.string), **extra)
+            if sample:
+                extra["seed"] += 1  # the next batch's draws
             bar.update(len(batch))
             bar.clear()  # the caller prints these translations; the bar is drawn again below them
             for row, translation in enumerate(out["translation"].numpy()):
                 if plot:
                     save_attention_plot(out, row, batch[row], numbered(plot, start + row))
-                yield translation.decode("utf-8")
+                text = translation.decode("utf-8")
+                yield f"{text} ||| {out['alignment'][row].numpy().decode('utf-8')}" if align else text
             bar.refresh()
             start += len(batch)
 

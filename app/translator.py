@@ -30,12 +30,13 @@ from app.data.corpus import prepared_train_files
 from app.data.lexicon import LexicalTable, build_lexical_table
 from app.data.pipeline import add_source_end
 from app.data.tokenizer import SubwordTokenizer, load_tokenizer
-from app.models.decoding import DecodingStrategy
+from app.models.alignment import pharaoh_alignment
+from app.models.decoding import DecodingStrategy, SamplingSearch
 from app.models.search import UNREACHABLE_LOG_PROB, NBestResult, SearchResult, max_output_lengths
 from app.models.seq2seq import Seq2SeqDecoding, build_model
 from app.models.shortlist import shortlist_candidates
 from app.processes import run_python_for_json
-from app.special_tokens import END_ID, PAD_ID
+from app.special_tokens import END_ID, PAD_ID, START_ID
 
 MODEL_CARD_NAME = "model_card.json"  # inside every SavedModel folder this module writes
 # With `xla`, greedy batches of up to this many sentences (beam batches: the second figure) decode
@@ -145,8 +146,9 @@ class Translator(tf.Module):
 
     def source_ids(self, text: tf.Tensor) -> tf.Tensor:
         """`[batch]` strings → `[batch, src]` int32 ids, 0-padded, each ending with the end id."""
-        ids = self.source_tokenizer.tokenize(self._valid_text(text))[:, : self._max_input_tokens - 1]
-        dense = add_source_end(ids).to_tensor(0)
+        with tf.device("/CPU:0"):  # string ops have CPU kernels only: a GPU server keeps them here
+            ids = self.source_tokenizer.tokenize(self._valid_text(text))[:, : self._max_input_tokens - 1]
+            dense = add_source_end(ids).to_tensor(0)
         # an empty batch still needs one time step: recurrent layers cannot run over zero steps
         return tf.pad(dense, [[0, 0], [0, tf.maximum(1 - tf.shape(dense)[1], 0)]])
 
@@ -191,7 +193,7 @@ class Translator(tf.Module):
     def translate(self, text):
         """`serving_default`: translation and its log-probability (sum over output tokens)."""
         tokens, scores = self._translate_batch(self.source_ids(text))
-        return {"translation": self.target_tokenizer.detokenize(tokens), "score": scores}
+        return {"translation": self._detokenize(tokens), "score": scores}
 
     def _search_batch(self, source_ids: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """`serving_default`'s output ids and scores."""
@@ -232,7 +234,7 @@ class Translator(tf.Module):
         source_ids = self.source_ids(text)
         result = self.search(source_ids, collect="attention")
         return {
-            "translation": self.target_tokenizer.detokenize(result.tokens),
+            "translation": self._detokenize(result.tokens),
             "score": result.scores,
             "attention": result.collected,
             "source_tokens": self._pieces(self.source_tokenizer, source_ids),
@@ -249,7 +251,7 @@ class Translator(tf.Module):
         tokens, _, scores, normalised = self.search_nbest(self.source_ids(text))
         shape = tf.shape(tokens)
         flat = tf.reshape(tokens, [shape[0] * shape[1], shape[2]])
-        texts = tf.reshape(self.target_tokenizer.detokenize(flat), shape[:2])
+        texts = tf.reshape(self._detokenize(flat), shape[:2])
         reachable = scores > UNREACHABLE_LOG_PROB
         minus_infinity = tf.fill(tf.shape(scores), -np.inf)
         return {
@@ -267,6 +269,103 @@ class Translator(tf.Module):
         The id range is checked here, outside `_translate_valid_ids` (the part `xla` compiles):
         XLA drops Assert ops, and unchecked, an out-of-range id would silently translate."""
         return self._translate_valid_ids(self._checked_source_ids(source_ids))
+
+    @tf.function(
+        input_signature=[
+            tf.TensorSpec([None], tf.string, name="text"),
+            tf.TensorSpec([], tf.int64, name="seed"),
+            tf.TensorSpec([], tf.float32, name="temperature"),
+            tf.TensorSpec([], tf.int32, name="topk"),
+        ]
+    )
+    def sample(self, text, seed, temperature, topk):
+        """`sample`: a translation drawn from the model, token by token (`SamplingSearch`): from
+        softmax(logits / `temperature`) over the `topk` likeliest pieces (0 = all), seeded by `seed`
+        (the same seed and batch give the same output). Outputs as `serving_default`; `score` is the
+        model's log-probability of the drawn translation. All four inputs are required (a signature
+        has no defaults): `decode.sampling_temperature` / `sampling_topk` are what the CLI passes."""
+        checks = [
+            tf.debugging.assert_positive(temperature, message="sample: temperature must be greater than 0"),
+            tf.debugging.assert_non_negative(topk, message="sample: topk must be at least 0 (0 = all)"),
+        ]
+        with tf.control_dependencies(checks):
+            source_ids = self.source_ids(text)
+        step, to_ids = self._step_for(source_ids)
+        result = SamplingSearch(temperature, topk, seed).search(step, *self._start(source_ids))
+        return {
+            "translation": self._detokenize(to_ids(result.tokens)),
+            "score": result.scores,
+        }
+
+    @tf.function(
+        input_signature=[
+            tf.TensorSpec([None], tf.string, name="source"),
+            tf.TensorSpec([None], tf.string, name="target"),
+        ]
+    )
+    def score(self, source, target):
+        """`score` (forced decoding): how likely the model finds each given translation. `score`
+        float32 [batch]: the sum of the target pieces' log-probabilities, end token included (what
+        `serving_default`'s `score` is for its own output); `tokens` int32 [batch]: the pieces scored
+        (end included); `normalized_score`: `score / tokens`; `token_scores` [batch, tgt] (0 at
+        padding). Teacher forcing through the whole model over the whole vocabulary (also with a
+        shortlist); targets are cut at `decode.max_output_tokens` pieces as the search would be."""
+        same_batch = tf.debugging.assert_equal(
+            tf.shape(source)[0], tf.shape(target)[0], message="score: source and target batch sizes differ"
+        )
+        with tf.control_dependencies([same_batch]):
+            source_ids = self.source_ids(source)
+        target_ids = self.target_ids(target)
+        token_scores = self.forced_scores(source_ids, target_ids)
+        scores = tf.reduce_sum(token_scores, axis=1)
+        tokens = tf.reduce_sum(tf.cast(tf.not_equal(target_ids, PAD_ID), tf.int32), axis=1)
+        return {
+            "score": scores,
+            "tokens": tokens,
+            "normalized_score": scores / tf.cast(tf.maximum(tokens, 1), tf.float32),
+            "token_scores": token_scores,
+        }
+
+    def target_ids(self, text: tf.Tensor) -> tf.Tensor:
+        """`[batch]` strings → `[batch, tgt]` int32 target ids as the decoder emits them, each ending
+        with the end id, 0-padded; at most `decode.max_output_tokens` (the end id the last)."""
+        max_output_tokens = self._length_limits[2]
+        with tf.device("/CPU:0"):  # string ops have CPU kernels only
+            ids = self.target_tokenizer.tokenize(self._valid_text(text))[:, : max_output_tokens - 1]
+            dense = add_source_end(ids).to_tensor(0)  # the end id appended, as to a source
+        # an empty batch still needs one time step, as in `source_ids`
+        return tf.pad(dense, [[0, 0], [0, tf.maximum(1 - tf.shape(dense)[1], 0)]])
+
+    def forced_scores(self, source_ids: tf.Tensor, target_ids: tf.Tensor) -> tf.Tensor:
+        """Teacher forcing, as in training: the model reads the start id then `target_ids [batch, tgt]`
+        shifted right; each target id's log-probability `[batch, tgt]`, 0 at padding."""
+        target_in = tf.concat([tf.fill([tf.shape(target_ids)[0], 1], START_ID), target_ids[:, :-1]], axis=1)
+        logits = tf.cast(self.model([source_ids, target_in], training=False), tf.float32)
+        log_probs = tf.gather(tf.nn.log_softmax(logits), target_ids, batch_dims=2)  # [batch, tgt]
+        return tf.where(tf.not_equal(target_ids, PAD_ID), log_probs, 0.0)
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
+    def translate_with_alignment(self, text):
+        """`translate_with_alignment`: `serving_default`'s outputs plus `alignment` string [batch], each
+        target word's most attended source word in Pharaoh format (`app.models.alignment`); words are
+        those of the normalised source and of the translation, 0-based, split at spaces."""
+        source_ids = self.source_ids(text)
+        result = self.search(source_ids, collect="attention")
+        return {
+            "translation": self._detokenize(result.tokens),
+            "score": result.scores,
+            "alignment": pharaoh_alignment(
+                result.collected,
+                self._word_pieces(self.source_tokenizer, source_ids),
+                self._word_pieces(self.target_tokenizer, result.tokens),
+            ),
+        }
+
+    @staticmethod
+    def _word_pieces(tokenizer: SubwordTokenizer, ids: tf.Tensor) -> tf.Tensor:
+        """The pieces of `ids`, "" at padding and at the end marker (no word of the sentence)."""
+        with tf.device("/CPU:0"):
+            return tf.where(ids <= END_ID, "", tokenizer.pieces(ids))
 
     def _checked_source_ids(self, source_ids: tf.Tensor) -> tf.Tensor:
         """`source_ids` once they are known to be a matrix of ids the source embedding has."""
@@ -302,7 +401,13 @@ class Translator(tf.Module):
 
     @staticmethod
     def _pieces(tokenizer: SubwordTokenizer, ids: tf.Tensor) -> tf.Tensor:
-        return tf.where(tf.equal(ids, 0), "", tokenizer.pieces(ids))
+        with tf.device("/CPU:0"):
+            return tf.where(tf.equal(ids, 0), "", tokenizer.pieces(ids))
+
+    def _detokenize(self, ids: tf.Tensor) -> tf.Tensor:
+        """Target ids → text, on the CPU (string ops: a GPU server keeps them off the GPU)."""
+        with tf.device("/CPU:0"):
+            return self.target_tokenizer.detokenize(ids)
 
     def signatures(self) -> dict:
         return {
@@ -310,6 +415,9 @@ class Translator(tf.Module):
             "translate_with_attention": self.translate_with_attention.get_concrete_function(),
             "translate_ids": self.translate_ids.get_concrete_function(),
             "translate_nbest": self.translate_nbest.get_concrete_function(),
+            "translate_with_alignment": self.translate_with_alignment.get_concrete_function(),
+            "score": self.score.get_concrete_function(),
+            "sample": self.sample.get_concrete_function(),
         }
 
 
@@ -431,13 +539,22 @@ def check_export(export_dir: Path, translator: Translator, sentences: list[str])
 
 
 def save_translator(
-    translator: Translator, directory: Path, model_card: dict, check_sentences: list[str], log=print
+    translator: Translator,
+    directory: Path,
+    model_card: dict,
+    check_sentences: list[str],
+    log=print,
+    extras=None,
 ) -> Path:
-    """Saves to `directory.staging`, checks it in a fresh process, then atomically replaces `directory`."""
+    """Saves to `directory.staging`, checks it in a fresh process, then atomically replaces `directory`.
+    `extras(staging)` writes more into the staged SavedModel (warm-up records) and may complete
+    `model_card` before it is written: a failure there, too, leaves `directory` as it was."""
     staging = directory.with_name(f"{directory.name}.staging")
     shutil.rmtree(staging, ignore_errors=True)
     try:
         tf.saved_model.save(translator, str(staging), signatures=translator.signatures())
+        if extras is not None:
+            extras(staging)
         (staging / MODEL_CARD_NAME).write_text(json.dumps(model_card, indent=2, ensure_ascii=False) + "\n")
         check_export(staging, translator, check_sentences or [""])
     except Exception:

@@ -46,7 +46,14 @@ def run_block(code: str, export: Path, folder: Path) -> subprocess.CompletedProc
 def test_the_docs_have_a_runnable_block_per_signature():
     blocks = runnable_blocks()
     assert any('signatures["serving_default"]' in block for block in page_blocks(PAGES[0]))  # the README's
-    for signature in ("serving_default", "translate_with_attention", "translate_ids"):
+    for signature in (
+        "serving_default",
+        "translate_with_attention",
+        "translate_ids",
+        "translate_with_alignment",
+        "score",
+        "sample",
+    ):
         assert any(f'signatures["{signature}"]' in block for block in blocks), signature
 
 

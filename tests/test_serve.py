@@ -85,6 +85,9 @@ def test_metadata_lists_every_signature_with_dtypes_and_shapes(server):
         "translate_with_attention",
         "translate_ids",
         "translate_nbest",
+        "translate_with_alignment",
+        "score",
+        "sample",
     }
     default = signatures["serving_default"]
     assert default["inputs"]["text"]["dtype"] == "DT_STRING"

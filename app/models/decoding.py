@@ -5,8 +5,9 @@ the decode settings and then run on every batch (the shape of OpenNMT-tf's
 A strategy is Python used while tracing: the graph it builds holds core TensorFlow ops only, so a
 SavedModel traced through one loads without this module. Every strategy runs over a step function
 `step_fn(tokens, state) -> (logits, state)` (`app.models.search`) and knows nothing of models or
-tokenizers; per-batch inputs a strategy may need beyond the step function (a prefix to force, a
-seed) travel in `state`, batch-major like its other entries.
+tokenizers; per-sentence inputs a strategy may need beyond the step function (a prefix to force)
+travel in `state`, batch-major like its other entries, and a call's scalars (`SamplingSearch`'s
+seed, temperature and top-k) are the strategy's own fields, built inside the traced function.
 
     strategy = DecodingStrategy.from_settings(beam_width=4, length_penalty_alpha=0.6)
     result = strategy.search(step_fn, state, max_lengths)  # SearchResult
@@ -30,6 +31,7 @@ from app.models.search import (
     fixed_shape_beam_search,
     greedy_search,
     length_penalty,
+    sampling_choice,
 )
 
 
@@ -90,6 +92,29 @@ class GreedySearch(DecodingStrategy):
 
     def search(self, step_fn, state, max_lengths, *, collect=None) -> SearchResult:
         return greedy_search(step_fn, state, max_lengths, collect=collect)
+
+
+@dataclass(frozen=True, eq=False)  # tensor fields: compared by identity
+class SamplingSearch(DecodingStrategy):
+    """Each token drawn from the model's distribution (`greedy_search` with `sampling_choice`):
+    softmax(logits / `temperature`) over the `top_k` likeliest tokens (0 = all), seeded by `seed`.
+
+    Its fields are tensors of one call (the `sample` signature's inputs), so it is built inside the
+    traced function, per call, unlike the strategies `from_settings` chooses once. The same seed and
+    batch give the same output; a sentence's draws depend on its row in the batch. As the
+    temperature goes to 0 it becomes greedy search. Scores are the model's log-probabilities of the
+    drawn tokens (temperature 1, whole distribution), comparable with greedy and beam scores.
+    """
+
+    temperature: tf.Tensor  # float32 [] > 0
+    top_k: tf.Tensor  # int32 []; 0 = the whole distribution
+    seed: tf.Tensor  # int64 []
+    length_penalty_alpha: float = 0.0  # ranks its one hypothesis in `nbest` only
+    name: ClassVar[str] = "sampling"
+
+    def search(self, step_fn, state, max_lengths, *, collect=None) -> SearchResult:
+        choose = sampling_choice(self.seed, self.temperature, self.top_k)
+        return greedy_search(step_fn, state, max_lengths, collect=collect, choose=choose)
 
 
 @dataclass(frozen=True)

@@ -121,6 +121,35 @@ def _greedy_choice(logits: tf.Tensor, step: tf.Tensor, limits: tf.Tensor, end_id
     return next_tokens, tf.gather(log_probs, next_tokens, batch_dims=1)
 
 
+ChooseFunction = Callable[[tf.Tensor, tf.Tensor, tf.Tensor, int], tuple[tf.Tensor, tf.Tensor]]
+
+
+def sampling_choice(seed: tf.Tensor, temperature: tf.Tensor, top_k: tf.Tensor) -> ChooseFunction:
+    """A `greedy_search` choice that draws each token instead of taking the likeliest: from
+    softmax(logits / `temperature`), over the `top_k` likeliest tokens (0: all of them), with
+    `tf.random.stateless_categorical` seeded by (`seed`, step), so the same seed and batch give the
+    same draws. The log-probability it returns is the model's (temperature 1, whole distribution),
+    like the greedy score. `seed` int64 `[]`, `temperature` float32 `[]` (> 0), `top_k` int32 `[]`."""
+
+    def choose(logits: tf.Tensor, step: tf.Tensor, limits: tf.Tensor, end_id: int):
+        log_probs = tf.nn.log_softmax(logits)  # [n, vocab]
+        scaled = logits / tf.cast(temperature, logits.dtype)
+        scaled = tf.cond(top_k > 0, lambda: _keep_top_k(scaled, top_k), lambda: scaled)
+        step_seed = tf.stack([tf.cast(seed, tf.int64), tf.cast(step, tf.int64)])
+        drawn = tf.random.stateless_categorical(scaled, 1, seed=step_seed, dtype=tf.int32)[:, 0]  # [n]
+        next_tokens = tf.where(step >= limits - 1, end_id, drawn)  # forced end at the limit
+        return next_tokens, tf.gather(log_probs, next_tokens, batch_dims=1)
+
+    return choose
+
+
+def _keep_top_k(logits: tf.Tensor, k: tf.Tensor) -> tf.Tensor:
+    """`logits [n, vocab]` with every value below each row's k-th largest set to -inf (ties kept)."""
+    k = tf.minimum(k, tf.shape(logits)[-1])
+    kth = tf.math.top_k(logits, k, sorted=True).values[:, -1:]  # [n, 1]
+    return tf.where(logits < kth, tf.constant(-float("inf"), logits.dtype), logits)
+
+
 def greedy_search(
     step_fn: StepFunction,
     state: dict,
@@ -128,17 +157,20 @@ def greedy_search(
     start_id: int = START_ID,
     end_id: int = END_ID,
     collect: str | None = None,
+    choose: ChooseFunction = _greedy_choice,
 ) -> SearchResult:
     """Picks the most likely token at each step until every sentence has ended or hit its limit.
 
     A sentence that reaches `max_lengths[i]` tokens without ending is ended there (its last
     token becomes `end_id`). A sentence leaves the batch at its end; the loop stops when none is left.
+    `choose(logits, step, limits, end_id) -> (tokens, log-probabilities)` picks each row's next
+    token (`sampling_choice` draws it instead).
     """
     batch_size = tf.shape(max_lengths)[0]
 
     def body(loop: GreedyState) -> GreedyState:
         logits, model_state = step_fn(loop.tokens, loop.model_state)
-        next_tokens, token_scores = _greedy_choice(logits, loop.step, loop.limits, end_id)  # [n], [n]
+        next_tokens, token_scores = choose(logits, loop.step, loop.limits, end_id)  # [n], [n]
         scores = tf.tensor_scatter_nd_add(loop.scores, loop.rows[:, None], token_scores)
         lengths = tf.tensor_scatter_nd_add(loop.lengths, loop.rows[:, None], tf.ones_like(loop.rows))
         token_steps = loop.token_steps.write(loop.step, _scatter_rows(loop.rows, next_tokens, batch_size))
