@@ -1,15 +1,25 @@
 """`attend export`: a trained run's Translator, rebuilt from its best weights, saved as a
 SavedModel (staged, checked in a fresh process, then renamed into place): into the run's
-`export/` folder, or as the next version of a TensorFlow Serving model base."""
+`export/` folder, or as the next version of a TensorFlow Serving model base.
+
+Into the staged folder go, before the check: TF Serving's warm-up records (`app.warmup`), and the
+op contract: every op of every exported function is a core TensorFlow op or a tensorflow-text op
+(so that any TF Serving build that links TF Text loads it), the latter listed in the model card
+as `export.required_ops`."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
+from tensorflow.core.protobuf import saved_model_pb2
+
 from app.model_base import ModelBase, default_model_name
+from app.processes import run_python_for_json
 from app.run import RunDir
-from app.translator import load_translator, save_translator
+from app.translator import XLA_MAX_BATCH, XLA_MIN_SOURCE_LENGTH, load_translator, save_translator
+from app.warmup import dev_sentences, write_translator_warmup
 
 # Any text serves the reload check (it compares the reloaded export with this process's translations).
 CHECK_SENTENCES = ["Hola.", "", "Y lloró Jesús.", "In the beginning God created the heavens and the earth."]
@@ -49,11 +59,18 @@ def export_run(
         card = {**model_card_of(run, log), **({"training_failure": failure} if failure else {})}
         card["export"] = {"xla": xla, "run": str(run), "shortlist": shortlist_record(translator)}
         sentences = check_sentences or CHECK_SENTENCES
+        config = run.config()
+        warmup = dev_sentences(data_dir / config.corpus_name / "dev.tsv") or sentences
+        limit = config.decode.max_input_tokens
         if published is None:
-            return save_translator(translator, run.export_dir, card, sentences, log=log)
+            extras = export_extras(translator, card, warmup, xla=xla, max_input_tokens=limit, log=log)
+            return save_translator(translator, run.export_dir, card, sentences, log=log, extras=extras)
         with published.next_version() as (version, directory):
             card["export"].update(model_name=published.name, version=version)
-            save_translator(translator, directory, card, sentences, log=log)
+            extras = export_extras(
+                translator, card, warmup, xla=xla, max_input_tokens=limit, model_name=published.name, log=log
+            )
+            save_translator(translator, directory, card, sentences, log=log, extras=extras)
         log(f"Published {run} as version {version} of model {published.name!r} in {model_base}")
         return directory
 
@@ -65,6 +82,93 @@ def shortlist_record(translator) -> dict | None:
         return None
     frequent, translations = translator.shortlist
     return {"frequent": int(frequent.shape[0]), "per_source": int(translations.shape[1])}
+
+
+def export_extras(
+    translator,
+    card: dict,
+    sentences: list[str],
+    *,
+    xla: bool,
+    max_input_tokens: int,
+    model_name: str = "",
+    log=print,
+) -> Callable[[Path], None]:
+    """What `save_translator` adds to the staged SavedModel: the warm-up records (each signature,
+    and with `xla` every padded shape of the compiled search, whose source lengths go up to
+    `max_input_tokens`), and the op contract checked, its tensorflow-text ops written in the card
+    (`export.required_ops`)."""
+
+    def write(staging: Path) -> None:
+        requests = write_translator_warmup(
+            staging,
+            translator,
+            sentences,
+            xla_max_batch=XLA_MAX_BATCH[translator.decoding_strategy.name] if xla else None,
+            min_length=XLA_MIN_SOURCE_LENGTH,
+            max_input_tokens=max_input_tokens,
+            model_name=model_name,
+            log=log,
+        )
+        signatures = sorted({request.signature_name for request in requests})
+        log(f"Wrote {len(requests)} warm-up requests ({', '.join(signatures)})")
+        card["export"]["required_ops"] = checked_required_ops(staging)
+
+    return write
+
+
+# === The op contract ===
+# Runs in a fresh interpreter: the ops a bare `tensorflow` registers, then those tensorflow-text adds.
+_OP_REGISTRY = """
+import json
+import tensorflow as tf
+from tensorflow.core.framework import op_def_pb2
+from tensorflow.python.client import pywrap_tf_session
+
+def registered():
+    ops = op_def_pb2.OpList.FromString(pywrap_tf_session.TF_GetBuffer(pywrap_tf_session.TF_GetAllOpList()))
+    return {op.name for op in ops.op}
+
+core = registered()
+import tensorflow_text  # noqa: E402,F401
+print(json.dumps({"core": sorted(core), "text": sorted(registered() - core)}))
+"""
+
+
+def op_registry() -> tuple[set[str], set[str]]:
+    """`(core, text)`: the op names a bare `tensorflow` registers, and those tensorflow-text adds."""
+    registry = run_python_for_json(["-c", _OP_REGISTRY], "Listing the registered ops")
+    return set(registry["core"]), set(registry["text"])
+
+
+def saved_model_ops(export_dir: Path) -> set[str]:
+    """Every op type in a SavedModel: its graph's nodes and every library function's nodes (calls
+    of the library's own functions are not ops, and are left out)."""
+    saved_model = saved_model_pb2.SavedModel.FromString((export_dir / "saved_model.pb").read_bytes())
+    ops: set[str] = set()
+    for graph in saved_model.meta_graphs:
+        library = graph.graph_def.library
+        functions = {function.signature.name for function in library.function}
+        nodes = [*graph.graph_def.node, *(node for f in library.function for node in f.node_def)]
+        ops |= {node.op for node in nodes if node.op not in functions}
+    return ops
+
+
+def op_contract_violations(ops: set[str], core: set[str], text: set[str]) -> list[str]:
+    """The ops that are neither core TensorFlow nor tensorflow-text ones (a stock server lacks them)."""
+    return sorted(ops - core - text)
+
+
+def checked_required_ops(export_dir: Path) -> list[str]:
+    """The tensorflow-text ops of the export; ValueError where an op outside the contract entered."""
+    core, text = op_registry()
+    ops = saved_model_ops(export_dir)
+    if violations := op_contract_violations(ops, core, text):
+        raise ValueError(
+            f"the export uses ops that neither TensorFlow nor tensorflow-text registers: {violations}; "
+            "TF Serving could not load it"
+        )
+    return sorted(ops & text)
 
 
 # What an export adds to the run's card (a rebuilt card starts from the run's own part).

@@ -84,6 +84,7 @@ def test_export_publishes_a_version_with_the_xla_attribute_on_request(trained_ru
     assert jit_compiled_functions(directory) != []  # opt-in: translate_ids asks for XLA
     assert jit_compiled_functions(trained_run / "export") == []  # the default: servable by stock TF Serving
     card = json.loads((directory / "model_card.json").read_text())
+    assert "SentencepieceTokenizeOp" in card["export"].pop("required_ops")  # see test_export_ops
     assert card["export"] == {
         "xla": True,
         "run": str(trained_run),

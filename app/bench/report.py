@@ -57,7 +57,8 @@ class TrainRow:
 @dataclasses.dataclass(frozen=True)
 class ServingModel:
     """The model decoding is timed on: a trained run (`run`, with its sizes), or the bench model
-    trained for a few steps (`run` None, with a note, its steps and dev loss)."""
+    trained for a few steps (`run` None, with a note, its steps and dev loss); and the BLEU of its
+    greedy export on the test sentences the tutorial is scored on (None in older reports)."""
 
     run: str | None
     note: str | None = None
@@ -66,6 +67,8 @@ class ServingModel:
     parameters: int | None = None
     source_vocab: int | None = None
     target_vocab: int | None = None
+    bleu: float | None = None
+    bleu_sentences: int | None = None
 
     def to_json(self) -> Json:
         figures = dataclasses.asdict(self)
@@ -253,9 +256,40 @@ class ServeGoals:
 
 
 @dataclasses.dataclass(frozen=True)
+class SwapRow:
+    """A version swapped in under load (`app.bench.serving.swap_under_load`): from its publication to
+    AVAILABLE (its warm-up included, `warmup_s`), then the latency of the first `first_requests`
+    requests it answers and of as many right after (steady state), with `clients` closed-loop clients.
+    `warm_up`: the version carried its warm-up records (else the same export without them)."""
+
+    export: str
+    warm_up: bool
+    clients: int
+    seconds_to_available: float
+    warmup_s: float | None
+    first_requests: int
+    latency_ms_p50: float | None
+    latency_ms_p99: float | None
+    steady_latency_ms_p50: float | None
+    steady_latency_ms_p99: float | None
+    errors: int
+
+    @property
+    def p99_to_steady(self) -> float | None:
+        """The first requests' p99 over steady state's (the issue's goal: at most 1.5)."""
+        if self.latency_ms_p99 is None or not self.steady_latency_ms_p99:
+            return None
+        return round(self.latency_ms_p99 / self.steady_latency_ms_p99, 2)
+
+    def to_json(self) -> Json:
+        return {**dataclasses.asdict(self), "p99_to_steady": self.p99_to_steady}
+
+
+@dataclasses.dataclass(frozen=True)
 class ServeReport:
-    """The serve phase: each server setting (label → its run), and the goals once the decode phase's
-    offline figures are known (`{}` in JSON while they are not, or without both settings)."""
+    """The serve phase: each server setting (label → its run), the goals once the decode phase's
+    offline figures are known (`{}` in JSON while they are not, or without both settings), and the
+    version swaps with and without warm-up (absent from reports from before they were measured)."""
 
     export: str
     sentences: int
@@ -264,18 +298,29 @@ class ServeReport:
     max_seconds: float
     servers: dict[str, ServerRun]
     goals: ServeGoals | None = None
+    swaps: list[SwapRow] = dataclasses.field(default_factory=list)
 
     def to_json(self) -> Json:
-        return {
+        written = {
             **dataclasses.asdict(self),
             "goals": {} if self.goals is None else dataclasses.asdict(self.goals),
+            "swaps": [swap.to_json() for swap in self.swaps],
         }
+        if not self.swaps:  # a report from before swaps were measured reads back to the same text
+            del written["swaps"]
+        return written
 
     @classmethod
     def from_json(cls, data: Json) -> ServeReport:
         goals = data.get("goals")
         servers = {label: ServerRun.from_json(server) for label, server in data["servers"].items()}
-        return cls(**{**data, "servers": servers, "goals": ServeGoals(**goals) if goals else None})
+        swaps = [
+            SwapRow(**{key: value for key, value in swap.items() if key != "p99_to_steady"})
+            for swap in data.get("swaps", [])
+        ]
+        return cls(
+            **{**data, "servers": servers, "goals": ServeGoals(**goals) if goals else None, "swaps": swaps}
+        )
 
 
 # === The prepare phase ===
@@ -353,6 +398,65 @@ class PrepareCurve:
         return cls(points, PrepareGoals(**goals) if goals else None)
 
 
+# === The tutorial phase ===
+@dataclasses.dataclass(frozen=True)
+class Cpu:
+    """The CPU the run's ratios hold for: its model name, which of `host.CPU_FLAGS` it has, and the
+    float32 matmul peak measured in the tutorial phase's process."""
+
+    model: str
+    flags: list[str]
+    matmul_peak_gflops: float
+
+
+@dataclasses.dataclass(frozen=True)
+class TutorialReport:
+    """The TensorFlow tutorial's model (`app.bench.tutorial`) trained on the bench's pairs, exported,
+    reloaded and timed by the decode phase's harness on the same buckets, and scored on the same
+    test sentences as Attend's greedy export. Its headline figures (the short bucket's batch-64
+    rate and batch-1 p50) are read from `decode`, not stored; JSON writes them first."""
+
+    train_examples_per_s: float
+    bleu: float
+    bleu_sentences: int
+    cpu: Cpu
+    steps: int
+    train_pairs: int
+    time_to_first_step_s: float
+    parameters: int
+    source_vocab: int
+    target_vocab: int
+    units: int
+    decode: dict[str, DecodeSpeed]  # bucket → speed of the reloaded export
+    peak_rss_mb: float
+
+    HEADLINE_BUCKET = "short"  # Attend's headline figures are the short bucket's too
+
+    @property
+    def greedy_b64_sentences_per_s(self) -> float:
+        return self.decode[self.HEADLINE_BUCKET].sentences_per_s_batch64
+
+    @property
+    def greedy_b1_p50_ms(self) -> float:
+        return self.decode[self.HEADLINE_BUCKET].latency_ms_batch1_p50
+
+    def to_json(self) -> Json:
+        figures = dataclasses.asdict(self)
+        return {
+            "greedy_b64_sentences_per_s": self.greedy_b64_sentences_per_s,
+            "greedy_b1_p50_ms": self.greedy_b1_p50_ms,
+            **figures,
+            "decode": {bucket: speed.to_json() for bucket, speed in self.decode.items()},
+        }
+
+    @classmethod
+    def from_json(cls, data: Json) -> TutorialReport:
+        derived = ("greedy_b64_sentences_per_s", "greedy_b1_p50_ms")
+        figures = {key: value for key, value in data.items() if key not in derived}
+        decode = {bucket: DecodeSpeed.from_json(speed) for bucket, speed in data["decode"].items()}
+        return cls(**{**figures, "cpu": Cpu(**data["cpu"]), "decode": decode})
+
+
 # === Targets ===
 @dataclasses.dataclass(frozen=True)
 class Bound:
@@ -365,7 +469,8 @@ class Bound:
 
 @dataclasses.dataclass(frozen=True)
 class Target:
-    """A speed target: the figure, its goal, the tutorial's figure it doubles, this host's bound."""
+    """A target: the figure, its goal, the tutorial's figure measured in the same run that the goal
+    is a multiple of, this host's bound."""
 
     target: str
     value: float
@@ -389,8 +494,9 @@ class Target:
         return round(self.value / self.bound.value if self.at_least else self.bound.value / self.value, 3)
 
     @property
-    def ratio_to_tutorial(self) -> float:
-        return round(self.value / self.tutorial, 3)
+    def ratio_to_tutorial(self) -> float | None:
+        """The figure over the tutorial's (None where the tutorial's is 0, as a tiny model's BLEU)."""
+        return round(self.value / self.tutorial, 3) if self.tutorial else None
 
     def to_json(self) -> Json:
         data = {
@@ -400,7 +506,7 @@ class Target:
             "at_least": self.at_least,
             "met": self.met,
         }
-        if self.tutorial:
+        if self.tutorial is not None:
             data |= {"tutorial": self.tutorial, "ratio_to_tutorial": self.ratio_to_tutorial}
         if self.bound:
             data["bound"] = {
@@ -439,7 +545,8 @@ class Headline:
 # === The whole ===
 @dataclasses.dataclass(frozen=True)
 class BenchReport:
-    """`bench.json`: the setting, every phase's part, the headline figures and the targets."""
+    """`bench.json`: the setting, every phase's part, the headline figures and the targets
+    (`tutorial` None in reports older than the tutorial phase, and then not written)."""
 
     machine: Machine
     preset: str
@@ -454,6 +561,7 @@ class BenchReport:
     prepare: PrepareCurve
     headline: Headline
     targets: list[Target]
+    tutorial: TutorialReport | None = None
 
     def to_json(self) -> Json:
         return {
@@ -468,6 +576,7 @@ class BenchReport:
             "decode": self.decode.to_json(),
             "serve": self.serve.to_json(),
             "prepare": self.prepare.to_json(),
+            **({} if self.tutorial is None else {"tutorial": self.tutorial.to_json()}),
             **dataclasses.asdict(self.headline),
             "targets": [target.to_json() for target in self.targets],
         }
@@ -489,4 +598,5 @@ class BenchReport:
             prepare=PrepareCurve.from_json(data["prepare"]),
             headline=Headline(**headline),
             targets=[Target.from_json(target) for target in data["targets"]],
+            tutorial=TutorialReport.from_json(data["tutorial"]) if "tutorial" in data else None,
         )

@@ -1,17 +1,22 @@
 """The bench's `serve` phase: the greedy SavedModel served by `attend serve` (a subprocess on
 loopback, whose peak RSS is its own), with dynamic batching and without, under 1, 8 and 64
-closed-loop REST clients; and its goals against the decode phase's offline figures."""
+closed-loop REST clients; its goals against the decode phase's offline figures; and version swaps
+under load, with and without warm-up records (time to AVAILABLE, the first requests' latency)."""
 
 from __future__ import annotations
 
+import json
 import os
+import re
+import shutil
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from app.bench import load_test
 from app.bench.plan import BenchPlan
-from app.bench.report import DecodeReport, LoadRow, ServeGoals, ServeReport, ServerRun
+from app.bench.report import DecodeReport, LoadRow, ServeGoals, ServeReport, ServerRun, SwapRow
 
 SERVE_EXPORT = "greedy"
 SERVE_MODEL_NAME = "bench"
@@ -31,6 +36,15 @@ SERVER_SETTINGS = {"batching": BATCHING_FLAGS, "no_batching": ("--no-batching",)
 THROUGHPUT_GOAL = 0.7
 P99_GOAL = 4.0
 BATCHING_GOAL = 1.5
+# Version swaps: each export (plain and --xla) with its warm-up records and without, a new version
+# published under each number of clients, its first requests timed, then as many in steady state.
+SWAP_EXPORTS = ("greedy", "greedy_xla")
+SWAP_CLIENTS = (8, 64)
+SWAP_REQUESTS = 100
+SWAP_P99_GOAL = 1.5  # the first requests' p99 at most this multiple of steady state's
+SWAP_POLL_SECONDS = 0.1  # how often the server looks for the new version (part of time to AVAILABLE)
+SWAP_TIMEOUT_SECONDS = 900  # a version not AVAILABLE by then fails the phase
+WARMED_LINE = re.compile(r"Warmed up version (\d+) of .*: (\d+) requests in ([\d.]+) s")
 
 
 def run_serve_phase(
@@ -50,6 +64,13 @@ def run_serve_phase(
         version.symlink_to((export_dir / SERVE_EXPORT).resolve(), target_is_directory=True)
         for label, flags in settings.items():
             servers[label] = serve_under_load(Path(base), list(flags), sentences, clients, plan)
+    swaps = [
+        row
+        for export in SWAP_EXPORTS
+        if (export_dir / export).is_dir()
+        for warm_up in (True, False)
+        for row in swap_under_load(export_dir / export, warm_up, sentences)
+    ]
     return ServeReport(
         export=SERVE_EXPORT,
         sentences=len(sentences),
@@ -57,7 +78,87 @@ def run_serve_phase(
         max_requests=plan.load_requests,
         max_seconds=plan.load_seconds,
         servers=servers,
+        swaps=swaps,
     )
+
+
+def swap_under_load(
+    export: Path, warm_up: bool, sentences: list[str], clients: tuple[int, ...] = SWAP_CLIENTS
+) -> list[SwapRow]:
+    """`attend serve` (batching on) with `export` as version 1; under each number of clients a copy is
+    published as the next version (without its warm-up records unless `warm_up`), timed until it is
+    AVAILABLE, then its first `SWAP_REQUESTS` requests and as many more in steady state."""
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="attend-bench-swap-") as base:
+        model = Path(base) / SERVE_MODEL_NAME
+        publish_copy(export, model / "1", warm_up)
+        command = [
+            *(sys.executable, "-m", "app", "serve", "--model-base", base, "--model-name", SERVE_MODEL_NAME),
+            *("--host", "127.0.0.1", "--rest-port", "0", "--grpc-port", "0"),
+            *("--poll-seconds", str(SWAP_POLL_SECONDS), *BATCHING_FLAGS),
+        ]
+        startup = SWAP_TIMEOUT_SECONDS
+        with load_test.ServerProcess(command, env=server_environment(), startup_seconds=startup) as server:
+            path = f"/v1/models/{SERVE_MODEL_NAME}:predict"
+            bodies = [{"instances": [sentence]} for sentence in sentences]
+            requests = load_test.post_requests(server.host, server.port, path, bodies)
+            for version, count in enumerate(clients, start=2):
+                started = time.perf_counter()
+                publish_copy(export, model / str(version), warm_up)
+                wait_until_available(f"{server.rest}/v1/models/{SERVE_MODEL_NAME}", version)
+                available = time.perf_counter() - started
+                first, steady = (
+                    load_test.run_load(server.host, server.port, requests, count, SWAP_REQUESTS, 600)
+                    for _ in range(2)
+                )
+                rows.append(
+                    SwapRow(
+                        export=export.name,
+                        warm_up=warm_up,
+                        clients=count,
+                        seconds_to_available=round(available, 2),
+                        warmup_s=warmup_seconds(server.log(), version),
+                        first_requests=first["requests"],
+                        latency_ms_p50=first["latency_ms_p50"],
+                        latency_ms_p99=first["latency_ms_p99"],
+                        steady_latency_ms_p50=steady["latency_ms_p50"],
+                        steady_latency_ms_p99=steady["latency_ms_p99"],
+                        errors=first["errors"] + steady["errors"],
+                    )
+                )
+    return rows
+
+
+def server_environment() -> dict[str, str]:
+    return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "ATTEND_PROGRESS": "0", "PYTHONUNBUFFERED": "1"}
+
+
+def publish_copy(export: Path, version_dir: Path, warm_up: bool) -> None:
+    """A copy of `export` published as `version_dir` at once (copied beside it, then renamed), its
+    warm-up records left out unless `warm_up`."""
+    staging = version_dir.with_name(f"{version_dir.name}.staging")
+    ignore = None if warm_up else shutil.ignore_patterns("assets.extra")
+    shutil.copytree(export.resolve(), staging, ignore=ignore)
+    staging.rename(version_dir)
+
+
+def wait_until_available(status_url: str, version: int, timeout: float = SWAP_TIMEOUT_SECONDS) -> None:
+    """Polls TF Serving's status URL until `version` is AVAILABLE (RuntimeError if it ends instead)."""
+    deadline = time.perf_counter() + timeout
+    while time.perf_counter() < deadline:
+        for entry in json.loads(load_test.fetch_text(status_url))["model_version_status"]:
+            if entry["version"] == str(version) and entry["state"] == "AVAILABLE":
+                return
+            if entry["version"] == str(version) and entry["state"] == "END":
+                raise RuntimeError(f"version {version} failed to load: {entry['status']}")
+        time.sleep(0.02)
+    raise RuntimeError(f"version {version} was not AVAILABLE after {timeout:.0f} s")
+
+
+def warmup_seconds(log: str, version: int) -> float | None:
+    """How long the server said `version`'s warm-up took (None: it had no warm-up records)."""
+    times = [float(m.group(3)) for m in WARMED_LINE.finditer(log) if int(m.group(1)) == version]
+    return times[-1] if times else None
 
 
 def serve_under_load(
@@ -69,9 +170,8 @@ def serve_under_load(
         *(sys.executable, "-m", "app", "serve", "--model-base", str(base), "--model-name", SERVE_MODEL_NAME),
         *("--host", "127.0.0.1", "--rest-port", "0", "--grpc-port", "0", "--poll-seconds", "0", *flags),
     ]
-    environment = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "ATTEND_PROGRESS": "0", "PYTHONUNBUFFERED": "1"}
     rows = []
-    with load_test.ServerProcess(command, env=environment) as server:
+    with load_test.ServerProcess(command, env=server_environment()) as server:
         path = f"/v1/models/{SERVE_MODEL_NAME}:predict"
         bodies = [{"instances": [sentence]} for sentence in sentences]
         requests = load_test.post_requests(server.host, server.port, path, bodies)
@@ -149,11 +249,31 @@ def format_serve(serve: ServeReport) -> list[str]:
         lines.append(f"{label}: {' '.join(server.flags)}")
     if serve.goals:
         lines += _format_goals(serve.goals)
+    if serve.swaps:
+        lines += _format_swaps(serve.swaps)
     peaks = ", ".join(
         f"{label} {'?' if server.peak_rss_mb is None else format(server.peak_rss_mb, '.0f')} MB"
         for label, server in serve.servers.items()
     )
     lines.append(f"server peak RSS: {peaks}")
+    return lines
+
+
+def _format_swaps(swaps: list[SwapRow]) -> list[str]:
+    lines = [
+        f"version swaps under load (batching on): published → AVAILABLE, then its first {SWAP_REQUESTS} "
+        f"requests against the next {SWAP_REQUESTS} (goal: first p99 ≤ {SWAP_P99_GOAL:g} × steady)",
+        f"{'export':<12}{'warm-up':>8}{'clients':>8}{'ready s':>9}{'warm s':>8}{'p50 ms':>9}{'p99 ms':>9}"
+        f"{'steady p99':>11}{'ratio':>7}{'errors':>7}",
+    ]
+    for row in swaps:
+        warm = "-" if row.warmup_s is None else f"{row.warmup_s:.1f}"
+        ratio = "-" if row.p99_to_steady is None else f"{row.p99_to_steady:.2f}"
+        lines.append(
+            f"{row.export:<12}{'yes' if row.warm_up else 'no':>8}{row.clients:>8}"
+            f"{row.seconds_to_available:>9.1f}{warm:>8}{_ms(row.latency_ms_p50):>9}{_ms(row.latency_ms_p99):>9}"
+            f"{_ms(row.steady_latency_ms_p99):>11}{ratio:>7}{row.errors:>7}"
+        )
     return lines
 
 

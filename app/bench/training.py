@@ -10,6 +10,7 @@ from pathlib import Path
 
 import keras
 
+from app.bench.decoding import bleu_on_test, export_translate
 from app.bench.host import matmul_peak_gflops, peak_rss_mb
 from app.bench.plan import BenchPlan
 from app.bench.report import ServingModel, TokenLimits, TrainRow
@@ -31,6 +32,7 @@ SERVING_EXPORTS = (
     ("greedy_shortlist", 1, False, True),
     ("beam4_shortlist", 4, False, True),
 )
+SCORED_EXPORT = "greedy"  # the export whose BLEU is set beside the tutorial's
 
 
 class StepTimer(keras.callbacks.Callback):
@@ -136,7 +138,17 @@ def run_serving_model_phase(config, data_dir: Path, plan: BenchPlan, export_dir:
     export_for_serving(model, config, data, export_dir)
     dev_loss = float(model.evaluate(dev_set.take(plan.dev_batches), verbose=0)[0])
     note = f"the bench model after {plan.serving_steps} training steps"
-    return ServingModel(run=None, note=note, steps=plan.serving_steps, dev_loss=round(dev_loss, 4))
+    bleu, sentences = bleu_on_test(
+        export_translate(export_dir / SCORED_EXPORT), data.corpus.test, plan.bleu_sentences
+    )
+    return ServingModel(
+        run=None,
+        note=note,
+        steps=plan.serving_steps,
+        dev_loss=round(dev_loss, 4),
+        bleu=bleu,
+        bleu_sentences=sentences,
+    )
 
 
 def export_for_serving(model, config, data, export_dir: Path) -> None:
@@ -156,11 +168,35 @@ def export_for_serving(model, config, data, export_dir: Path) -> None:
             shortlist=shortlist,
         )
         card = {"bench": True, "config": config.to_dict()}  # the sizes the decode phase's bounds count
-        save_translator(translator, export_dir / name, card, ["Hola."], log=lambda *_: None)
+        warm = with_warmup(translator, config, data.corpus.dev, xla)
+        save_translator(translator, export_dir / name, card, ["Hola."], log=lambda *_: None, extras=warm)
 
 
-def export_run_for_serving(run_dir: Path, export_dir: Path, data_dir: Path) -> ServingModel:
-    """The `SERVING_EXPORTS` SavedModels of a trained run, for decoding speed on real outputs."""
+def with_warmup(translator, config, dev_file: Path, xla: bool):
+    """`save_translator`'s `extras`: TF Serving's warm-up records from the dev split's sentences, as
+    `attend export` writes them."""
+    from app.translator import XLA_MAX_BATCH, XLA_MIN_SOURCE_LENGTH
+    from app.warmup import dev_sentences, write_translator_warmup
+
+    def write(staging: Path) -> None:
+        write_translator_warmup(
+            staging,
+            translator,
+            dev_sentences(dev_file),
+            xla_max_batch=XLA_MAX_BATCH[translator.decoding_strategy.name] if xla else None,
+            min_length=XLA_MIN_SOURCE_LENGTH,
+            max_input_tokens=config.decode.max_input_tokens,
+            log=lambda *_: None,
+        )
+
+    return write
+
+
+def export_run_for_serving(
+    run_dir: Path, export_dir: Path, data_dir: Path, bleu_sentences: int | None = None
+) -> ServingModel:
+    """The `SERVING_EXPORTS` SavedModels of a trained run, for decoding speed on real outputs, and
+    the BLEU of its greedy export on the first `bleu_sentences` of its corpus's test split."""
     from app.run import RunDir
     from app.translator import load_translator, save_translator
 
@@ -168,12 +204,17 @@ def export_run_for_serving(run_dir: Path, export_dir: Path, data_dir: Path) -> S
     card = {"bench": True, "config": run.config().to_dict()}  # the sizes the decode phase's bounds count
     for name, width, xla, shortlist in SERVING_EXPORTS:
         translator = load_translator(run, beam_width=width, xla=xla, shortlist=shortlist, data_dir=data_dir)
-        save_translator(translator, export_dir / name, card, ["Hola."], log=lambda *_: None)
+        warm = with_warmup(translator, run.config(), data_dir / run.config().corpus_name / "dev.tsv", xla)
+        save_translator(translator, export_dir / name, card, ["Hola."], log=lambda *_: None, extras=warm)
+    test_file = data_dir / run.config().corpus_name / "test.tsv"
+    bleu, sentences = bleu_on_test(export_translate(export_dir / SCORED_EXPORT), test_file, bleu_sentences)
     return ServingModel(
         run=str(run_dir),
         parameters=int(translator.model.count_params()),
         source_vocab=translator.source_tokenizer.vocab_size,
         target_vocab=translator.target_tokenizer.vocab_size,
+        bleu=bleu,
+        bleu_sentences=sentences,
     )
 
 

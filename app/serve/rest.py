@@ -4,7 +4,13 @@
     GET  /v1/models/NAME[/versions/V]/metadata    signature defs
     POST /v1/models/NAME[/versions/V]:predict     row or columnar predict
     GET  /monitoring/prometheus/metrics           Prometheus metrics
+    GET  /healthz                                 200 while the process is up (liveness)
+    GET  /readyz                                  200 once the served version is AVAILABLE (warmed
+                                                  up), else 503 with the reason (readiness)
     GET  /                                        the web page
+
+TF Serving's own status URL answers 200 whatever the versions' states (as TF Serving does);
+orchestrators' probes ask `/healthz` and `/readyz`.
 
 Paths are matched with TF Serving's own patterns (case-insensitive); every error is
 `{"error": "..."}` with the HTTP status TF Serving gives its code.
@@ -78,6 +84,13 @@ def build_app(versions: ModelVersions, limits: Limits, metrics: ServerMetrics) -
         metrics.version.labels(versions.base.name).set(versions.served_version or 0)
         return Response(metrics.page(), media_type="text/plain; version=0.0.4")
 
+    async def healthz(request: Request) -> Response:
+        return JSONAnswer({"status": "alive"})
+
+    async def readyz(request: Request) -> Response:
+        ready, why = versions.readiness()
+        return JSONAnswer(why, 200 if ready else 503)
+
     async def page(request: Request) -> Response:
         text = resources.files("app.serve").joinpath("page/index.html").read_text(encoding="utf-8")
         return HTMLResponse(text.replace("{{MODEL_NAME}}", html.escape(versions.base.name, quote=True)))
@@ -85,6 +98,8 @@ def build_app(versions: ModelVersions, limits: Limits, metrics: ServerMetrics) -
     routes = [
         Route("/", page, methods=["GET"]),
         Route("/monitoring/prometheus/metrics", prometheus, methods=["GET"]),
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
         Route("/v1/{rest:path}", v1, methods=["GET", "POST"]),
     ]
     return Starlette(routes=routes)

@@ -23,6 +23,7 @@ from tensorflow_serving.apis import get_model_metadata_pb2
 from app.serve.batching import BatchScheduler
 from app.serve.errors import from_tensorflow, invalid_argument
 from app.serve.options import BatchingOptions, Limits
+from app.warmup import read_warmup_requests, replay
 
 DEFAULT_SIGNATURE = "serving_default"
 Arrays = dict[str, np.ndarray]
@@ -138,7 +139,7 @@ class Servable:
                 + (f" (missing: {sorted(expected - set(inputs))})" if expected - set(inputs) else "")
             )
         checked = {key: _as_dtype(key, value, signature.inputs[key]) for key, value in inputs.items()}
-        rows = {len(value) if value.ndim else None for value in checked.values()}
+        rows = {len(value) for value in checked.values() if value.ndim}  # scalars (a seed) have no rows
         if len(rows) > 1:
             raise invalid_argument(f"inputs have different batch sizes: {sorted(map(str, rows))}")
         count = next(iter(rows), 0) or 0
@@ -165,6 +166,14 @@ class Servable:
         return list(output_filter or ())
 
     # === Lifetime ===
+    def warm_up(self) -> tuple[int, float]:
+        """Replays the version's warm-up records (`assets.extra/tf_serving_warmup_requests`, TF
+        Serving's convention) once each, straight to the signatures: the first calls' function
+        instantiation and XLA compilations happen here, before the version is served. Returns
+        `(requests, seconds)`; raises (ServingError, ValueError) where a record fails."""
+        requests = read_warmup_requests(self.directory)
+        return len(requests), replay(requests, self._call)
+
     def acquire(self) -> None:
         with self._idle:
             self._in_flight += 1

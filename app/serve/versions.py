@@ -2,9 +2,11 @@
 policy does — the latest version that loads.
 
 A poller looks at the base every `poll_seconds`. A newer version is loaded beside the served
-one and swapped in only once loaded, so no request waits or fails; the old version then
-finishes its requests in flight and is unloaded. A version that fails to load is logged and
-reported by the status API, and the previous one stays served.
+one, warmed up (its `tf_serving_warmup_requests` replayed, as TF Serving does) and swapped in only
+then, so no request waits or fails and none meets a cold version; the old version then finishes
+its requests in flight and is unloaded. A version stays LOADING until its warm-up is done; one
+that fails to load or to warm up is logged and reported by the status API (END with its error),
+and the previous one stays served.
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ class ModelVersions:
         self._failed_at: dict[int, float] = {}  # version → its folder's mtime when it failed
         self._stop = threading.Event()
         self._poller: threading.Thread | None = None
+        self._stopping = False
 
     # === Lifetime ===
     def start(self) -> Servable:
@@ -73,6 +76,7 @@ class ModelVersions:
 
     def stop(self, drain_seconds: float) -> None:
         """Stops polling and unloads the served version once its requests in flight are done."""
+        self._stopping = True
         self._stop.set()
         if self._poller:
             self._poller.join()
@@ -111,19 +115,27 @@ class ModelVersions:
             return -1.0
 
     def _load_and_swap(self, version: int) -> bool:
+        """Loads and warms up `version` (LOADING meanwhile), then serves it; False if either failed."""
         self._set_status(version, "LOADING")
-        started = time.monotonic()
+        started, servable = time.monotonic(), None
         try:
             servable = self._load(version, self.base.version_dir(version))
+            requests, seconds = servable.warm_up()
         except Exception as error:  # noqa: BLE001  (any failure: keep serving the previous version)
-            message = (
-                f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}"
-            )
+            step = "load" if servable is None else "warm up"
+            if servable is not None:
+                servable.unload(0)
+            first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
+            message = f"{'' if servable is None else 'warm-up: '}{type(error).__name__}: {first_line}"
             self._set_status(version, "END", message)
             self._failed_at[version] = self._mtime(version)
             kept = f"; still serving version {self._served.version}" if self._served else ""
-            self._log(f"Version {version} of {self.base.name!r} failed to load ({message}){kept}")
+            self._log(f"Version {version} of {self.base.name!r} failed to {step} ({message}){kept}")
             return False
+        if requests:
+            self._log(
+                f"Warmed up version {version} of {self.base.name!r}: {requests} requests in {seconds:.1f} s"
+            )
         with self._lock:
             previous, self._served = self._served, servable
             self._statuses[version] = VersionStatus(version, "AVAILABLE")
@@ -189,6 +201,20 @@ class ModelVersions:
             entry.status.error_code = 2 if status.error else 0  # tensorflow.error.Code UNKNOWN / OK
             entry.status.error_message = status.error
         return response
+
+    def readiness(self) -> tuple[bool, dict]:
+        """`(ready, why)` for an orchestrator's readiness probe: ready while the version a request
+        without a version number gets (TF Serving's `Latest`) is AVAILABLE, which it is only once
+        warmed up; not while none is, nor once the server is stopping."""
+        with self._lock:
+            served, known = self._served, dict(self._statuses)
+        if self._stopping:
+            return False, {"status": "not ready", "reason": "the server is stopping"}
+        if served is None or known[served.version].state != "AVAILABLE":
+            loading = sorted(v for v, status in known.items() if status.state == "LOADING")
+            reason = "no version is AVAILABLE" + (f" (loading: {loading})" if loading else "")
+            return False, {"status": "not ready", "reason": reason}
+        return True, {"status": "ready", "model": self.base.name, "version": served.version}
 
     @property
     def served_version(self) -> int | None:
