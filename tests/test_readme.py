@@ -13,6 +13,7 @@ import pytest
 
 from tests.conftest import write_bible_db
 from tests.serving import Server, http
+from tests.test_bench import assert_ratios_to_the_tutorial
 from tests.test_cli import attend, summary_tags
 
 README = Path(__file__).parents[1] / "README.md"
@@ -205,7 +206,9 @@ def test_quick_bench_on_the_bible_corpus_writes_a_sane_report(readme_session):
         report["train"][key]["train_examples_per_s"]
         for key in ("bahdanau/float32", "bahdanau/mixed_bfloat16")
     )
-    assert len(report["targets"]) == 2 + len(decode["buckets"]) + 1 and "short, batch 1: p50 ms" in stdout
+    assert len(report["targets"]) == 2 + len(decode["buckets"]) + 2 and "short, batch 1: p50 ms" in stdout
+    assert_ratios_to_the_tutorial(report)  # the tutorial trained and timed in the same run
+    assert "tutorial_short" in stdout and "CPU: " in stdout
     # what the host allows each target: rates measured in the decode phase, sizes from the model cards
     assert decode["matmul_peak_gflops"] > 0 and decode["matvec_gbytes_per_s"] > 0
     for name in ("greedy_shortlist", "beam4_shortlist"):

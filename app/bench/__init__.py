@@ -22,10 +22,13 @@ peak RSS is its own and no precision policy or compiled function leaks between t
   request: requests/s, p50/p90/p99 latency, mean merged batch, errors; against the offline batch-64
   throughput of the same export.
 - `prepare` (`prepare.py`): what `attend prepare` costs as the corpus grows.
+- `tutorial` (`tutorial.py`): the TensorFlow NMT tutorial's model, re-implemented, trained on the
+  same pairs, exported, timed by the decode phase's harness on the same sentences and scored on the
+  same test sentences as Attend's greedy export: the figures every "× the tutorial" divides by.
 
 `suite.py` runs them and gathers their parts into a `BenchReport` (`report.py`: one dataclass per
 part, written as bench.json's keys); `targets.py` sets the figures against the TensorFlow
-tutorial's, each with this host's bound, and `table.py` prints the whole.
+tutorial's measured in the same run, each with this host's bound, and `table.py` prints the whole.
 """
 
 from app.bench.plan import QUICK_PLAN, BenchPlan

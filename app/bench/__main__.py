@@ -13,6 +13,7 @@ from app.bench.plan import plan_for
 from app.bench.prepare import run_prepare_phase
 from app.bench.serving import SERVE_CLIENTS, SERVE_EXPORT, run_serve_phase
 from app.bench.training import SERVING_EXPORTS, run_serving_model_phase, run_train_phase
+from app.bench.tutorial import run_tutorial_phase
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -20,14 +21,19 @@ def main(argv: list[str] | None = None) -> int:
     default those of the preset's corpus); `decode` times the `--exports` folders of `--export-dir`;
     `serve` also takes `--clients 1,8,64` and `--server-settings` (JSON: label → `attend serve` flags,
     e.g. '{"t0": ["--batch_timeout_micros=0"]}'), to try batching knobs; `prepare` times `attend
-    prepare` on `--pairs` pairs recombined from the preset's corpus (in `--work-dir`)."""
+    prepare` on `--pairs` pairs recombined from the preset's corpus (in `--work-dir`); `tutorial`
+    trains the TensorFlow tutorial's model on the preset's pairs, exports it to `--export-dir`, times it
+    on `--sources` and scores it on `--test-file`."""
     parser = argparse.ArgumentParser(prog="python -m app.bench")
-    parser.add_argument("phase", choices=("train", "serving-model", "decode", "serve", "prepare"))
+    parser.add_argument("phase", choices=("train", "serving-model", "decode", "serve", "prepare", "tutorial"))
     parser.add_argument("--preset", default="bench")
     parser.add_argument("--data-dir", type=Path, default=Path("data"))
     parser.add_argument("--export-dir", type=Path, default=None)
     parser.add_argument("--exports", default=",".join(name for name, *_ in SERVING_EXPORTS))
     parser.add_argument("--sources", type=Path, default=None)
+    parser.add_argument(
+        "--test-file", type=Path, default=None, help="tutorial: the TSV its BLEU is scored on"
+    )
     parser.add_argument("--clients", default=",".join(map(str, SERVE_CLIENTS)))
     parser.add_argument("--server-settings", default=None)
     parser.add_argument("--pairs", type=int, default=100_000, help="prepare: pairs to generate")
@@ -55,6 +61,9 @@ def run_phase(args: argparse.Namespace) -> dict:
     else:
         model = args.export_dir / SERVE_EXPORT / "assets" / "source.model"
         sources = bucket_sources(args.data_dir / config.corpus_name, model)
+    if args.phase == "tutorial":
+        test_file = args.test_file or args.data_dir / config.corpus_name / "test.tsv"
+        return run_tutorial_phase(config, args.data_dir, plan, sources, test_file, args.export_dir).to_json()
     if args.phase == "decode":
         return run_decode_phase(args.export_dir, tuple(args.exports.split(",")), sources, plan).to_json()
     clients = tuple(int(count) for count in args.clients.split(","))

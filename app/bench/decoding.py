@@ -27,6 +27,7 @@ BUCKETS = {"short": (1, 10), "medium": (11, 20), "long": (21, 40)}  # source sub
 BATCH_SIZES = (1, 8, 64, 256)
 SENTENCES_PER_BUCKET = 256
 SEED = 1234
+BLEU_BATCH = 64
 
 
 def first_clauses(sentence: str) -> list[str]:
@@ -189,6 +190,31 @@ def decode_speed(serve, sentences: list[str], plan: BenchPlan, target_tokenizer)
     return DecodeSpeed(rows)
 
 
+def bleu_on_test(translate, test_file: Path, limit: int | None = None) -> tuple[float, int]:
+    """sacreBLEU of `translate` (a batch of source strings → their translations) on the first `limit`
+    unique sources of `test_file` (all by default), in batches of 64: (BLEU, sentences scored). Attend's
+    greedy export and the tutorial's are scored by this one function on the same sentences."""
+    from app.scoring import corpus_bleu, read_references
+
+    sources, references = read_references(test_file)
+    sources, references = sources[:limit], references[:limit]
+    hypotheses = []
+    for start in range(0, len(sources), BLEU_BATCH):
+        hypotheses += translate(sources[start : start + BLEU_BATCH])
+    return corpus_bleu(hypotheses, references), len(sources)
+
+
+def export_translate(folder: Path):
+    """A SavedModel of Attend's contract, reloaded: a function from a batch of strings to theirs."""
+    loaded = tf.saved_model.load(str(folder))  # kept alive with the function: its signature needs it
+
+    def translate(batch: list[str]) -> list[str]:
+        translations = loaded.signatures["serving_default"](text=tf.constant(batch))["translation"]
+        return [text.decode() for text in translations.numpy()]
+
+    return translate
+
+
 def _quantile(values: list[float], fraction: float) -> float:
     """The value below which `fraction` of `values` lie (nearest rank, the lower one)."""
     ordered = sorted(values)
@@ -211,11 +237,16 @@ def format_decode(decode: DecodeReport) -> list[str]:
         f"{'out tok':>9}{'warm-up s':>11}"
     )
     for (export, bucket), row in decode.speeds.items():
-        for size, speed in row.batches.items():
-            lines.append(
-                f"{export + '_' + bucket:<24}{size:>6}"
-                f"{speed.sentences_per_s:>9.0f}{speed.target_tokens_per_s:>9.0f}"
-                f"{speed.latency_ms_p50:>9.1f}{speed.latency_ms_p90:>9.1f}"
-                f"{speed.mean_output_tokens:>9.1f}{speed.warmup_s:>11.2f}"
-            )
+        lines += format_speed_rows(f"{export}_{bucket}", row)
     return lines
+
+
+def format_speed_rows(name: str, row: DecodeSpeed) -> list[str]:
+    """One export on one bucket (`name`), a line per batch size, in the decode table's columns."""
+    return [
+        f"{name:<24}{size:>6}"
+        f"{speed.sentences_per_s:>9.0f}{speed.target_tokens_per_s:>9.0f}"
+        f"{speed.latency_ms_p50:>9.1f}{speed.latency_ms_p90:>9.1f}"
+        f"{speed.mean_output_tokens:>9.1f}{speed.warmup_s:>11.2f}"
+        for size, speed in row.batches.items()
+    ]

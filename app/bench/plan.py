@@ -21,6 +21,15 @@ class BenchPlan:
     load_requests: int = 6000  # per server setting and number of clients, at most …
     load_seconds: float = 20.0  # … and within this time
     load_warmup: int = 64  # unrecorded requests before (at least two per client)
+    bleu_sentences: int | None = None  # test sentences Attend's and the tutorial's BLEU score (None: all)
+    tutorial_units: int = 256  # the TensorFlow tutorial's model: its size …
+    tutorial_vocab: int = 5000  # … and its vocabularies' (trained for `tutorial_steps`)
+
+    @property
+    def tutorial_steps(self) -> int:
+        """As many as the model decoding is timed on (their BLEU compares at equal steps), and at
+        least the timed windows of its training rate."""
+        return max(self.serving_steps, self.warmup_steps + self.windows * self.window_steps)
 
 
 QUICK_PLAN = BenchPlan(
@@ -35,6 +44,9 @@ QUICK_PLAN = BenchPlan(
     load_requests=64,  # at least one request per client at 64 clients
     load_seconds=1.5,
     load_warmup=8,
+    bleu_sentences=64,
+    tutorial_units=32,
+    tutorial_vocab=500,
 )
 # `--quick`'s model: small enough that every phase runs in seconds
 QUICK_OVERRIDES = (

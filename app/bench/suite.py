@@ -1,5 +1,6 @@
 """`attend bench`: every phase in its own process (`python -m app.bench PHASE …`), their parts
-gathered into one `BenchReport`, written as `bench.json` and printed as a table."""
+gathered into one `BenchReport`, written as `bench.json` and printed as a table; the TensorFlow
+tutorial's model is trained and timed in the same run, after Attend's, on the same sentences."""
 
 from __future__ import annotations
 
@@ -27,12 +28,15 @@ from app.bench.report import (
     ServingModel,
     TokenLimits,
     TrainRow,
+    TutorialReport,
 )
 from app.bench.serving import SERVE_EXPORT, serve_goals
 from app.bench.table import format_table
 from app.bench.targets import headline_figures, targets
 from app.bench.training import choose_token_limits, export_run_for_serving, training_variants
 from app.processes import run_python_for_json
+
+SOURCES = "sources.json"  # the bucketed sentences every decoding phase times, in the scratch folder
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,6 +71,10 @@ class Phases:
     def serve(self, export_dir: Path, sources: Path) -> ServeReport:
         arguments = ["serve", "--export-dir", str(export_dir), "--sources", str(sources), *self._quick()]
         return ServeReport.from_json(self._run(arguments))
+
+    def tutorial(self, export_dir: Path, sources: Path, test_file: Path) -> TutorialReport:
+        arguments = ["tutorial", *self._setting(), "--export-dir", str(export_dir), "--sources", str(sources)]
+        return TutorialReport.from_json(self._run([*arguments, "--test-file", str(test_file)]))
 
     def prepare(self, pairs: int) -> PreparePoint:
         """One point of the `prepare` curve (not `--quick`: its sample is cut by an override instead)."""
@@ -104,6 +112,10 @@ def run_bench(
             train[key] = phases.train(settings)
         serve_model, corpus_dir = export_serving_model(phases, Path(scratch), config, serve_run, log)
         decode, serve = decode_and_serve(phases, Path(scratch), corpus_dir, log)
+        log(f"bench: the TensorFlow tutorial's model ({plan_for(quick).tutorial_steps} steps), timed …")
+        tutorial = phases.tutorial(
+            Path(scratch) / "tutorial", Path(scratch) / SOURCES, corpus_dir / "test.tsv"
+        )
     report = BenchReport(
         machine=machine_description(),
         preset=preset,
@@ -117,7 +129,8 @@ def run_bench(
         serve=serve,
         prepare=prepare_scale(phases, log),
         headline=headline_figures(train, decode),
-        targets=targets(train, decode),
+        targets=targets(train, decode, tutorial, serve_model),
+        tutorial=tutorial,
     )
     output.write_text(json.dumps(report.to_json(), indent=2) + "\n")
     log(format_table(report))
@@ -148,7 +161,8 @@ def export_serving_model(
     from app.run import RunDir
 
     if serve_run is not None:
-        serve_model = export_run_for_serving(serve_run, export_dir, phases.data_dir)
+        bleu_sentences = plan_for(phases.quick).bleu_sentences
+        serve_model = export_run_for_serving(serve_run, export_dir, phases.data_dir, bleu_sentences)
         return serve_model, phases.data_dir / RunDir(serve_run).config().corpus_name
     log(f"bench: training the decoding model ({plan_for(phases.quick).serving_steps} steps) …")
     return phases.serving_model(export_dir), phases.data_dir / config.corpus_name
@@ -160,7 +174,7 @@ def decode_and_serve(
     """The decode and serve phases on `export_dir`'s SavedModels, over the same bucketed sources;
     the serve phase's goals set against the decode phase's offline figures."""
     sources = bucket_sources(corpus_dir, export_dir / SERVE_EXPORT / "assets" / "source.model")
-    sources_file = export_dir / "sources.json"
+    sources_file = export_dir / SOURCES
     sources_file.write_text(json.dumps(sources, ensure_ascii=False))
     log("bench: decoding with the reloaded SavedModels, by source length and batch size …")
     decode = phases.decode(export_dir, sources_file)
