@@ -9,6 +9,7 @@ as `export.required_ops`."""
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -135,10 +136,11 @@ print(json.dumps({"core": sorted(core), "text": sorted(registered() - core)}))
 """
 
 
-def op_registry() -> tuple[set[str], set[str]]:
+@functools.cache  # the registry of an installed TensorFlow does not change while a process runs
+def op_registry() -> tuple[frozenset[str], frozenset[str]]:
     """`(core, text)`: the op names a bare `tensorflow` registers, and those tensorflow-text adds."""
     registry = run_python_for_json(["-c", _OP_REGISTRY], "Listing the registered ops")
-    return set(registry["core"]), set(registry["text"])
+    return frozenset(registry["core"]), frozenset(registry["text"])
 
 
 def saved_model_ops(export_dir: Path) -> set[str]:

@@ -25,11 +25,24 @@ TYPED = {  # in order: the longer placeholders first
     "[--run-dir DIR] [--profile] [section.key=value ...]": "train.epochs=2",
     '"sentence" … [--plot out.png]': '"Y lloró Jesús." Hola --plot out.png',
     "[--split test] [--beam K] [--source FILE.tsv] [--shortlist]": "--split test --beam 1 --shortlist",
+    " [FILE.tsv] [--batch-size N]": " pairs.tsv",
     "RUN_DIR … --out FIG.png": "RUN_DIR RUN_DIR --out fig.png",
     " [--last N] [--out DIR]": " --last 2",
     "[--quick] [--serve-run RUN_DIR]": "--quick",
 }
-COMMANDS = ["prepare", "train", "export", "translate", "evaluate", "compare", "average", "serve", "bench"]
+PAIRS = "Y lloró Jesús.\tJesus wept.\nHola.\tHello.\n"
+COMMANDS = [
+    "prepare",
+    "train",
+    "export",
+    "translate",
+    "score",
+    "evaluate",
+    "compare",
+    "average",
+    "serve",
+    "bench",
+]
 
 
 def readme_commands() -> list[str]:
@@ -49,6 +62,7 @@ def readme_session(tmp_path_factory) -> tuple[Path, dict]:
     """Runs the table's commands in order in a fresh folder; returns it and each command's result."""
     folder = tmp_path_factory.mktemp("fresh")
     write_bible_db(folder / "data")
+    (folder / "pairs.tsv").write_text(PAIRS, encoding="utf-8")  # what `attend score` is given
     results, run_dir = {}, ""
     for command in readme_commands():
         arguments = as_typed(command, run_dir)
@@ -116,6 +130,15 @@ def test_translate_answers_arguments_and_stdin_alike_and_plots(readme_session):
     assert by_stdin.stdout.splitlines()[0] == by_argument[0] and len(by_stdin.stdout.splitlines()) == 3
     for name in ("out.png", "out-2.png"):
         assert (run_dir.parents[1] / name).read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.slow
+def test_score_prints_a_log_probability_and_its_per_piece_mean_per_pair(readme_session):
+    _, results = readme_session
+    rows = [line.split("\t") for line in results["score"].stdout.splitlines()]
+    assert len(rows) == len(PAIRS.splitlines()) and all(len(row) == 2 for row in rows)
+    for total, normalised in ((float(total), float(normalised)) for total, normalised in rows):
+        assert total < 0 and total <= normalised < 0  # log-probabilities; at least one piece (the end)
 
 
 @pytest.mark.slow

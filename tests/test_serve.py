@@ -254,6 +254,9 @@ def test_grpc_metadata_and_status(channel):
         "translate_with_attention",
         "translate_ids",
         "translate_nbest",
+        "translate_with_alignment",
+        "score",
+        "sample",
     }
     assert signatures.signature_def["serving_default"].inputs["text"].dtype == tf.string.as_datatype_enum
 
