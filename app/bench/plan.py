@@ -24,6 +24,10 @@ class BenchPlan:
     bleu_sentences: int | None = None  # test sentences Attend's and the tutorial's BLEU score (None: all)
     tutorial_units: int = 256  # the TensorFlow tutorial's model: its size …
     tutorial_vocab: int = 5000  # … and its vocabularies' (trained for `tutorial_steps`)
+    # the serve phase's version swaps: which exports, under how many clients (each swap replays
+    # its version's warm-up: minutes for an --xla export's compiled shapes on 2 cores)
+    swap_exports: tuple[str, ...] = ("greedy", "greedy_xla")
+    swap_clients: tuple[int, ...] = (8, 64)
 
     @property
     def tutorial_steps(self) -> int:
@@ -47,6 +51,8 @@ QUICK_PLAN = BenchPlan(
     bleu_sentences=64,
     tutorial_units=32,
     tutorial_vocab=500,
+    swap_exports=("greedy",),
+    swap_clients=(8,),
 )
 # `--quick`'s model: small enough that every phase runs in seconds
 QUICK_OVERRIDES = (

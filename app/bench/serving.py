@@ -36,10 +36,9 @@ SERVER_SETTINGS = {"batching": BATCHING_FLAGS, "no_batching": ("--no-batching",)
 THROUGHPUT_GOAL = 0.7
 P99_GOAL = 4.0
 BATCHING_GOAL = 1.5
-# Version swaps: each export (plain and --xla) with its warm-up records and without, a new version
-# published under each number of clients, its first requests timed, then as many in steady state.
-SWAP_EXPORTS = ("greedy", "greedy_xla")
-SWAP_CLIENTS = (8, 64)
+# Version swaps: each of the plan's exports (`BenchPlan.swap_exports`) with its warm-up records and
+# without, a new version published under each number of clients, its first requests timed, then as
+# many in steady state.
 SWAP_REQUESTS = 100
 SWAP_P99_GOAL = 1.5  # the first requests' p99 at most this multiple of steady state's
 SWAP_POLL_SECONDS = 0.1  # how often the server looks for the new version (part of time to AVAILABLE)
@@ -66,10 +65,10 @@ def run_serve_phase(
             servers[label] = serve_under_load(Path(base), list(flags), sentences, clients, plan)
     swaps = [
         row
-        for export in SWAP_EXPORTS
+        for export in plan.swap_exports
         if (export_dir / export).is_dir()
         for warm_up in (True, False)
-        for row in swap_under_load(export_dir / export, warm_up, sentences)
+        for row in swap_under_load(export_dir / export, warm_up, sentences, plan.swap_clients)
     ]
     return ServeReport(
         export=SERVE_EXPORT,
@@ -83,7 +82,7 @@ def run_serve_phase(
 
 
 def swap_under_load(
-    export: Path, warm_up: bool, sentences: list[str], clients: tuple[int, ...] = SWAP_CLIENTS
+    export: Path, warm_up: bool, sentences: list[str], clients: tuple[int, ...] = (8, 64)
 ) -> list[SwapRow]:
     """`attend serve` (batching on) with `export` as version 1; under each number of clients a copy is
     published as the next version (without its warm-up records unless `warm_up`), timed until it is
