@@ -83,6 +83,16 @@ def _add_run_commands(commands, preset: str) -> None:
         "prepare", help="fetch the corpus, split it, fit the tokenizers", **settings
     )
     _add_config_arguments(prepare)
+    monolingual = commands.add_parser(
+        "monolingual",
+        help="another Bible translation's verses, dev/test verses removed: text to back-translate",
+        **settings,
+    )
+    monolingual.add_argument(
+        "--bible", required=True, help="the translation's code, in the target language (e.g. 3 or k)"
+    )
+    monolingual.add_argument("--out", type=Path, required=True, help="the text file to write, a verse a line")
+    _add_config_arguments(monolingual)
     train = commands.add_parser("train", help="prepare, train, keep the best model, export it", **settings)
     _add_config_arguments(train)
     train.add_argument(
@@ -142,6 +152,27 @@ def _add_run_commands(commands, preset: str) -> None:
     export.add_argument(
         "--data-dir", type=Path, default=DATA_DIR, help="the splits, for --shortlist (default: data/)"
     )
+    members = export.add_mutually_exclusive_group()
+    members.add_argument(
+        "--ensemble",
+        type=Path,
+        nargs="+",
+        default=[],
+        metavar="RUN_DIR",
+        help="export an ensemble: these runs' best weights join RUN_DIR's, their log-probabilities averaged "
+        "at every step (the same vocabularies required)",
+    )
+    members.add_argument(
+        "--ensemble-last",
+        type=positive_int,
+        metavar="N",
+        help="export an ensemble of RUN_DIR's last N kept epochs (train.keep_last_epochs)",
+    )
+    export.add_argument(
+        "--out",
+        type=Path,
+        help="export into this folder instead of RUN_DIR/export/ (e.g. an ensemble beside it)",
+    )
 
 
 def _add_shortlist_arguments(parser: argparse.ArgumentParser) -> None:
@@ -189,6 +220,13 @@ def _add_use_commands(commands) -> None:
         "format (`source-target` word indices, 0-based)",
     )
     translate.add_argument(
+        "--prefix",
+        default=None,
+        metavar="TEXT",
+        help="start every translation with TEXT and complete it (the `complete` signature; a TEXT ending "
+        "inside a word is completed from its typed part)",
+    )
+    translate.add_argument(
         "--sample",
         action="store_true",
         help="draw each translation from the model instead of searching for the likeliest (back-translation)",
@@ -227,6 +265,7 @@ def _add_use_commands(commands) -> None:
         help="source<TAB>target lines (default or `-`: stdin); prints `total<TAB>normalised` per line",
     )
     score.add_argument("--batch-size", type=positive_int, default=64, help="pairs per call (default: 64)")
+    _add_backtranslate_command(commands)
     evaluate = commands.add_parser("evaluate", help="sacreBLEU BLEU/chrF of a run on a split or a TSV file")
     evaluate.add_argument("run_dir", type=Path, help="the run folder")
     evaluate.add_argument("--split", default="test", choices=("train", "dev", "test"), help="default: test")
@@ -263,6 +302,61 @@ def _add_use_commands(commands) -> None:
     )
     compare.add_argument(
         "--data-dir", type=Path, default=DATA_DIR, help="where the splits are (default: data/)"
+    )
+
+
+def _add_backtranslate_command(commands) -> None:
+    backtranslate = commands.add_parser(
+        "backtranslate",
+        help="translate target-language text with a reverse run into synthetic training pairs (resumable)",
+    )
+    backtranslate.add_argument(
+        "model", type=Path, help="a run trained in the reverse direction (its folder or export/ folder)"
+    )
+    backtranslate.add_argument(
+        "file",
+        type=Path,
+        metavar="MONOLINGUAL.txt",
+        help="one sentence a line (`-`: stdin); blank lines skipped",
+    )
+    backtranslate.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        metavar="SYNTHETIC.tsv",
+        help="synthetic_source<TAB>real_target lines; an existing file is continued where it stopped",
+    )
+    search = backtranslate.add_mutually_exclusive_group()
+    search.add_argument(
+        "--sample", action="store_true", help="draw each translation from the model (the export's sample)"
+    )
+    search.add_argument(
+        "--beam",
+        type=positive_int,
+        default=None,
+        metavar="K",
+        help="beam search of width K (default: the export's serving_default, decode.beam_width)",
+    )
+    backtranslate.add_argument(
+        "--temperature", type=float, default=None, metavar="T", help="with --sample (default: the export's)"
+    )
+    backtranslate.add_argument(
+        "--topk", type=int, default=None, metavar="K", help="with --sample, 0 = all (default: the export's)"
+    )
+    backtranslate.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="with --sample: batch b is drawn with SEED + b (default: 0, so that a restart draws the same)",
+    )
+    backtranslate.add_argument(
+        "--batch-size",
+        type=positive_int,
+        default=64,
+        help="sentences per call (default: 64; keep it on resume)",
+    )
+    backtranslate.add_argument(
+        "--data-dir", type=Path, default=DATA_DIR, help="the splits, for a --beam rebuilt with a shortlist"
     )
 
 
@@ -454,6 +548,9 @@ def run_export(args: argparse.Namespace) -> int:
         xla=args.xla,
         shortlist=args.shortlist,
         data_dir=args.data_dir,
+        ensemble=args.ensemble,
+        ensemble_last=args.ensemble_last,
+        out=args.out,
     )
     return 0
 
@@ -474,7 +571,14 @@ def run_translate(args: argparse.Namespace) -> int:
         raise ValueError(f"{', '.join(given)} only apply with --sample")
     sample = Sampling(args.temperature, args.topk, args.seed) if args.sample else None
     translations = translate_sentences(
-        args.model, sentences, batch_size, args.plot, args.nbest, sample=sample, align=args.align
+        args.model,
+        sentences,
+        batch_size,
+        args.plot,
+        args.nbest,
+        sample=sample,
+        align=args.align,
+        prefix=args.prefix,
     )
     for translation in translations:
         print(translation, flush=batch_size == 1)
@@ -493,6 +597,34 @@ def run_score(args: argparse.Namespace) -> int:
             lines = list(read_lines(stream, str(args.file)))  # a count: the bar's ETA
     for line in score_lines(export_dir, lines, args.batch_size):
         print(line)
+    return 0
+
+
+def run_monolingual(args: argparse.Namespace) -> int:
+    from app.data.monolingual import write_monolingual
+
+    write_monolingual(load_config(args.preset, args.overrides), args.data_dir, args.bible, args.out)
+    return 0
+
+
+def run_backtranslate(args: argparse.Namespace) -> int:
+    from app.backtranslate import backtranslate, make_decoder
+    from app.translate import Sampling, find_export, read_lines
+
+    given = [flag for flag in ("temperature", "topk", "seed") if getattr(args, flag) is not None]
+    if given and not args.sample:
+        raise ValueError(f"{', '.join('--' + flag for flag in given)} only apply with --sample")
+    export_dir = find_export(args.model)
+    seed = 0 if args.seed is None else args.seed
+    sampling = Sampling(args.temperature, args.topk, seed).inputs(export_dir) if args.sample else None
+    decoder = make_decoder(args.model, export_dir, sampling, args.beam, args.data_dir)
+    if str(args.file) == "-":
+        backtranslate(read_lines(sys.stdin.buffer), decoder, args.out, args.batch_size)
+        return 0
+    with args.file.open("rb") as stream:
+        total = sum(1 for _ in stream)  # the bar's ETA
+    with args.file.open("rb") as stream:
+        backtranslate(read_lines(stream, str(args.file)), decoder, args.out, args.batch_size, total)
     return 0
 
 
@@ -540,6 +672,8 @@ COMMANDS = {
     "export": run_export,
     "translate": run_translate,
     "score": run_score,
+    "backtranslate": run_backtranslate,
+    "monolingual": run_monolingual,
     "evaluate": run_evaluate,
     "average": run_average,
     "compare": run_compare,

@@ -25,6 +25,23 @@ PRESET_DIR = Path(__file__).parent / "presets"
 
 
 @dataclass(frozen=True)
+class ExtraCorpus:
+    """One more training corpus of `data.corpora`: a source with its own settings (named as in the data
+    section), its sampling weight, and whether its sources are synthetic (back-translated). Dev and
+    test come from the main corpus only; an extra is cleaned and deduplicated but never split."""
+
+    corpus: str = "tsv"
+    tsv_path: str | None = None
+    swap: bool = False
+    source_bible: str = "v"
+    target_bible: str = "4"
+    dates_pairs: int = 50_000
+    cmudict_stress: bool = False
+    weight: float = 1.0  # training draws from each corpus in proportion to its weight
+    synthetic: bool = False  # tagged with train.tag_synthetic
+
+
+@dataclass(frozen=True)
 class DataConfig:
     """Where the parallel text comes from and how it is split.
 
@@ -49,6 +66,10 @@ class DataConfig:
     shard_pairs: int = 1_000_000  # a larger train split is written as train-000NN-of-000MM.tsv shards
     dates_pairs: int = 50_000  # corpus=dates: pairs generated (before exact duplicates are removed)
     cmudict_stress: bool = False  # corpus=cmudict: keep the vowels' stress digits (AE1), not 39 bare phones
+    # several corpora (docs/training.md#several-corpora): this main corpus's sampling weight, and
+    # more training corpora (a list of mappings: corpus, its source's settings, weight, synthetic)
+    weight: float = 1.0
+    corpora: tuple[ExtraCorpus, ...] = ()
 
     @property
     def pronunciations(self) -> bool:
@@ -98,10 +119,25 @@ class TokenizerConfig:
     # a seeded sample of at most this many train pairs trains both models: SentencePiece's suffix array
     # takes about 21 bytes per character, so 100k pairs of 250 characters cost about 0.5 GB
     max_training_sentences: int = 100_000
+    # one SentencePiece model trained on both sides' text, used as source and target tokenizer (its
+    # size is source_vocab_size, which must equal target_vocab_size): model.tie_embeddings=all needs it
+    joint: bool = False
+    # subword regularisation (Kudo 2018): the train split's sources are segmented anew by sampling
+    # every epoch, with this inverse temperature (0 = off: the best segmentation, as in dev, test and
+    # the export; a bpe model reads it as BPE-dropout's merge-dropout probability) over the n best
+    # segmentations (-1: the whole lattice), and its targets too with sample_target
+    sampling_alpha: float = 0.0
+    sampling_nbest: int = -1
+    sample_target: bool = False
 
     def side_model_type(self, side: str) -> str:
         """The SentencePiece model type of `source` or `target`: its own setting, else model_type."""
         return getattr(self, f"{side}_model_type") or self.model_type
+
+
+# How the train pipeline segments (subword regularisation), not how the models are fitted: left out of
+# the tokenizers' fingerprint (`app.data.prepare.tokenizer_settings`), so that turning it on reuses them.
+SAMPLING_SETTINGS = ("sampling_alpha", "sampling_nbest", "sample_target")
 
 
 @dataclass(frozen=True)
@@ -125,6 +161,10 @@ class ModelConfig:
     source_embeddings: str = ""
     target_embeddings: str = ""
     freeze_embeddings: bool = False  # keep the pretrained embedding matrices fixed while training
+    # tied embeddings (Press & Wolf 2017): none | target (the output projection's kernel is the target
+    # embedding matrix: the readout size must equal embedding_dim) | all (the source embedding too:
+    # tokenizer.joint=true)
+    tie_embeddings: str = "none"
 
     def architecture(self) -> dict[str, Any]:
         """The settings that shape the network (`app.models.seq2seq.build_model`'s keywords), as plain
@@ -184,6 +224,8 @@ class TrainConfig:
     init_from: str = ""
     init_parts: str = "all"  # all | encoder | decoder | embeddings
     seed: int = 1234
+    # prepend a reserved source piece to the pairs of `synthetic: true` corpora (Caswell et al., 2019)
+    tag_synthetic: bool = False
 
 
 @dataclass(frozen=True)
@@ -295,6 +337,9 @@ def _settings_of(cls: type) -> dict[str, _Setting]:
     hints = typing.get_type_hints(cls)
     settings = {}
     for item in dataclasses.fields(cls):
+        if typing.get_origin(hints[item.name]) is tuple:  # data.corpora: a list of ExtraCorpus
+            settings[item.name] = _Setting(tuple, False, item.default)
+            continue
         kinds = [kind for kind in typing.get_args(hints[item.name]) if kind is not type(None)]
         kind = kinds[0] if kinds else hints[item.name]
         settings[item.name] = _Setting(kind, bool(kinds), item.default)
@@ -353,6 +398,8 @@ def _convert(name: str, value: Any, setting: _Setting) -> Any:
         return None
     if value is None and setting.default == "":  # a text setting that is off when empty
         return ""
+    if setting.kind is tuple:
+        return _extra_corpora(name, value)
     expected, converter = _CONVERTERS[setting.kind]
     try:
         return converter(value)
@@ -360,6 +407,38 @@ def _convert(name: str, value: Any, setting: _Setting) -> Any:
         raise ValueError(f"{name}: expected a finite number, got {value!r}") from None
     except (TypeError, ValueError, OverflowError):
         raise ValueError(f"{name}: expected {expected}, got {value!r}") from None
+
+
+_EXTRA_SETTINGS = _settings_of(ExtraCorpus)
+
+
+def _extra_corpora(name: str, value: Any) -> tuple[ExtraCorpus, ...]:
+    """`data.corpora`: a list of mappings (YAML, or `data.corpora=[{corpus: tsv, tsv_path: b.tsv}]`),
+    each key converted like a data setting, so an error names `data.corpora[1].weight`."""
+    if value is None:
+        return ()
+    if not isinstance(value, (list, tuple)):
+        raise ValueError(f"{name}: expected a list of corpora (mappings with a `corpus` key), got {value!r}")
+    extras = []
+    for index, given in enumerate(value):
+        if isinstance(given, ExtraCorpus):
+            given = dataclasses.asdict(given)
+        if not isinstance(given, dict):
+            raise ValueError(f"{name}[{index}]: expected a mapping such as {{corpus: tsv, tsv_path: …}}")
+        bad = set(given) - set(_EXTRA_SETTINGS)
+        if bad:
+            raise ValueError(
+                f"Unknown key(s) {sorted(bad)} in {name}[{index}]; known: {sorted(_EXTRA_SETTINGS)}"
+            )
+        extras.append(
+            ExtraCorpus(
+                **{
+                    key: _convert(f"{name}[{index}].{key}", item, _EXTRA_SETTINGS[key])
+                    for key, item in given.items()
+                }
+            )
+        )
+    return tuple(extras)
 
 
 # Ranges: what each numeric setting may be, in the words of its error message.
@@ -381,6 +460,8 @@ _SEED = Bound(f"between 0 and {2**32 - 1}", lambda value: 0 <= value < 2**32)  #
 # (a char or word model has no byte pieces: the 4 reserved ids and one piece; `_check_vocab_sizes`).
 MINIMUM_VOCAB_SIZE = 256 + 4 + 32
 MINIMUM_CLOSED_VOCAB_SIZE = 4 + 1
+# SentencePiece refuses larger n-best lists (its kMaxNBestSize); 0 and 1 would not sample at all
+MAXIMUM_SAMPLING_NBEST = 512
 
 RANGES: dict[str, Bound] = {
     "data.dev_size": _SIZE,
@@ -390,10 +471,16 @@ RANGES: dict[str, Bound] = {
     "data.seed": _SEED,
     "data.shard_pairs": _SIZE,
     "data.dates_pairs": _SIZE,
+    "data.weight": _POSITIVE,
     "tokenizer.source_vocab_size": _at_least(MINIMUM_CLOSED_VOCAB_SIZE),
     "tokenizer.target_vocab_size": _at_least(MINIMUM_CLOSED_VOCAB_SIZE),
     "tokenizer.character_coverage": Bound("greater than 0 and at most 1", lambda value: 0 < value <= 1),
     "tokenizer.max_training_sentences": _SIZE,
+    "tokenizer.sampling_alpha": Bound("between 0 (off) and 1", lambda value: 0 <= value <= 1),
+    "tokenizer.sampling_nbest": Bound(
+        f"-1 (all) or between 2 and {MAXIMUM_SAMPLING_NBEST}",
+        lambda value: value == -1 or 2 <= value <= MAXIMUM_SAMPLING_NBEST,
+    ),
     "model.embedding_dim": _SIZE,
     "model.units": _SIZE,
     "model.encoder_units": _SIZE,
@@ -498,18 +585,35 @@ def validate(config: Config) -> None:
             ("auto", "none", "mirrored", "multi_worker", "tpu"),
         ),
         "train.init_parts": (config.train.init_parts, ("all", "encoder", "decoder", "embeddings")),
+        "model.tie_embeddings": (config.model.tie_embeddings, ("none", "target", "all")),
     }
     for key, (value, allowed) in choices.items():
         if value not in allowed:
             raise ValueError(f"{key}={value!r} is not one of {list(allowed)}")
     if config.data.corpus == "tsv" and not config.data.tsv_path:
         raise ValueError("data.corpus=tsv needs data.tsv_path=PATH (a file of source<TAB>target lines)")
+    _check_extra_corpora(config.data)
     _check_ranges(config)
     _check_vocab_sizes(config.tokenizer)
+    _check_sampling(config.tokenizer)
     _check_one_initialisation(config)
     _check_time_budget(config.train)
     _check_luong_dot(config.model)
+    _check_tied_embeddings(config)
     _check_profile_batches(config.train.profile_batches)
+
+
+def _check_extra_corpora(data: DataConfig) -> None:
+    """Each `data.corpora` entry names a known source, its file where it needs one, a weight above 0."""
+    for index, extra in enumerate(data.corpora):
+        name = f"data.corpora[{index}]"
+        if extra.corpus not in CORPUS_FOLDERS:
+            raise ValueError(f"{name}.corpus={extra.corpus!r} is not one of {list(CORPUS_FOLDERS)}")
+        if extra.corpus == "tsv" and not extra.tsv_path:
+            raise ValueError(f"{name}: corpus tsv needs tsv_path: PATH (a file of source<TAB>target lines)")
+        for key, bound in (("weight", _POSITIVE), ("dates_pairs", _SIZE)):
+            if not bound.allows(getattr(extra, key)):
+                raise ValueError(f"{name}.{key}: expected {bound.description}, got {getattr(extra, key)!r}")
 
 
 def _check_one_initialisation(config: Config) -> None:
@@ -550,6 +654,20 @@ def _check_vocab_sizes(tokenizer: TokenizerConfig) -> None:
             )
 
 
+def _check_sampling(tokenizer: TokenizerConfig) -> None:
+    """Sampled segmentations need a subword model: SentencePiece cannot sample a char or word model."""
+    if not tokenizer.sampling_alpha:
+        return
+    for side in ("source", "target") if tokenizer.sample_target else ("source",):
+        if tokenizer.side_model_type(side) not in ("unigram", "bpe"):
+            raise ValueError(
+                f"tokenizer.sampling_alpha={tokenizer.sampling_alpha:g} samples the {side} segmentation, but "
+                f"its model type is {tokenizer.side_model_type(side)!r}, which has one segmentation only; "
+                "use unigram or bpe, or tokenizer.sampling_alpha=0"
+                + (" or tokenizer.sample_target=false" if side == "target" else "")
+            )
+
+
 def _check_luong_dot(model: ModelConfig) -> None:
     """Luong's dot score compares the decoder state with annotations that join both encoder
     directions, so it needs 2 × encoder_units == units (app/models/attention.py fails otherwise)."""
@@ -564,6 +682,44 @@ def _check_luong_dot(model: ModelConfig) -> None:
         f"encoder directions), got model.units={model.units} and model.encoder_units={model.encoder_units}"
         f"{' (= units)' if model.encoder_units is None else ''}; use {fix} or model.luong_score=general"
     )
+
+
+def _check_tied_embeddings(config: Config) -> None:
+    """Tying makes the output projection's kernel the target embedding matrix transposed (the readout
+    must have embedding_dim features), and `all` one matrix for both languages (one vocabulary)."""
+    model, tokenizer = config.model, config.tokenizer
+    if tokenizer.joint and tokenizer.source_vocab_size != tokenizer.target_vocab_size:
+        raise ValueError(
+            f"tokenizer.joint=true trains one vocabulary for both sides, but tokenizer.source_vocab_size="
+            f"{tokenizer.source_vocab_size} and tokenizer.target_vocab_size={tokenizer.target_vocab_size}: "
+            "give both the same size"
+        )
+    if tokenizer.joint and tokenizer.side_model_type("source") != tokenizer.side_model_type("target"):
+        raise ValueError(
+            "tokenizer.joint=true trains one model for both sides: tokenizer.source_model_type and "
+            "tokenizer.target_model_type cannot differ"
+        )
+    if model.tie_embeddings == "none":
+        return
+    luong = model.attention_style == "luong"  # no deep output: the attentional state is read out
+    readout, size = ("model.units", model.units) if luong else ("model.readout_units", model.readout_units)
+    if size != model.embedding_dim:
+        raise ValueError(
+            f"model.tie_embeddings={model.tie_embeddings} needs {readout} == model.embedding_dim (the output "
+            f"projection's kernel is the target embedding matrix transposed), got {readout}={size} and "
+            f"model.embedding_dim={model.embedding_dim}; set {readout}={model.embedding_dim} or "
+            "model.tie_embeddings=none"
+        )
+    if model.tie_embeddings == "all" and not tokenizer.joint:
+        raise ValueError(
+            "model.tie_embeddings=all shares one embedding matrix between the languages, so it needs one "
+            "vocabulary: set tokenizer.joint=true (or model.tie_embeddings=target)"
+        )
+    if model.tie_embeddings == "all" and model.source_embeddings:
+        raise ValueError(
+            "model.tie_embeddings=all has one embedding matrix, the target's: give its word vectors as "
+            "model.target_embeddings, not model.source_embeddings"
+        )
 
 
 def _check_profile_batches(text: str) -> None:
@@ -666,6 +822,16 @@ SETTINGS_ADDED_IN = {
         "tokenizer.target_model_type",
         "decode.sampling_temperature",
         "decode.sampling_topk",
+    ),
+    (0, 3, 0): (
+        "data.weight",
+        "data.corpora",
+        "train.tag_synthetic",
+        "tokenizer.sampling_alpha",
+        "tokenizer.sampling_nbest",
+        "tokenizer.sample_target",
+        "tokenizer.joint",
+        "model.tie_embeddings",
     ),
 }
 

@@ -1,6 +1,8 @@
 """`attend export`: a trained run's Translator, rebuilt from its best weights, saved as a
 SavedModel (staged, checked in a fresh process, then renamed into place): into the run's
-`export/` folder, or as the next version of a TensorFlow Serving model base.
+`export/` folder (or `--out`), or as the next version of a TensorFlow Serving model base.
+With `--ensemble` / `--ensemble-last`, the SavedModel decodes with several members at once (their
+log-probabilities averaged at every step: `app.models.ensemble`), the model card listing them.
 
 Into the staged folder go, before the check: TF Serving's warm-up records (`app.warmup`), and the
 op contract: every op of every exported function is a core TensorFlow op or a tensorflow-text op
@@ -11,8 +13,9 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 from tensorflow.core.protobuf import saved_model_pb2
 
@@ -36,17 +39,24 @@ def export_run(
     xla: bool = False,
     shortlist: bool | None = None,
     data_dir: Path = Path("data"),
+    ensemble: Sequence[Path] = (),
+    ensemble_last: int | None = None,
+    out: Path | None = None,
 ) -> Path:
     """Exports a trained run, holding the run's lock while it writes; returns the SavedModel folder.
 
-    Into `RUN/export/` by default; with `model_base`, as the next version `BASE/NAME/<N>/` (N one
-    above the highest there), invisible to servers until it is checked and renamed into place.
+    Into `RUN/export/` by default, or `out`; with `model_base`, as the next version `BASE/NAME/<N>/`
+    (N one above the highest there), invisible to servers until it is checked and renamed into place.
+    `ensemble` (other run folders: their best weights join the run's) or `ensemble_last` (the run's
+    last N kept epochs) export an ensemble (`ensemble_members`); decoding follows the run's config.
     Refuses a run without trained weights, and a run whose training failed (diverged) unless
     `force`: then the last good checkpoint is exported, and the model card says what failed.
     `xla`: `translate_ids`, and `serving_default` for small batches, run XLA-compiled searches
     (`Translator`; stock TF Serving then needs XLA). `shortlist` overrides the run's
     `decode.shortlist`, whose lexical table is learnt from the train split in `data_dir`."""
     run = RunDir(run_dir)
+    if out is not None and model_base is not None:
+        raise ValueError("--out and --model-base name two places to export to; give one")
     with run.lock():
         failure = run.failure()
         if failure and not force:
@@ -56,16 +66,30 @@ def export_run(
                 + (f" (epoch {failure['last_good']['epoch']})" if failure.get("last_good") else "")
             )
         published = ModelBase(model_base, name or default_model_name(run.config())) if model_base else None
-        translator = load_translator(run, xla=xla, shortlist=shortlist, data_dir=data_dir)
+        ensembled = bool(ensemble) or ensemble_last is not None
+        members = ensemble_members(run, ensemble, ensemble_last) if ensembled else []
+        translator = load_translator(
+            run,
+            xla=xla,
+            shortlist=shortlist,
+            data_dir=data_dir,
+            members=[(member.run.config(), member.weights) for member in members],
+        )
         card = {**model_card_of(run, log), **({"training_failure": failure} if failure else {})}
         card["export"] = {"xla": xla, "run": str(run), "shortlist": shortlist_record(translator)}
+        if members:
+            card["export"]["ensemble"] = ensemble_record(members)
+            card.pop("metrics", None)  # the run's scores are not the ensemble's: evaluate the export
+            log(f"Ensemble of {len(members)}: " + ", ".join(map(describe_member, members)))
         sentences = check_sentences or CHECK_SENTENCES
         config = run.config()
         warmup = dev_sentences(data_dir / config.corpus_name / "dev.tsv") or sentences
         limit = config.decode.max_input_tokens
         if published is None:
             extras = export_extras(translator, card, warmup, xla=xla, max_input_tokens=limit, log=log)
-            return save_translator(translator, run.export_dir, card, sentences, log=log, extras=extras)
+            directory = out or run.export_dir
+            directory.parent.mkdir(parents=True, exist_ok=True)
+            return save_translator(translator, directory, card, sentences, log=log, extras=extras)
         with published.next_version() as (version, directory):
             card["export"].update(model_name=published.name, version=version)
             extras = export_extras(
@@ -74,6 +98,75 @@ def export_run(
             save_translator(translator, directory, card, sentences, log=log, extras=extras)
         log(f"Published {run} as version {version} of model {published.name!r} in {model_base}")
         return directory
+
+
+# === Ensembles ===
+VOCABULARY_FILES = ("source.model", "source.vocab", "target.model", "target.vocab")  # in RUN/vocab/
+
+
+class Member(NamedTuple):
+    """One model of an ensemble export: a run folder's weights (its best, or a kept epoch's)."""
+
+    run: RunDir
+    weights: Path
+    epoch: int | None  # the epoch the weights are from, where the run recorded it
+
+
+def ensemble_members(run: RunDir, others: Sequence[Path] = (), last: int | None = None) -> list[Member]:
+    """The members of `run`'s ensemble export: its best weights and each of the `others` runs' best
+    (`--ensemble`), or its `last` kept epochs' weights (`--ensemble-last`, `train.keep_last_epochs`).
+    Refuses an untrained member, fewer kept epochs than asked, and a run whose vocabulary files are
+    not byte for byte the run's (one id would mean another piece to each member)."""
+    if others and last is not None:
+        raise ValueError("--ensemble and --ensemble-last exclude each other; give one")
+    if last is not None:
+        kept = run.kept_epochs()
+        if last < 1 or len(kept) < last:
+            available = ", ".join(map(str, kept)) or "none"
+            raise ValueError(
+                f"--ensemble-last {last}: {run} keeps the weights of {len(kept)} epoch(s) (epochs: "
+                f"{available}); give 1 to {len(kept)}, or keep more with train.keep_last_epochs"
+            )
+        return [Member(run, weights, epoch) for epoch, weights in list(kept.items())[-last:]]
+    members = [Member(run, run.best_weights, _best_epoch(run))]
+    for path in others:
+        other = RunDir(path)
+        other.require_trained()
+        check_same_vocabularies(run, other)
+        members.append(Member(other, other.best_weights, _best_epoch(other)))
+    return members
+
+
+def check_same_vocabularies(run: RunDir, other: RunDir) -> None:
+    """ValueError naming `other` and the file where its vocabularies differ from `run`'s."""
+    for name in VOCABULARY_FILES:
+        mine, theirs = run.vocab_dir / name, other.vocab_dir / name
+        if not theirs.is_file() or mine.read_bytes() != theirs.read_bytes():
+            how = "is missing" if not theirs.is_file() else f"differs from {mine}"
+            raise ValueError(
+                f"{other} cannot join {run}'s ensemble: its vocabulary {theirs} {how}; members must share "
+                "the vocabularies byte for byte (runs trained on one prepared corpus, or one run's epochs: "
+                "--ensemble-last N)"
+            )
+
+
+def _best_epoch(run: RunDir) -> int | None:
+    return (run.best_score() or {}).get("epoch")
+
+
+def describe_member(member: Member) -> str:
+    return f"{member.run} ({member.weights.name}" + (f", epoch {member.epoch})" if member.epoch else ")")
+
+
+def ensemble_record(members: list[Member]) -> dict:
+    """The model card's account of an ensemble: how its members combine, and each member."""
+    return {
+        "combination": "mean of the members' log-probabilities at every step, renormalised",
+        "members": [
+            {"run": str(member.run.path), "weights": str(member.weights), "epoch": member.epoch}
+            for member in members
+        ],
+    }
 
 
 def shortlist_record(translator) -> dict | None:

@@ -17,14 +17,14 @@ import tensorflow as tf
 
 from app import __version__
 from app.config import Config
-from app.data.pipeline import count_batches
-from app.data.prepare import PreparedData, check_enough_pairs, filter_report, prepare_data
+from app.data.prepare import PreparedData, check_enough_pairs, corpora_report, filter_report, prepare_data
 from app.data.tokenizer import read_side, vocabulary
 from app.models.precision import training_policy
 from app.progress import shows_progress
 from app.recipe import (
     check_batch_divides,
     compile_model,
+    epoch_steps,
     held_out_perplexity,
     make_callbacks,
     make_datasets,
@@ -132,9 +132,11 @@ class Trainer:
     def datasets(self, config: Config, data: PreparedData) -> tuple[tf.data.Dataset, tf.data.Dataset, int]:
         """Train and dev sets and the steps of one epoch: one pass over the train split at
         train.batch_size (under multi_worker, about one pass over each worker's shard at its share
-        of the batch; each worker then reads its own shard, see `fit`)."""
+        of the batch; each worker then reads its own shard, see `fit`); with data.corpora, one pass
+        over the main corpus's train split (`epoch_steps`)."""
         train_set, dev_set = make_datasets(config, data, self.distribution.static_shapes)
-        return train_set, dev_set, config.train.steps_per_epoch or count_batches(train_set)
+        static_shapes = self.distribution.static_shapes
+        return train_set, dev_set, epoch_steps(config, data, train_set, static_shapes)
 
     def dev_scores(self, model: keras.Model, dev_set: tf.data.Dataset) -> DevScores | None:
         """The callback that puts the dev scores into the logs, where Keras's validation does not."""
@@ -199,6 +201,14 @@ def _fit(
         f"at most {config.train.epochs} epochs"
         + (f", as many as fit in {budget:g} minutes (planned after each epoch)" if budget else "")
     )
+    if config.tokenizer.sampling_alpha:
+        tokenizer = config.tokenizer
+        sides = "sources and targets" if tokenizer.sample_target else "sources"
+        log(
+            f"Subword regularisation: every epoch draws the segmentation of the train {sides} (alpha "
+            f"{tokenizer.sampling_alpha:g}, n-best {tokenizer.sampling_nbest}); dev, test and the export "
+            "read the best"
+        )
     total_steps = steps_per_epoch * config.train.epochs
     model, coverage = _compile_with_initial_weights(config, data, run, trainer, parent, total_steps, log)
     started = time.time()
@@ -382,6 +392,7 @@ def model_card(
         "data": {
             "corpus": config.corpus_name,
             "report": data.corpus.report,
+            "corpora": corpora_report(config, data, filtered),  # each training corpus: pairs, weight
             "length_filter": {split: counts.as_dict() for split, counts in filtered.items()},
         },
         "tokenizers": {

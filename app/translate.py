@@ -1,6 +1,7 @@
 """`attend translate`: sentences (arguments or stdin) through an exported SavedModel, exactly as
 another program would load it, optionally with attention heatmaps, word alignments, the beam's n-best
-list, or drawn from the model (`--sample`) instead of searched.
+list, drawn from the model (`--sample`) instead of searched, or starting with a given target text
+(`--prefix`, the `complete` signature).
 
 Input is read and answered in batches as it arrives, so a long file or a pipe streams. On a
 terminal, a bar on stderr counts the sentences done (with an ETA when their number is known);
@@ -81,12 +82,14 @@ def translate_sentences(
     nbest: int | None = None,
     sample: Sampling | None = None,
     align: bool = False,
+    prefix: str | None = None,
 ) -> Iterator[str]:
     """Translations in input order, a batch at a time; with `plot`, heatmaps OUT.png, OUT-2.png, …;
     with `nbest` K, the K best of the beam per sentence as lines `index ||| translation ||| score`
     (Moses's and OpenNMT's n-best format: the sentence's 0-based index, its log-probability); with
     `sample`, translations drawn by the `sample` signature; with `align`, lines `translation |||
-    alignment` (Pharaoh format: `source word-target word` pairs, 0-based).
+    alignment` (Pharaoh format: `source word-target word` pairs, 0-based); with `prefix`, each
+    translation completed from that start (`complete`: a prefix ending inside a word is token-healed).
 
     Progress goes to stderr (`app.progress`: on a terminal, or with ATTEND_PROGRESS=1), but not
     while a person types the sentences at the terminal: there each answer is its own progress."""
@@ -97,7 +100,13 @@ def translate_sentences(
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     chosen = [
         flag
-        for flag, value in (("--plot", plot), ("--nbest", nbest), ("--sample", sample), ("--align", align))
+        for flag, value in (
+            ("--plot", plot),
+            ("--nbest", nbest),
+            ("--sample", sample),
+            ("--align", align),
+            ("--prefix", prefix is not None),
+        )
         if value
     ]
     if len(chosen) > 1:
@@ -109,7 +118,12 @@ def translate_sentences(
     if nbest:
         yield from _nbest_lines(signatures, export_dir, sentences, batch_size, nbest)
         return
-    modes = {"translate_with_attention": plot, "sample": sample, "translate_with_alignment": align}
+    modes = {
+        "translate_with_attention": plot,
+        "sample": sample,
+        "translate_with_alignment": align,
+        "complete": prefix is not None,
+    }
     name = next((name for name, wanted in modes.items() if wanted), "serving_default")
     if name not in signatures:
         raise ValueError(
@@ -122,6 +136,8 @@ def translate_sentences(
     start = 0
     with progress(total=total, description="Translating", leave=False, enabled=enabled) as bar:
         for batch in batches(sentences, batch_size):
+            if prefix is not None:  # the one prefix, for every sentence
+                extra["prefix"] = tf.constant([prefix] * len(batch), tf.string)
             out = translate(text=tf.constant(batch, tf.string), **extra)
             if sample:
                 extra["seed"] += 1  # the next batch's draws

@@ -29,14 +29,15 @@ from app.config import Config
 from app.data.corpus import prepared_train_files
 from app.data.lexicon import LexicalTable, build_lexical_table
 from app.data.pipeline import add_source_end
-from app.data.tokenizer import SubwordTokenizer, load_tokenizer
+from app.data.tokenizer import WHITESPACE_RUN, SubwordTokenizer, load_tokenizer
 from app.models.alignment import pharaoh_alignment
 from app.models.decoding import DecodingStrategy, SamplingSearch
+from app.models.ensemble import EnsembleDecoding, combined_logits
 from app.models.search import UNREACHABLE_LOG_PROB, NBestResult, SearchResult, max_output_lengths
 from app.models.seq2seq import Seq2SeqDecoding, build_model
 from app.models.shortlist import shortlist_candidates
 from app.processes import run_python_for_json
-from app.special_tokens import END_ID, PAD_ID, START_ID
+from app.special_tokens import END_ID, PAD_ID, START_ID, UNKNOWN_ID
 
 MODEL_CARD_NAME = "model_card.json"  # inside every SavedModel folder this module writes
 # With `xla`, greedy batches of up to this many sentences (beam batches: the second figure) decode
@@ -53,7 +54,9 @@ class Translator(tf.Module):
     """Text in, text out: the module saved as the SavedModel.
 
     Args:
-        model: the trained functional model.
+        model: the trained functional model, or an ensemble's member models (the same vocabularies):
+            their log-probabilities are averaged at every step (`app.models.ensemble`), in every
+            signature, `score` included; `model` is then the first member.
         source_tokenizer, target_tokenizer: the run's SentencePiece tokenizers.
         vocabulary_files: `{name: path}` of the tokenizer files, carried as SavedModel assets.
         max_length_ratio, max_length_offset, max_output_tokens: output length limit per
@@ -83,7 +86,7 @@ class Translator(tf.Module):
 
     def __init__(
         self,
-        model: keras.Model,
+        model: keras.Model | Sequence[keras.Model],
         source_tokenizer: SubwordTokenizer,
         target_tokenizer: SubwordTokenizer,
         vocabulary_files: dict[str, Path],
@@ -98,12 +101,14 @@ class Translator(tf.Module):
         lexical_table: LexicalTable | None = None,
     ):
         super().__init__(name="translator")
-        self.model = model
+        self.members = [model] if isinstance(model, keras.Model) else list(model)
+        self.model = self.members[0]
         self.source_tokenizer, self.target_tokenizer = source_tokenizer, target_tokenizer
         self.vocabulary_files = {
             name: tf.saved_model.Asset(str(path)) for name, path in vocabulary_files.items()
         }
-        self._decoding = Seq2SeqDecoding(model)
+        single = len(self.members) == 1
+        self._decoding = Seq2SeqDecoding(self.model) if single else EnsembleDecoding(self.members)
         self._length_limits = (max_length_ratio, max_length_offset, max_output_tokens)
         self._max_input_tokens = max_input_tokens
         self.beam_width = beam_width
@@ -121,9 +126,12 @@ class Translator(tf.Module):
         whole vocabulary, compiled with `xla`. With `xla`, `serving_default`'s batches of up to
         `XLA_MAX_BATCH` sentences: `decoding_strategy` with static shapes, compiled (for greedy,
         the very function `translate_ids` runs)."""
-        constant_keys = Seq2SeqDecoding.CONSTANT_KEYS
+        constant_keys = self._decoding.CONSTANT_KEYS
         self.decoding_strategy = DecodingStrategy.from_settings(
             beam_width, alpha, constant_keys=constant_keys
+        )
+        self.completing_strategy = DecodingStrategy.from_settings(  # `complete`: forced through a prefix
+            beam_width, alpha, constant_keys=constant_keys, prefix=True
         )
         ids_strategy = DecodingStrategy.from_settings(1, alpha, output_length=output_length)
         self._translate_valid_ids = self._static_search_function(ids_strategy, jit_compile=xla)
@@ -299,6 +307,72 @@ class Translator(tf.Module):
 
     @tf.function(
         input_signature=[
+            tf.TensorSpec([None], tf.string, name="text"),
+            tf.TensorSpec([None], tf.string, name="prefix"),
+        ]
+    )
+    def complete(self, text, prefix):
+        """`complete` (interactive completion): each translation forced to start with the target text
+        the user typed (`prefix`), then searched on as `serving_default` searches (`completing_strategy`:
+        greedy or beam). Outputs as `serving_default`: `translation` the whole text, prefix included,
+        `score` its log-probability, the forced pieces included; an empty prefix gives
+        `serving_default`'s output. A prefix that ends inside a word is token-healed (`prefix_state`).
+        Always over the whole vocabulary (a prefix may hold any piece), also with a shortlist. The
+        output may run `decode.max_length_offset` pieces (at least one) past the prefix."""
+        same_batch = tf.debugging.assert_equal(
+            tf.shape(text)[0], tf.shape(prefix)[0], message="complete: text and prefix batch sizes differ"
+        )
+        with tf.control_dependencies([same_batch]):
+            source_ids = self.source_ids(text)
+        result = self.completion(source_ids, prefix)
+        return {"translation": self._detokenize(result.tokens), "score": result.scores}
+
+    def completion(self, source_ids: tf.Tensor, prefix: tf.Tensor) -> SearchResult:
+        """`completing_strategy`'s search from `[batch, src]` ids through each `[batch]` typed prefix,
+        over the whole vocabulary; each sentence's output limit kept past its prefix."""
+        state, limits = self._start(source_ids)
+        forced, allowed_next, pieces = self.prefix_state(prefix)
+        _, offset, ceiling = self._length_limits
+        limits = tf.minimum(tf.maximum(limits, pieces + max(offset, 1)), ceiling)
+        state = {**state, "prefix": forced, "prefix_next": allowed_next}  # `PREFIX_KEYS`
+        return self.completing_strategy.search(self._decoding.step, state, limits)
+
+    def prefix_state(self, prefix: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        """`[batch]` typed target text → what `PrefixConstrained` forces: the pieces to force `[batch, P]`
+        (0-padded), the pieces allowed after them `[batch, V]` bool, and each prefix's pieces `[batch]`
+        (at most `decode.max_output_tokens` − 1).
+
+        Token healing (as Guidance does it; CTranslate2 and Sockeye force a prefix's pieces
+        as given): a prefix that does not end in whitespace may end inside a word ("Jes"), whose last
+        piece ("▁Jes") is then not the one the whole word takes ("▁Jesús"). So that last piece is not
+        forced: the next piece must start with its string instead (the piece itself included), and the
+        translation still starts with the typed text. A prefix ending in whitespace, or whose last piece
+        is the unknown piece or a byte, is forced whole."""
+        vocab_size = self.target_tokenizer.vocab_size
+        with tf.device("/CPU:0"):  # string ops have CPU kernels only
+            text = self._valid_text(prefix)
+            ids = self.target_tokenizer.tokenize(text)[:, : self._length_limits[2] - 1]
+            lengths = tf.cast(ids.row_lengths(), tf.int32)  # [batch]
+            dense = tf.pad(ids.to_tensor(PAD_ID), [[0, 0], [0, 1]])  # a column even when all are empty
+            last = tf.gather(dense, tf.maximum(lengths - 1, 0), batch_dims=1)  # [batch]
+            vocabulary = self.target_tokenizer.pieces(tf.range(vocab_size))  # [V]
+            whole = tf.logical_or(tf.range(vocab_size) <= UNKNOWN_ID, _byte_pieces(vocabulary))  # [V]
+            stems = tf.gather(vocabulary, last)  # [batch]
+            open_word = tf.logical_not(tf.strings.regex_full_match(text, f"(?s).*{WHITESPACE_RUN}"))
+            heal = (lengths > 0) & open_word & ~tf.gather(whole, last)  # [batch]
+            forced_lengths = lengths - tf.cast(heal, tf.int32)
+            forced = tf.where(tf.range(tf.shape(dense)[1])[None, :] < forced_lengths[:, None], dense, PAD_ID)
+            shape = [tf.shape(stems)[0], vocab_size]
+            stem_bytes = tf.broadcast_to(tf.strings.length(stems)[:, None], shape)
+            heads = tf.strings.substr(
+                tf.broadcast_to(vocabulary[None, :], shape), tf.zeros_like(stem_bytes), stem_bytes
+            )
+            completes = tf.logical_and(tf.equal(heads, stems[:, None]), tf.logical_not(whole)[None, :])
+            allowed_next = tf.logical_or(completes, tf.logical_not(heal)[:, None])
+        return forced, allowed_next, lengths
+
+    @tf.function(
+        input_signature=[
             tf.TensorSpec([None], tf.string, name="source"),
             tf.TensorSpec([None], tf.string, name="target"),
         ]
@@ -340,7 +414,9 @@ class Translator(tf.Module):
         """Teacher forcing, as in training: the model reads the start id then `target_ids [batch, tgt]`
         shifted right; each target id's log-probability `[batch, tgt]`, 0 at padding."""
         target_in = tf.concat([tf.fill([tf.shape(target_ids)[0], 1], START_ID), target_ids[:, :-1]], axis=1)
-        logits = tf.cast(self.model([source_ids, target_in], training=False), tf.float32)
+        logits = combined_logits(  # an ensemble's members combined as its steps combine them
+            [tf.cast(member([source_ids, target_in], training=False), tf.float32) for member in self.members]
+        )
         log_probs = tf.gather(tf.nn.log_softmax(logits), target_ids, batch_dims=2)  # [batch, tgt]
         return tf.where(tf.not_equal(target_ids, PAD_ID), log_probs, 0.0)
 
@@ -418,7 +494,13 @@ class Translator(tf.Module):
             "translate_with_alignment": self.translate_with_alignment.get_concrete_function(),
             "score": self.score.get_concrete_function(),
             "sample": self.sample.get_concrete_function(),
+            "complete": self.complete.get_concrete_function(),
         }
+
+
+def _byte_pieces(pieces: tf.Tensor) -> tf.Tensor:
+    """Whether each SentencePiece piece is a byte-fallback piece (`<0xE2>`), no text of its own."""
+    return tf.strings.regex_full_match(pieces, "<0x[0-9A-F]{2}>")
 
 
 def _power_of_two_at_least(value: tf.Tensor) -> tf.Tensor:
@@ -451,7 +533,7 @@ def build_float32_model(source_vocab_size: int, target_vocab_size: int, config: 
 
 
 def build_translator(
-    model: keras.Model,
+    model: keras.Model | Sequence[keras.Model],
     config: Config,
     vocab_dir: Path,
     tokenizers: tuple[SubwordTokenizer, SubwordTokenizer],
@@ -461,9 +543,10 @@ def build_translator(
     train_files: Sequence[Path] = (),
     shortlist: bool | None = None,
 ) -> Translator:
-    """The run's Translator; `beam_width`, `length_penalty_alpha` and `shortlist` override the
-    config's; `xla` exports `translate_ids` with the `jit_compile` attribute (see `Translator`). With a
-    shortlist (`decode.shortlist`), its lexical table is learnt from `train_files` (the train split)."""
+    """The run's Translator (of `model`, or of an ensemble's models); `beam_width`,
+    `length_penalty_alpha` and `shortlist` override the config's; `xla` exports `translate_ids` with
+    the `jit_compile` attribute (see `Translator`). With a shortlist (`decode.shortlist`), its lexical
+    table is learnt from `train_files` (the train split)."""
     shortlist = config.decode.shortlist if shortlist is None else shortlist
     files = {
         f"{side}.{kind}": vocab_dir / f"{side}.{kind}"
@@ -589,23 +672,23 @@ def load_translator(
     xla: bool = False,
     shortlist: bool | None = None,
     data_dir: Path = Path("data"),
+    members: Sequence[tuple[Config, Path]] = (),
 ) -> Translator:
     """Rebuilds a trained run's Translator from its config, vocab folder and best weights;
-    `shortlist` overrides `decode.shortlist`, whose table is learnt from the train split in `data_dir`."""
+    `shortlist` overrides `decode.shortlist`, whose table is learnt from the train split in `data_dir`.
+    `members`: an ensemble's `(config, weights)` instead of the best weights, each model built from its
+    own config (the caller checks that their vocabularies are the run's); decoding follows the run's."""
     run.require_trained()
     config = run.config()
     tokenizers = tuple(load_tokenizer(run.vocab_dir / f"{side}.model", side) for side in ("source", "target"))
-    model = build_float32_model(tokenizers[0].vocab_size, tokenizers[1].vocab_size, config)
-    try:
-        model.load_weights(str(run.best_weights))
-    except OSError as error:  # h5py: truncated or not HDF5 at all
-        raise ValueError(
-            f"{run.best_weights} cannot be read ({error}); the file is damaged: restore it, or train "
-            "the run again"
-        ) from error
+    sizes = (tokenizers[0].vocab_size, tokenizers[1].vocab_size)
+    models = [
+        _model_with_weights(build_float32_model(*sizes, member_config), weights)
+        for member_config, weights in (members or [(config, run.best_weights)])
+    ]
     train_files = prepared_train_files(data_dir / config.corpus_name)
     return build_translator(
-        model,
+        models if members else models[0],
         config,
         run.vocab_dir,
         tokenizers,
@@ -615,3 +698,13 @@ def load_translator(
         train_files,
         shortlist,
     )
+
+
+def _model_with_weights(model: keras.Model, weights: Path) -> keras.Model:
+    try:
+        model.load_weights(str(weights))
+    except OSError as error:  # h5py: truncated or not HDF5 at all
+        raise ValueError(
+            f"{weights} cannot be read ({error}); the file is damaged: restore it, or train the run again"
+        ) from error
+    return model

@@ -753,3 +753,8 @@ def test_dates_source_identity_description_and_checks(tmp_path):
     records = list(source.read(tmp_path, print))
     assert records == [corpus.RawPair(*pair) for pair in date_pairs(7, 5)]
     assert not list(tmp_path.iterdir())  # generated: nothing fetched or written
+
+
+def test_swap_is_refused_where_there_are_no_columns_to_swap():
+    with pytest.raises(ValueError, match="data.swap exchanges a tsv file's columns .* data.corpus=bible"):
+        sources.corpus_source(DataConfig(corpus="bible", swap=True))

@@ -21,6 +21,10 @@ README = Path(__file__).parents[1] / "README.md"
 TYPED = {  # in order: the longer placeholders first
     " [--force] [--model-base BASE] [--name NAME] [--xla] [--shortlist]": "",
     " [--rest-port 8501] [--grpc-port 8500]": " --rest-port 0 --grpc-port 0",
+    " --bible CODE --out FILE.txt [--preset NAME]": " --bible 4 --out mono.txt --preset smoke",
+    "REVERSE_RUN MONOLINGUAL.txt --out SYNTHETIC.tsv [--sample \\| --beam K] [--batch-size N]": (
+        "RUN_DIR mono.txt --out synthetic.tsv --sample"
+    ),
     "NAME": "smoke",
     "[--run-dir DIR] [--profile] [section.key=value ...]": "train.epochs=2",
     '"sentence" … [--plot out.png]': '"Y lloró Jesús." Hola --plot out.png',
@@ -37,6 +41,8 @@ COMMANDS = [
     "export",
     "translate",
     "score",
+    "monolingual",
+    "backtranslate",
     "evaluate",
     "compare",
     "average",

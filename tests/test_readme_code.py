@@ -53,6 +53,7 @@ def test_the_docs_have_a_runnable_block_per_signature():
         "translate_with_alignment",
         "score",
         "sample",
+        "complete",
     ):
         assert any(f'signatures["{signature}"]' in block for block in blocks), signature
 

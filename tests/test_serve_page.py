@@ -5,6 +5,7 @@ Drives the page with docs/serve_screenshot.py's helpers (the script that draws d
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 
 import pytest
@@ -110,3 +111,50 @@ def test_page_shows_the_servers_error(page):
     assert "HTTP 400" in error.text
     assert driver.find_elements(By.CSS_SELECTOR, "#results .result") == []
     assert driver.find_element(By.ID, "translate").is_enabled()
+
+
+@pytest.mark.slow
+def test_page_completes_the_translation_being_typed_with_the_complete_signature(page):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    server, driver, script = page
+    # every request the page makes, recorded: the suggestion must come from `complete`
+    driver.execute_script(
+        "window.sentBodies = []; const original = window.fetch;"
+        "window.fetch = (url, init) => { window.sentBodies.push((init || {}).body || null);"
+        " return original(url, init); };"
+    )
+    source = driver.find_element(By.ID, "source")
+    source.clear()
+    source.send_keys(SENTENCES[1])
+    draft = driver.find_element(By.ID, "draft")
+    assert draft.is_displayed()  # shown because the model has a `complete` signature
+    draft.send_keys("And Jes")
+    continuation = driver.find_element(By.CSS_SELECTOR, "#ghost .continuation")
+    script.wait_for(
+        driver,
+        lambda d: (draft.get_attribute("data-completion") or "").startswith("And Jes"),
+        "the completion",
+    )
+
+    status, answer = http(
+        "POST",
+        f"{server.rest}/v1/models/{MODEL}:predict",
+        {"signature_name": "complete", "inputs": {"text": [SENTENCES[1]], "prefix": ["And Jes"]}},
+    )
+    assert status == 200, answer
+    completion = answer["outputs"]["translation"][0]
+    assert completion.startswith("And Jes")
+    shown = text_of(driver.find_element(By.CSS_SELECTOR, "#ghost .typed")) + text_of(continuation)
+    assert shown == completion
+    bodies = [body for body in driver.execute_script("return window.sentBodies;") if body]
+    sent = [json.loads(body) for body in bodies]
+    assert sent[-1] == {
+        "signature_name": "complete",
+        "inputs": {"text": [SENTENCES[1]], "prefix": ["And Jes"]},
+    }
+
+    draft.send_keys(Keys.TAB)  # accepts the suggestion
+    assert draft.get_property("value") == completion
+    assert driver.switch_to.active_element == draft

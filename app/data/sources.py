@@ -201,6 +201,13 @@ def corpus_source(data: DataConfig) -> CorpusSource:
     """The CorpusSource for `data.corpus`, or a ValueError that lists the sources."""
     if data.corpus not in SOURCES:
         raise ValueError(f"data.corpus={data.corpus!r} is not one of {list(SOURCES)}")
+    if data.swap and data.corpus != "tsv":  # silently training the same direction again would mislead
+        raise ValueError(
+            f"data.swap exchanges a tsv file's columns and means nothing for data.corpus={data.corpus}. "
+            "For the reverse direction of a prepared corpus, train on its train split as a tsv: "
+            "data.corpus=tsv data.tsv_path=<data dir>/<corpus>/train.tsv data.swap=true, with "
+            "data.source_language and data.target_language exchanged (docs/training.md, Back-translation)"
+        )
     return SOURCES[data.corpus](data)
 
 

@@ -11,6 +11,7 @@ Reserved ids (`app/special_tokens.py`), the same in both languages: 0 padding, 1
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import io
 import itertools
@@ -101,9 +102,39 @@ class SubwordTokenizer(tf.Module):
         """Subword strings of ids, for attention plots."""
         return self._sentencepiece.id_to_string(ids)
 
+    def sampling(self, nbest_size: int, alpha: float) -> SampledTokenizer:
+        """This model drawing one segmentation per call, for subword regularisation (Kudo, 2018).
+
+        `nbest_size`: draw from the n best segmentations, -1 from all of them (forward-filtering
+        backward-sampling over the lattice); `alpha`: the inverse temperature of the draw (a bpe
+        model reads it as BPE-dropout's merge-dropout probability and ignores `nbest_size`). The
+        sampler shares this tokenizer's SentencePiece kernel resource (nbest_size and alpha are
+        inputs of each tokenize op, not of the model), and this tokenizer keeps the best segmentation.
+        """
+        sampler = copy.copy(self._sentencepiece)  # same model resource; no second copy of the model
+        sampler.nbest_size, sampler.alpha = nbest_size, alpha
+        return SampledTokenizer(sampler)
+
+
+class SampledTokenizer:
+    """A SubwordTokenizer's model sampling its segmentations (`SubwordTokenizer.sampling`): for the
+    train pipeline only, never a tf.Module, so nothing of it can reach an export. The draws come from
+    SentencePiece's own per-thread generator inside the tensorflow-text kernel, seeded from the
+    operating system: TensorFlow's seeds do not reach it (tensorflow-text offers no way to seed it)."""
+
+    def __init__(self, sentencepiece: tf_text.SentencepieceTokenizer):
+        self._sentencepiece = sentencepiece
+
+    def tokenize(self, text: tf.Tensor) -> tf.RaggedTensor:
+        return self._sentencepiece.tokenize(normalize(text))
+
 
 def train_sentencepiece(
-    sentences: Iterable[str], vocab_size: int, model_type: str = "unigram", character_coverage: float = 1.0
+    sentences: Iterable[str],
+    vocab_size: int,
+    model_type: str = "unigram",
+    character_coverage: float = 1.0,
+    control_symbols: Sequence[str] = (),
 ) -> bytes:
     """Trains a SentencePiece model and returns its serialized bytes.
 
@@ -122,7 +153,7 @@ def train_sentencepiece(
         )
     model = io.BytesIO()
     try:
-        _train(sentences, model, vocab_size, model_type, character_coverage)
+        _train(sentences, model, vocab_size, model_type, character_coverage, control_symbols)
     except RuntimeError as error:
         if "required_chars" in str(error):  # every character of the text needs its own piece
             raise ValueError(f"vocab size {vocab_size} is too small for this text: {error}") from error
@@ -131,9 +162,17 @@ def train_sentencepiece(
 
 
 def _train(
-    sentences: Iterable[str], model: io.BytesIO, vocab_size: int, model_type: str, character_coverage: float
+    sentences: Iterable[str],
+    model: io.BytesIO,
+    vocab_size: int,
+    model_type: str,
+    character_coverage: float,
+    control_symbols: Sequence[str] = (),
 ) -> None:
+    # control symbols (train.tag_synthetic's tag): pieces with an id that no text ever tokenizes to
+    reserved = {"control_symbols": ",".join(control_symbols)} if control_symbols else {}
     sentencepiece.SentencePieceTrainer.train(
+        **reserved,
         sentence_iterator=iter(sentences),
         model_writer=model,
         vocab_size=vocab_size,
@@ -223,7 +262,9 @@ def fit_tokenizers(
     `target_vocab_size`, `model_type` (and, where a side differs, `source_model_type` /
     `target_model_type`), `character_coverage` and `max_training_sentences` (the TokenizerConfig
     as a dict, `app.data.prepare.tokenizer_settings`): both models train on the same seeded sample
-    of at most that many pairs, drawn from all the files (None: every pair). Returns the `.model`
+    of at most that many pairs, drawn from all the files (None: every pair). With `joint` (true) one
+    model of `source_vocab_size` trains on both sides' text, and `target.*` are copies of `source.*`,
+    so that every reader and an export's assets keep their two files. Returns the `.model`
     paths. Holds a lock beside `vocab_dir`, so that a second process fitting the same models waits,
     then reuses them.
     Logs a line before and after each model, with its time and size (a tiny corpus may support
@@ -262,14 +303,21 @@ def _fit_into(
     staging = vocab_dir.with_name(vocab_dir.name + ".tmp")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
+    joint = settings.get("joint", False)  # tokenizer.joint: one model of both sides, as source and target
     for column, side in enumerate(("source", "target")):
-        log(f"Training the {side} SentencePiece model ({settings[f'{side}_vocab_size']} pieces) ...")
+        if joint and side == "target":  # copies, so that every reader of target.* reads the joint model
+            for suffix in ("model", "vocab"):
+                shutil.copyfile(staging / f"source.{suffix}", staging / f"target.{suffix}")
+            break
+        name = "joint" if joint else side
+        log(f"Training the {name} SentencePiece model ({settings[f'{side}_vocab_size']} pieces) ...")
         started = time.perf_counter()
         proto = train_sentencepiece(
-            (line.split("\t")[column] for line in lines()),
+            _side_lines(lines, column, joint),
             settings[f"{side}_vocab_size"],
             settings.get(f"{side}_model_type") or settings["model_type"],
             settings["character_coverage"],
+            control_symbols=_control_symbols(settings, ("source", "target") if joint else (side,)),
         )
         pieces = sentencepiece.SentencePieceProcessor(model_proto=proto).get_piece_size()
         log(f"  done in {time.perf_counter() - started:.1f} s ({pieces} pieces)")
@@ -278,6 +326,20 @@ def _fit_into(
     (staging / "manifest.json").write_text(json.dumps({"fingerprint": fingerprint, **settings}, indent=2))
     shutil.rmtree(vocab_dir, ignore_errors=True)
     staging.rename(vocab_dir)
+
+
+def _side_lines(lines: Callable[[], Iterator[str]], column: int, joint: bool) -> Iterator[str]:
+    """One side of the pairs (0 = source, 1 = target), or with a joint model both: each pair's source,
+    then its target."""
+    for line in lines():
+        sides = line.split("\t")
+        yield from sides[:2] if joint else (sides[column],)
+
+
+def _control_symbols(settings: dict, sides: tuple[str, ...]) -> list[str]:
+    """The reserved pieces of the model of `sides` (a joint model holds both sides' ones)."""
+    symbols = [symbol for side in sides for symbol in settings.get(f"{side}_control_symbols", ())]
+    return list(dict.fromkeys(symbols))
 
 
 def _write_vocab_listing(model_proto: bytes, path: Path) -> None:

@@ -6,6 +6,7 @@ import keras
 
 from app.models.recurrence import project_inputs
 from app.models.styles import DecoderStyle, SourceEncoding
+from app.models.tying import TiedProjection, VocabularyProjection
 
 
 @keras.saving.register_keras_serializable(package="attend")
@@ -37,9 +38,13 @@ class AttentionDecoder(keras.layers.Layer):
             `app.models.recurrence`, not called.
         style: the attention style, unbuilt (`make_style`), made for a decoder of `cell.units`.
         dropout: dropout before the output projection.
+        tied_embedding: the target embedding layer whose matrix is also the output projection's
+            kernel (`model.tie_embeddings`: `app.models.tying.TiedProjection`); None: a projection of
+            its own.
 
     The config holds the cell and the style serialised, so `from_config(get_config())` rebuilds
-    the same decoder.
+    the same decoder; a tied decoder cannot be rebuilt alone (its kernel is another layer's
+    matrix): `build_model` builds it.
 
     Call arguments:
         target_embeddings: `[batch, tgt, embedding_dim]` of the decoder inputs (start + target[:-1]).
@@ -57,6 +62,7 @@ class AttentionDecoder(keras.layers.Layer):
         cell: keras.layers.Layer,
         style: DecoderStyle,
         dropout: float = 0.0,
+        tied_embedding: keras.layers.Embedding | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -66,7 +72,11 @@ class AttentionDecoder(keras.layers.Layer):
         # === Layers === (the cell and the style arrive made, in that order: see `build_model`)
         self.cell, self.style = cell, style
         self.readout_dropout = keras.layers.Dropout(dropout, name="readout_dropout")
-        self.output_projection = keras.layers.Dense(vocab_size, name="output_projection")
+        self.tied = tied_embedding is not None
+        if self.tied:
+            self.output_projection = TiedProjection(tied_embedding, name="output_projection")
+        else:
+            self.output_projection = VocabularyProjection(vocab_size, name="output_projection")
 
     def build(self, target_embeddings_shape, annotations_shape, initial_state_shape=None):
         embedding_dim, annotation_dim = target_embeddings_shape[-1], annotations_shape[-1]
@@ -97,6 +107,11 @@ class AttentionDecoder(keras.layers.Layer):
         features, new_states, weights = self.decode_features(previous_embedding, states, source)
         return self.output_projection(features), new_states, weights
 
+    def projection_columns(self, candidates):
+        """(kernel `[readout_size, C]`, bias `[C]`) of the output projection for the target ids
+        `candidates [C]`, for a search over part of the vocabulary (tied or not)."""
+        return self.output_projection.columns(candidates)
+
     def decode_features(self, previous_embedding, states, source: SourceEncoding):
         """`decode_step` up to the vocabulary projection: (its input features `[batch, readout_size]`,
         new states, attention), for a search that projects onto part of the vocabulary."""
@@ -124,6 +139,8 @@ class AttentionDecoder(keras.layers.Layer):
 
     def get_config(self):
         config = {"vocab_size": self.vocab_size, "dropout": self.dropout}
+        if self.tied:  # named only (TensorBoard shows the JSON config): `from_config` refuses it
+            config["tied_embedding"] = self.output_projection.embedding.name
         for key in ("cell", "style"):  # unbuilt, as the constructor takes them: `build` builds both
             serialised = keras.saving.serialize_keras_object(getattr(self, key))
             config[key] = {name: value for name, value in serialised.items() if name != "build_config"}
@@ -131,5 +148,9 @@ class AttentionDecoder(keras.layers.Layer):
 
     @classmethod
     def from_config(cls, config):
+        if config.get("tied_embedding"):
+            raise NotImplementedError(
+                f"a decoder tied to {config['tied_embedding']} reads its matrix: build it with build_model"
+            )
         layers = {key: keras.saving.deserialize_keras_object(config[key]) for key in ("cell", "style")}
         return cls(**{**config, **layers})

@@ -5,9 +5,10 @@ the decode settings and then run on every batch (the shape of OpenNMT-tf's
 A strategy is Python used while tracing: the graph it builds holds core TensorFlow ops only, so a
 SavedModel traced through one loads without this module. Every strategy runs over a step function
 `step_fn(tokens, state) -> (logits, state)` (`app.models.search`) and knows nothing of models or
-tokenizers; per-sentence inputs a strategy may need beyond the step function (a prefix to force)
-travel in `state`, batch-major like its other entries, and a call's scalars (`SamplingSearch`'s
-seed, temperature and top-k) are the strategy's own fields, built inside the traced function.
+tokenizers; per-sentence inputs a strategy may need beyond the step function (`PrefixConstrained`'s
+prefix to force) travel in `state`, batch-major like its other entries, and a call's scalars
+(`SamplingSearch`'s seed, temperature and top-k) are the strategy's own fields, built inside the
+traced function.
 
     strategy = DecodingStrategy.from_settings(beam_width=4, length_penalty_alpha=0.6)
     result = strategy.search(step_fn, state, max_lengths)  # SearchResult
@@ -25,6 +26,7 @@ from app.models.search import (
     NBestResult,
     SearchResult,
     StepFunction,
+    TokenConstraint,
     beam_search,
     beam_search_nbest,
     fixed_length_greedy_search,
@@ -33,6 +35,11 @@ from app.models.search import (
     length_penalty,
     sampling_choice,
 )
+from app.special_tokens import PAD_ID
+
+# `PrefixConstrained`'s state entries: `prefix [batch, P]` int32, the tokens to force (0-padded), and
+# optionally `prefix_next [batch, V]` bool, the tokens allowed at the first step after them
+PREFIX_KEYS = ("prefix", "prefix_next")
 
 
 class DecodingStrategy(abc.ABC):
@@ -54,6 +61,19 @@ class DecodingStrategy(abc.ABC):
         """Output tokens `[batch, steps]`, lengths and scores; `collect` names a state entry to keep
         per step (e.g. attention weights)."""
 
+    def constrained_search(
+        self,
+        step_fn: StepFunction,
+        state: dict,
+        max_lengths: tf.Tensor,
+        constrain: TokenConstraint,
+        *,
+        collect: str | None = None,
+    ) -> SearchResult:
+        """`search` with `constrain` ruling tokens out at each step (`PrefixConstrained`); the
+        strategies that cannot take a constraint refuse."""
+        raise ValueError(f"{type(self).__name__} cannot decode under a token constraint")
+
     @classmethod
     def from_settings(
         cls,
@@ -62,11 +82,20 @@ class DecodingStrategy(abc.ABC):
         *,
         output_length: int | None = None,
         constant_keys: tuple[str, ...] = (),
+        prefix: bool = False,
     ) -> DecodingStrategy:
         """The strategy for these decode settings: greedy at a beam width of 1, else beam search;
-        with `output_length`, its static-shape variant (XLA, TPUs) writing into that many columns."""
+        with `output_length`, its static-shape variant (XLA, TPUs) writing into that many columns;
+        with `prefix`, either forced through the prefix in its state first (`PrefixConstrained`)."""
         if beam_width < 1:
             raise ValueError(f"beam_width must be at least 1, got {beam_width}")
+        if prefix:
+            if output_length is not None:
+                raise ValueError("a prefix is forced by the dynamic searches only (no output_length)")
+            inner = cls.from_settings(
+                beam_width, length_penalty_alpha, constant_keys=(*constant_keys, *PREFIX_KEYS)
+            )
+            return PrefixConstrained(inner)
         if output_length is None:
             if beam_width == 1:
                 return GreedySearch(length_penalty_alpha)
@@ -92,6 +121,9 @@ class GreedySearch(DecodingStrategy):
 
     def search(self, step_fn, state, max_lengths, *, collect=None) -> SearchResult:
         return greedy_search(step_fn, state, max_lengths, collect=collect)
+
+    def constrained_search(self, step_fn, state, max_lengths, constrain, *, collect=None) -> SearchResult:
+        return greedy_search(step_fn, state, max_lengths, collect=collect, constrain=constrain)
 
 
 @dataclass(frozen=True, eq=False)  # tensor fields: compared by identity
@@ -128,6 +160,9 @@ class BeamSearch(DecodingStrategy):
     name: ClassVar[str] = "beam"
 
     def search(self, step_fn, state, max_lengths, *, collect=None) -> SearchResult:
+        return self.constrained_search(step_fn, state, max_lengths, None, collect=collect)
+
+    def constrained_search(self, step_fn, state, max_lengths, constrain, *, collect=None) -> SearchResult:
         return beam_search(
             step_fn,
             state,
@@ -136,6 +171,7 @@ class BeamSearch(DecodingStrategy):
             self.length_penalty_alpha,
             collect=collect,
             constant_keys=self.constant_keys,
+            constrain=constrain,
         )
 
     def nbest(self, step_fn, state, max_lengths) -> NBestResult:
@@ -147,6 +183,44 @@ class BeamSearch(DecodingStrategy):
             self.length_penalty_alpha,
             constant_keys=self.constant_keys,
         )
+
+
+@dataclass(frozen=True)
+class PrefixConstrained(DecodingStrategy):
+    """`inner` (greedy or beam search) forced through a prefix first: while a sentence's step is
+    inside its prefix, the prefix's token is the only one allowed (in beam search, every hypothesis
+    keeps to it, so the beam holds the one forced path until the prefix ends); at the first step
+    after it, only the tokens of `prefix_next` where given (token healing: pieces that complete a
+    backed-off partial one); then `inner` searches freely. The prefixes travel in the state
+    (`PREFIX_KEYS`), so sentences of a batch force prefixes of different lengths, and an empty
+    prefix decodes exactly as `inner`. Scores are the model's log-probabilities of the whole
+    output, the forced tokens included. The caller keeps each sentence's output limit past its
+    prefix: at its limit a sentence ends whatever it was forced to take."""
+
+    inner: DecodingStrategy
+    name: ClassVar[str] = "prefix"
+
+    @property
+    def length_penalty_alpha(self) -> float:  # type: ignore[override]
+        return self.inner.length_penalty_alpha
+
+    def search(self, step_fn, state, max_lengths, *, collect=None) -> SearchResult:
+        return self.inner.constrained_search(step_fn, state, max_lengths, force_prefix, collect=collect)
+
+
+def force_prefix(scores: tf.Tensor, step: tf.Tensor, state: dict) -> tf.Tensor:
+    """The `TokenConstraint` of `PrefixConstrained`: `scores [n, V]` with every token but the
+    prefix's at `step` set to -inf in the rows still inside their prefix, and every token outside
+    `prefix_next` in the rows at the step after it; other rows as they are."""
+    prefix = state["prefix"]  # [n, P]
+    lengths = tf.reduce_sum(tf.cast(tf.not_equal(prefix, PAD_ID), tf.int32), axis=1)  # [n]
+    padded = tf.pad(prefix, [[0, 0], [0, 1]])  # a column to read past every prefix (and when P = 0)
+    column = tf.gather(padded, tf.minimum(step, tf.shape(prefix)[1]), axis=1)  # [n]
+    allowed = tf.one_hot(column, tf.shape(scores)[1], on_value=True, off_value=False)  # [n, V]
+    after = state.get("prefix_next")
+    after = tf.ones_like(allowed) if after is None else after
+    allowed = tf.where((step < lengths)[:, None], allowed, tf.logical_or(after, (step != lengths)[:, None]))
+    return tf.where(allowed, scores, tf.constant(-float("inf"), scores.dtype))
 
 
 def _nothing_collected(strategy: DecodingStrategy, collect: str | None) -> None:

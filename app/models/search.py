@@ -122,6 +122,9 @@ def _greedy_choice(logits: tf.Tensor, step: tf.Tensor, limits: tf.Tensor, end_id
 
 
 ChooseFunction = Callable[[tf.Tensor, tf.Tensor, tf.Tensor, int], tuple[tf.Tensor, tf.Tensor]]
+# `constrain(scores [n, V], step, model_state) -> scores`: the tokens a row may not take at `step` set
+# to -inf (`model_state`'s rows are the scores' rows); e.g. a prefix to force (`app.models.decoding`)
+TokenConstraint = Callable[[tf.Tensor, tf.Tensor, dict], tf.Tensor]
 
 
 def sampling_choice(seed: tf.Tensor, temperature: tf.Tensor, top_k: tf.Tensor) -> ChooseFunction:
@@ -158,19 +161,25 @@ def greedy_search(
     end_id: int = END_ID,
     collect: str | None = None,
     choose: ChooseFunction = _greedy_choice,
+    constrain: TokenConstraint | None = None,
 ) -> SearchResult:
     """Picks the most likely token at each step until every sentence has ended or hit its limit.
 
     A sentence that reaches `max_lengths[i]` tokens without ending is ended there (its last
     token becomes `end_id`). A sentence leaves the batch at its end; the loop stops when none is left.
     `choose(logits, step, limits, end_id) -> (tokens, log-probabilities)` picks each row's next
-    token (`sampling_choice` draws it instead).
+    token (`sampling_choice` draws it instead). `constrain` (`TokenConstraint`) rules tokens out
+    before the choice; scores stay the model's log-probabilities over the whole vocabulary.
     """
     batch_size = tf.shape(max_lengths)[0]
 
     def body(loop: GreedyState) -> GreedyState:
         logits, model_state = step_fn(loop.tokens, loop.model_state)
-        next_tokens, token_scores = choose(logits, loop.step, loop.limits, end_id)  # [n], [n]
+        if constrain is None:
+            next_tokens, token_scores = choose(logits, loop.step, loop.limits, end_id)  # [n], [n]
+        else:  # chosen among the allowed tokens, scored by the model as it is
+            next_tokens, _ = choose(constrain(logits, loop.step, model_state), loop.step, loop.limits, end_id)
+            token_scores = tf.gather(tf.nn.log_softmax(logits), next_tokens, batch_dims=1)
         scores = tf.tensor_scatter_nd_add(loop.scores, loop.rows[:, None], token_scores)
         lengths = tf.tensor_scatter_nd_add(loop.lengths, loop.rows[:, None], tf.ones_like(loop.rows))
         token_steps = loop.token_steps.write(loop.step, _scatter_rows(loop.rows, next_tokens, batch_size))
@@ -292,7 +301,8 @@ def top_k(values: tf.Tensor, k: int, block: int = 128) -> tuple[tf.Tensor, tf.Te
     if size is None or size < k * block:
         return tf.math.top_k(values, k)
     rows, blocks = tf.shape(values)[0], -(-size // block)
-    padded = tf.pad(values, [[0, 0], [0, blocks * block - size]], constant_values=values.dtype.min)
+    # -inf: below every value, also below tokens a constraint has ruled out (never picked over them)
+    padded = tf.pad(values, [[0, 0], [0, blocks * block - size]], constant_values=-float("inf"))
     grouped = tf.reshape(padded, [rows, blocks, block])
     _, best_blocks = tf.math.top_k(tf.reduce_max(grouped, axis=-1), k=k)  # [rows, k]
     candidates = tf.reshape(tf.gather(grouped, best_blocks, batch_dims=1), [rows, k * block])
@@ -442,15 +452,20 @@ class BeamStep:
         hypotheses: Hypotheses,
         limits: tf.Tensor,
         step: tf.Tensor,
+        constrain: TokenConstraint | None = None,
     ) -> Expansion:
         """Runs `step_fn` on the `[n·K]` fed `tokens` and keeps each sentence's K best extensions of
-        its `hypotheses` by length-normalised score; `limits [n, K]`, `step` the step decoded. Sizes
-        come from the logits (via `_split_beams`), never from the caller's indices."""
+        its `hypotheses` by length-normalised score; `limits [n, K]`, `step` the step decoded;
+        `constrain` rules tokens out first. Sizes come from the logits (via `_split_beams`), never
+        from the caller's indices."""
         width, end_id = self.width, self.end_id
         logits, model_state = step_fn(tokens, model_state)
         at_limit = step >= limits - 1  # [n, K]
+        step_log_probs = tf.nn.log_softmax(logits)
+        if constrain is not None:
+            step_log_probs = constrain(step_log_probs, step, model_state)
         token_log_probs, top_tokens = _beam_candidates(
-            tf.nn.log_softmax(logits), hypotheses.finished[:, :, None], at_limit[:, :, None], width, end_id
+            step_log_probs, hypotheses.finished[:, :, None], at_limit[:, :, None], width, end_id
         )
         candidates = hypotheses.log_probs[:, :, None] + token_log_probs  # [n, K, K]
         candidate_lengths = hypotheses.lengths + tf.cast(tf.logical_not(hypotheses.finished), tf.int32)
@@ -505,6 +520,7 @@ def _beam_loop(
     *,
     collect: str | None,
     stop_when_settled: bool,
+    constrain: TokenConstraint | None = None,
 ) -> BeamState:
     """The loop of `beam_search` (see there); returns its final state, every sentence's beam.
     With `stop_when_settled` a sentence also leaves once its best hypothesis is settled (`_settled`);
@@ -518,7 +534,7 @@ def _beam_loop(
         sentences = loop.sentences
         limits = tf.gather(beam_limits, sentences)  # [n, K]
         active = tf.nest.map_structure(lambda field: tf.gather(field, sentences), loop.hypotheses)
-        expansion = beam.expand(step_fn, loop.tokens, loop.model_state, active, limits, loop.step)
+        expansion = beam.expand(step_fn, loop.tokens, loop.model_state, active, limits, loop.step, constrain)
         at = sentences[:, None]
         hypotheses = tf.nest.map_structure(
             lambda full, new: tf.tensor_scatter_nd_update(full, at, new),
@@ -591,11 +607,13 @@ def beam_search(
     end_id: int = END_ID,
     collect: str | None = None,
     constant_keys: tuple[str, ...] = (),
+    constrain: TokenConstraint | None = None,
 ) -> SearchResult:
     """Batched beam search; every state entry must be batch-major (first axis = batch).
 
     `constant_keys` name state entries that steps never change (encoder outputs): they are
-    tiled once and never reordered.
+    tiled once and never reordered. `constrain` (`TokenConstraint`) rules tokens out of each
+    hypothesis's extensions; scores stay the model's log-probabilities.
 
     Hypotheses compete by length-normalised score, log P / length_penalty(length, alpha).
     Ended hypotheses stay in the beam with their score frozen (they extend only by padding at
@@ -608,7 +626,9 @@ def beam_search(
     vocabulary must have at least `beam_width` tokens.
     """
     beam = BeamStep(beam_width, alpha, start_id, end_id, tuple(constant_keys))
-    final = _beam_loop(step_fn, state, max_lengths, beam, collect=collect, stop_when_settled=True)
+    final = _beam_loop(
+        step_fn, state, max_lengths, beam, collect=collect, stop_when_settled=True, constrain=constrain
+    )
     best = beam.best(final.hypotheses)  # [batch]
     return SearchResult(
         tf.gather(final.sequences, best, batch_dims=1),

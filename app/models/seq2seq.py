@@ -12,6 +12,7 @@ from app.models.decoder import AttentionDecoder
 from app.models.encoder import BidirectionalEncoder
 from app.models.recurrence import recurrent_cell
 from app.models.styles import SourceEncoding, make_style
+from app.models.tying import TIE_EMBEDDINGS, SharedEmbedding
 
 
 def build_model(
@@ -23,6 +24,7 @@ def build_model(
     encoder_units: int | None = ModelConfig.encoder_units,
     dropout: float = ModelConfig.dropout,
     cell: str = ModelConfig.cell,
+    tie_embeddings: str = ModelConfig.tie_embeddings,
     **style_settings: Any,
 ) -> keras.Model:
     """`[source_ids, target_in] → logits`; ids are int32, 0 is padding (masks come from it).
@@ -34,19 +36,35 @@ def build_model(
     style layer (`make_style`); the encoder and the decoder receive those objects, not names.
     `encoder_units` is the state size of each encoder direction (None: `units`); the annotations
     have twice as many features, so luong's `dot` score needs `encoder_units = units // 2`.
+
+    `tie_embeddings` (`app.models.tying`): `target` makes the output projection's kernel the target
+    embedding matrix (the readout must have `embedding_dim` features), `all` also makes the source
+    embedding that matrix (one joint vocabulary: the two sizes must be equal).
     """
     recurrent = recurrent_cell(cell)
+    _check_tying(tie_embeddings, source_vocab_size, target_vocab_size)
     # === Layers === (in this order: each initialiser draws its seed when it is constructed)
-    source_embedding = keras.layers.Embedding(
-        source_vocab_size, embedding_dim, mask_zero=True, name="source_embedding"
-    )
-    target_embedding = keras.layers.Embedding(
-        target_vocab_size, embedding_dim, mask_zero=True, name="target_embedding"
-    )
+    if tie_embeddings == "all":
+        target_embedding = keras.layers.Embedding(
+            target_vocab_size, embedding_dim, mask_zero=True, name="target_embedding"
+        )
+        target_embedding.build()  # the one matrix, named target_embedding/embeddings
+        source_embedding = SharedEmbedding(target_embedding, name="source_embedding")
+    else:
+        source_embedding = keras.layers.Embedding(
+            source_vocab_size, embedding_dim, mask_zero=True, name="source_embedding"
+        )
+        target_embedding = keras.layers.Embedding(
+            target_vocab_size, embedding_dim, mask_zero=True, name="target_embedding"
+        )
     encoder = BidirectionalEncoder(encoder_units or units, units, cell=recurrent, name="encoder")
     decoder_cell = recurrent.step_cell(units, name="cell")
+    style = make_style(units, **style_settings)
+    if tie_embeddings != "none" and style.readout_size != embedding_dim:
+        raise ValueError(_readout_mismatch(style_settings, style.readout_size, embedding_dim))
+    tied = target_embedding if tie_embeddings != "none" else None
     decoder = AttentionDecoder(
-        target_vocab_size, decoder_cell, make_style(units, **style_settings), dropout, name="decoder"
+        target_vocab_size, decoder_cell, style, dropout, tied_embedding=tied, name="decoder"
     )
     # === Functional Model ===
     source_ids = keras.Input(shape=(None,), dtype="int32", name="source_ids")
@@ -56,6 +74,29 @@ def build_model(
     target = keras.layers.Dropout(dropout, name="target_dropout")(target_embedding(target_in))
     logits = decoder(target, annotations, initial_state)
     return keras.Model([source_ids, target_in], logits, name="attend_seq2seq")
+
+
+def _check_tying(tie_embeddings: str, source_vocab_size: int, target_vocab_size: int) -> None:
+    if tie_embeddings not in TIE_EMBEDDINGS:
+        raise ValueError(f"tie_embeddings={tie_embeddings!r} is not one of {list(TIE_EMBEDDINGS)}")
+    if tie_embeddings == "all" and source_vocab_size != target_vocab_size:
+        raise ValueError(
+            f"tie_embeddings=all shares one embedding matrix between the languages, but the source "
+            f"vocabulary has {source_vocab_size} pieces and the target {target_vocab_size}: train one "
+            "joint vocabulary (tokenizer.joint=true)"
+        )
+
+
+def _readout_mismatch(style_settings: dict, readout_size: int, embedding_dim: int) -> str:
+    """Why the output projection cannot be the embedding matrix transposed, and the settings to align."""
+    luong = style_settings.get("attention_style") == "luong"
+    setting = "model.units" if luong else "model.readout_units"
+    return (
+        f"model.tie_embeddings needs the readout's size ({setting}={readout_size}) to equal "
+        f"model.embedding_dim={embedding_dim}: the output projection's kernel is the target embedding "
+        f"matrix transposed; set {setting}={embedding_dim} (or model.embedding_dim={readout_size}), "
+        "or model.tie_embeddings=none"
+    )
 
 
 class Seq2SeqDecoding:
@@ -100,9 +141,7 @@ class Seq2SeqDecoding:
         """`step` scoring only the target ids `candidates [C]` (sorted, reserved ids first: see
         `app.models.shortlist`): tokens in and logits `[batch, C]` out are positions in `candidates`.
         The projection's columns are gathered once, here, not at every step."""
-        projection = self.decoder.output_projection
-        kernel = tf.gather(projection.kernel, candidates, axis=1)  # [readout_size, C]
-        bias = tf.gather(projection.bias, candidates)  # [C]
+        kernel, bias = self.decoder.projection_columns(candidates)  # [readout_size, C], [C]
 
         def step(positions: tf.Tensor, state: dict) -> tuple[tf.Tensor, dict]:
             source = SourceEncoding(*(state[key] for key in self.CONSTANT_KEYS))

@@ -25,6 +25,7 @@ from app.recipe.compile import (
 from app.recipe.datasets import (
     MEMORY_CACHE_PAIRS,
     check_batch_divides,
+    epoch_steps,
     make_datasets,
     make_dev_set,
     make_train_set,
@@ -41,6 +42,7 @@ __all__ = [
     "check_batch_divides",
     "compile_model",
     "early_stopping_start",
+    "epoch_steps",
     "held_out_perplexity",
     "learning_rate_schedule",
     "make_callbacks",

@@ -7,7 +7,8 @@ from __future__ import annotations
 import tensorflow as tf
 
 from app.config import Config, TrainConfig
-from app.data.pipeline import count_batches, make_dataset
+from app.data.mixing import make_mixed_dataset
+from app.data.pipeline import SubwordSampling, count_batches, make_dataset
 from app.data.prepare import PreparedData
 
 # Up to this many train pairs, their token ids (int32, a few hundred bytes a pair with tf.data's
@@ -34,7 +35,20 @@ def make_train_set(
     static_shapes: bool = False,
 ) -> tf.data.Dataset:
     """Train batches, shuffled anew each epoch; `shard=(count, index)`: one worker's share of the pairs
-    (each pair in exactly one share), `batch_size`: its rows per batch (default train.batch_size)."""
+    (each pair in exactly one share), `batch_size`: its rows per batch (default train.batch_size).
+    With `data.corpora`: drawn from every corpus by weight (`app.data.mixing`), endless."""
+    if data.extras:
+        pairs = data.corpus.report["splits"]["train"] + sum(extra.report["pairs"] for extra in data.extras)
+        return make_mixed_dataset(
+            data.mixture(config.data.weight),
+            *data.tokenizers,
+            shuffle_buffer=config.train.shuffle_buffer,
+            seed=config.train.seed,
+            shard=shard,
+            cache=pairs <= MEMORY_CACHE_PAIRS,  # every corpus's ids together
+            sampling=SubwordSampling.of(config.tokenizer),
+            **_batching(config.train, batch_size, static_shapes),
+        )
     return make_dataset(
         data.corpus.train_files,
         *data.tokenizers,
@@ -42,8 +56,26 @@ def make_train_set(
         seed=config.train.seed,
         shard=shard,
         cache=data.corpus.report["splits"]["train"] <= MEMORY_CACHE_PAIRS,
+        sampling=SubwordSampling.of(config.tokenizer),  # train only: dev, test and BLEU read the best
         **_batching(config.train, batch_size, static_shapes),
     )
+
+
+def epoch_steps(
+    config: Config, data: PreparedData, train_set: tf.data.Dataset, static_shapes: bool = False
+) -> int:
+    """Steps of one epoch: train.steps_per_epoch, else one pass over the train split. With
+    `data.corpora` the mixed set is endless, so an epoch is what one pass over the main corpus alone
+    takes (as Marian and OpenNMT count): epochs, the schedule and dev evaluations keep the cadence of
+    the run without extras, and the two compare at equal steps."""
+    if config.train.steps_per_epoch:
+        return config.train.steps_per_epoch
+    if not data.extras:
+        return count_batches(train_set)
+    main = make_dataset(
+        data.corpus.train_files, *data.tokenizers, cache=False, **_batching(config.train, None, static_shapes)
+    )
+    return count_batches(main)
 
 
 def make_dev_set(config: Config, data: PreparedData, static_shapes: bool = False) -> tf.data.Dataset:

@@ -15,7 +15,9 @@ vocabularies differ: a piece the two vocabularies share gets the parent's row (a
 shares names, numbers, punctuation and many subwords), the others keep their fresh initial values
 (OpenNMT-tf's `update_vocab` does the same). Any other difference of shape (other layer sizes,
 another cell) cannot be reused, and stops training with the layer, both shapes and the settings
-to align. The report says exactly what was copied, mapped and left fresh.
+to align; so does another `model.tie_embeddings` where the parts hold a weight that tying removes
+(the output projection's kernel; with `all`, the source embedding's matrix). The report says
+exactly what was copied, mapped and left fresh.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import numpy as np
 from app.config import Config
 from app.data.tokenizer import vocabulary
 from app.models.seq2seq import build_model
+from app.models.tying import tying_of, untied_layers
 
 PART_LAYERS = {
     "all": ("source_embedding", "target_embedding", "encoder", "decoder"),
@@ -88,6 +91,7 @@ def initialize_from(
     `vocabularies`; returns the report (also for the model card). Raises ValueError for a weight
     that cannot be reused; `model` is unchanged then."""
     source = _parent_model(parent)
+    _check_tying(parent, tying_of(source), tying_of(model), parts)
     same = {side: parent.vocabularies[side] == vocabularies[side] for side in SIDES}
     shared = {side: _shared_pieces(parent.vocabularies[side], vocabularies[side]) for side in SIDES}
     new_values, report = {}, {"parent": str(parent.path), "parts": parts, "copied": [], "mapped": {}}
@@ -161,6 +165,19 @@ def _mapped(old: np.ndarray, initial: np.ndarray, axis: int, shared: np.ndarray)
 
 def _mapping_record(shared: np.ndarray, size: int) -> dict:
     return {"shared_pieces": int(shared.shape[0]), "vocabulary_size": size}
+
+
+def _check_tying(parent: Parent, parent_tying: str, tying: str, parts: str) -> None:
+    """Refuses parts holding a weight that exists under one `model.tie_embeddings` and not the other."""
+    differing = untied_layers(parent_tying, tying)
+    if not differing & set(PART_LAYERS[parts]):
+        return
+    usable = [name for name, layers in PART_LAYERS.items() if not differing & set(layers)]
+    raise ValueError(
+        f"train.init_from={parent.path}: the parent has model.tie_embeddings={parent_tying}, this model "
+        f"{tying}, so their {' and '.join(sorted(differing))} weights differ; use model.tie_embeddings="
+        f"{parent_tying}" + (f" or train.init_parts={' or '.join(usable)}" if usable else "")
+    )
 
 
 def _mismatch(path: str, old, new, parent: Parent, what: str = "") -> str:
