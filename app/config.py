@@ -135,6 +135,10 @@ class TokenizerConfig:
         return getattr(self, f"{side}_model_type") or self.model_type
 
 
+def _as_list(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
 # How the train pipeline segments (subword regularisation), not how the models are fitted: left out of
 # the tokenizers' fingerprint (`app.data.prepare.tokenizer_settings`), so that turning it on reuses them.
 SAMPLING_SETTINGS = ("sampling_alpha", "sampling_nbest", "sample_target")
@@ -261,7 +265,8 @@ class Config:
     decode: DecodeConfig = field(default_factory=DecodeConfig)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """Plain values only, lists for tuples (`data.corpora`), so that the dict equals its JSON copy."""
+        return dataclasses.asdict(self, dict_factory=lambda items: {k: _as_list(v) for k, v in items})
 
     @property
     def corpus_name(self) -> str:

@@ -79,6 +79,9 @@ LONGEST_FILES = (
     "test_distribute.py",
     "test_serve_versions.py",
     "test_serve.py",
+    "test_backtranslate.py",
+    "test_ensemble.py",
+    "test_subword_regularisation.py",
 )
 
 

@@ -102,6 +102,7 @@ def test_export_carries_vocabularies_and_a_model_card(trained_run):
         "translate_with_alignment",
         "score",
         "sample",
+        "complete",
     }
 
 

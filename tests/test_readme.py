@@ -20,6 +20,7 @@ README = Path(__file__).parents[1] / "README.md"
 # What a user types for each placeholder of the table (smoke sizes; RUN_DIR is the trained run).
 TYPED = {  # in order: the longer placeholders first
     " [--force] [--model-base BASE] [--name NAME] [--xla] [--shortlist]": "",
+    " [--ensemble RUN_DIR2 … \\| --ensemble-last N] [--out DIR]": "",
     " [--rest-port 8501] [--grpc-port 8500]": " --rest-port 0 --grpc-port 0",
     " --bible CODE --out FILE.txt [--preset NAME]": " --bible 4 --out mono.txt --preset smoke",
     "REVERSE_RUN MONOLINGUAL.txt --out SYNTHETIC.tsv [--sample \\| --beam K] [--batch-size N]": (

@@ -88,6 +88,7 @@ def test_metadata_lists_every_signature_with_dtypes_and_shapes(server):
         "translate_with_alignment",
         "score",
         "sample",
+        "complete",
     }
     default = signatures["serving_default"]
     assert default["inputs"]["text"]["dtype"] == "DT_STRING"
@@ -257,6 +258,7 @@ def test_grpc_metadata_and_status(channel):
         "translate_with_alignment",
         "score",
         "sample",
+        "complete",
     }
     assert signatures.signature_def["serving_default"].inputs["text"].dtype == tf.string.as_datatype_enum
 
