@@ -20,7 +20,7 @@ from pathlib import Path
 
 import tensorflow as tf
 
-from app.data.pipeline import SubwordSampling, batch_pairs, token_pairs
+from app.data.pipeline import SubwordSampling, token_pairs
 from app.data.tokenizer import SubwordTokenizer
 
 
@@ -95,42 +95,3 @@ def mixed_pairs(
             pairs = pairs.map(prepend_tag(corpus.tag_id), num_parallel_calls=tf.data.AUTOTUNE)
         streams.append(pairs)
     return mix(streams, [corpus.weight for corpus in corpora], seed)
-
-
-def make_mixed_dataset(
-    corpora: Sequence[MixedCorpus],
-    source_tokenizer: SubwordTokenizer,
-    target_tokenizer: SubwordTokenizer,
-    *,
-    batch_size: int,
-    max_source_tokens: int,
-    max_target_tokens: int,
-    bucket_width: int = 8,
-    shuffle_buffer: int = 0,
-    seed: int | None = None,
-    shard: tuple[int, int] | None = None,
-    static_shapes: bool = False,
-    cache: bool = True,
-    sampling: SubwordSampling | None = None,
-) -> tf.data.Dataset:
-    """`pipeline.make_dataset`'s batches drawn from several corpora by weight; endless."""
-    pairs = mixed_pairs(
-        corpora,
-        source_tokenizer,
-        target_tokenizer,
-        max_source_tokens=max_source_tokens,
-        max_target_tokens=max_target_tokens,
-        shuffle_buffer=shuffle_buffer,
-        seed=seed,
-        shard=shard,
-        cache=cache,
-        sampling=sampling,
-    )
-    return batch_pairs(
-        pairs,
-        batch_size=batch_size,
-        max_source_tokens=max_source_tokens,
-        max_target_tokens=max_target_tokens,
-        bucket_width=bucket_width,
-        static_shapes=static_shapes,
-    )

@@ -7,8 +7,8 @@ from __future__ import annotations
 import tensorflow as tf
 
 from app.config import Config, TrainConfig
-from app.data.mixing import make_mixed_dataset
-from app.data.pipeline import SubwordSampling, count_batches, make_dataset
+from app.data.mixing import mixed_pairs
+from app.data.pipeline import SubwordSampling, batch_pairs, count_batches, make_dataset, token_pairs
 from app.data.prepare import PreparedData
 
 # Up to this many train pairs, their token ids (int32, a few hundred bytes a pair with tf.data's
@@ -37,28 +37,30 @@ def make_train_set(
     """Train batches, shuffled anew each epoch; `shard=(count, index)`: one worker's share of the pairs
     (each pair in exactly one share), `batch_size`: its rows per batch (default train.batch_size).
     With `data.corpora`: drawn from every corpus by weight (`app.data.mixing`), endless."""
+    shuffling = {"shuffle_buffer": config.train.shuffle_buffer, "seed": config.train.seed, "shard": shard}
+    sampling = SubwordSampling.of(config.tokenizer)  # train only: dev, test and BLEU read the best
+    batching = _batching(config.train, batch_size, static_shapes)
+    lengths = {key: batching[key] for key in ("max_source_tokens", "max_target_tokens")}
     if data.extras:
         pairs = data.corpus.report["splits"]["train"] + sum(extra.report["pairs"] for extra in data.extras)
-        return make_mixed_dataset(
+        drawn = mixed_pairs(
             data.mixture(config.data.weight),
             *data.tokenizers,
-            shuffle_buffer=config.train.shuffle_buffer,
-            seed=config.train.seed,
-            shard=shard,
             cache=pairs <= MEMORY_CACHE_PAIRS,  # every corpus's ids together
-            sampling=SubwordSampling.of(config.tokenizer),
-            **_batching(config.train, batch_size, static_shapes),
+            sampling=sampling,
+            **shuffling,
+            **lengths,
         )
-    return make_dataset(
-        data.corpus.train_files,
-        *data.tokenizers,
-        shuffle_buffer=config.train.shuffle_buffer,
-        seed=config.train.seed,
-        shard=shard,
-        cache=data.corpus.report["splits"]["train"] <= MEMORY_CACHE_PAIRS,
-        sampling=SubwordSampling.of(config.tokenizer),  # train only: dev, test and BLEU read the best
-        **_batching(config.train, batch_size, static_shapes),
-    )
+    else:
+        drawn = token_pairs(
+            data.corpus.train_files,
+            *data.tokenizers,
+            cache=data.corpus.report["splits"]["train"] <= MEMORY_CACHE_PAIRS,
+            sampling=sampling,
+            **shuffling,
+            **lengths,
+        )
+    return batch_pairs(drawn, **batching)
 
 
 def epoch_steps(
