@@ -360,6 +360,55 @@ def _add_backtranslate_command(commands) -> None:
     )
 
 
+def _add_distill_command(commands, preset: str) -> None:
+    distill = commands.add_parser(
+        "distill",
+        help="train a small student on a teacher run's beam translations of its train split (resumable)",
+        description="The student's settings: the preset's, then the teacher's data section (data.weight =\n"
+        "--references, data.corpora = the teacher's translations in TEACHER_RUN/distill/),\n"
+        "then the overrides.",
+        epilog=settings_epilog(preset),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    distill.add_argument("teacher", type=Path, metavar="TEACHER_RUN", help="a trained and exported run")
+    distill.add_argument(
+        "--preset",
+        default="fast",
+        help=f"the student's preset ({', '.join(available_presets())}; default: fast)",
+    )
+    distill.add_argument(
+        "--beam",
+        type=positive_int,
+        default=None,
+        metavar="K",
+        help="the teacher's beam width (default: its decode.beam_width, the export's serving_default)",
+    )
+    distill.add_argument(
+        "--references",
+        type=float,
+        default=0.0,
+        metavar="W",
+        help="data.weight of the references beside the teacher's translations (weight 1; default: 0, none)",
+    )
+    distill.add_argument(
+        "--batch-size",
+        type=positive_int,
+        default=64,
+        help="sentences per teacher call (default: 64; keep it on resume)",
+    )
+    distill.add_argument(
+        "--run-dir", type=Path, default=None, help="the student's run folder (default: as `attend train`)"
+    )
+    distill.add_argument("--no-export", action="store_true", help="train the student only")
+    distill.add_argument(
+        "--max-minutes", default=None, metavar="M", help="the student's time budget (= train.max_minutes)"
+    )
+    distill.add_argument(
+        "--data-dir", type=Path, default=DATA_DIR, help="where the teacher's corpus is (default: data/)"
+    )
+    distill.add_argument("overrides", nargs="*", metavar="section.key=value", help="the student's overrides")
+
+
 def _add_serve_command(commands) -> None:
     serve = commands.add_parser(
         "serve",
@@ -458,6 +507,7 @@ def build_parser(preset: str | None = None) -> argparse.ArgumentParser:
         dest="command", required=True, metavar="COMMAND", parser_class=IntermixedParser
     )
     _add_run_commands(commands, preset or "default")
+    _add_distill_command(commands, preset or "fast")
     _add_use_commands(commands)
     _add_serve_command(commands)
     _add_bench_command(commands, preset or "bench")
@@ -628,6 +678,34 @@ def run_backtranslate(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_distill(args: argparse.Namespace) -> int:
+    from app.backtranslate import make_decoder
+    from app.distill import Distillation, write_teacher_outputs
+    from app.run import RunDir
+    from app.train import train
+
+    distillation = Distillation.of(args.teacher, args.beam)
+    budget = [f"train.max_minutes={args.max_minutes}"] if args.max_minutes is not None else []
+    config = distillation.student_config(args.preset, args.references, [*args.overrides, *budget])
+
+    def decoder():  # made only if a line of the teacher's file is left to write
+        teacher = distillation.teacher
+        return make_decoder(teacher.path, teacher.export_dir, beam=distillation.beam, data_dir=args.data_dir)
+
+    write_teacher_outputs(distillation, decoder, args.data_dir, args.batch_size)
+    run = RunDir(args.run_dir) if args.run_dir else RunDir.for_training(config)
+    if run.is_unfinished:
+        print(f"Resuming the interrupted run in {run}")
+    print(f"Student run folder: {run}")
+    train(config, run.path, args.data_dir)
+    if not args.no_export:
+        from app.export import export_run
+
+        export_run(run.path, data_dir=args.data_dir)
+    print(next_steps(run, config, args.data_dir, exported=not args.no_export))
+    return 0
+
+
 def run_evaluate(args: argparse.Namespace) -> int:
     from app.evaluate import evaluate_run
 
@@ -673,6 +751,7 @@ COMMANDS = {
     "translate": run_translate,
     "score": run_score,
     "backtranslate": run_backtranslate,
+    "distill": run_distill,
     "monolingual": run_monolingual,
     "evaluate": run_evaluate,
     "average": run_average,

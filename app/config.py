@@ -185,6 +185,9 @@ class TrainConfig:
     """Optimisation, input pipeline sizes and callbacks."""
 
     batch_size: int = 64
+    # batches of about this many tokens instead of train.batch_size pairs: rows x a length bucket's
+    # longest padded length stays within it (0 = off; see docs/training.md#batches-of-tokens)
+    batch_tokens: int = 0
     epochs: int = 10
     # a time budget for the training epochs (dev evaluation included): as many epochs as fit it, at
     # most train.epochs, the learning-rate schedule and early stopping following that plan (None: off)
@@ -476,7 +479,7 @@ RANGES: dict[str, Bound] = {
     "data.seed": _SEED,
     "data.shard_pairs": _SIZE,
     "data.dates_pairs": _SIZE,
-    "data.weight": _POSITIVE,
+    "data.weight": Bound("at least 0", lambda value: value >= 0),  # 0: dev/test only (`_check_extra_corpora`)
     "tokenizer.source_vocab_size": _at_least(MINIMUM_CLOSED_VOCAB_SIZE),
     "tokenizer.target_vocab_size": _at_least(MINIMUM_CLOSED_VOCAB_SIZE),
     "tokenizer.character_coverage": Bound("greater than 0 and at most 1", lambda value: 0 < value <= 1),
@@ -494,6 +497,7 @@ RANGES: dict[str, Bound] = {
     "model.maxout_pieces": _SIZE,  # 1 = a plain tanh deep output
     "model.dropout": Bound("at least 0 and below 1", lambda value: 0 <= value < 1),
     "train.batch_size": _SIZE,
+    "train.batch_tokens": _COUNT,  # 0 = off; the lower bound depends on the lengths: _check_batch_tokens
     "train.epochs": _SIZE,
     "train.max_minutes": _POSITIVE,
     "train.learning_rate": _POSITIVE,
@@ -606,10 +610,18 @@ def validate(config: Config) -> None:
     _check_luong_dot(config.model)
     _check_tied_embeddings(config)
     _check_profile_batches(config.train.profile_batches)
+    _check_batch_tokens(config.train)
 
 
 def _check_extra_corpora(data: DataConfig) -> None:
-    """Each `data.corpora` entry names a known source, its file where it needs one, a weight above 0."""
+    """Each `data.corpora` entry names a known source, its file where it needs one, a weight above 0.
+    The main corpus's weight may be 0 (it then gives dev, test and the tokenizers' text, and training
+    draws from the extras alone: `attend distill`), so long as an extra corpus is there to draw from."""
+    if data.weight == 0 and not data.corpora:
+        raise ValueError(
+            "data.weight=0 leaves nothing to train on: it means training draws from data.corpora alone, "
+            "and there is no extra corpus; give data.corpora or a data.weight above 0"
+        )
     for index, extra in enumerate(data.corpora):
         name = f"data.corpora[{index}]"
         if extra.corpus not in CORPUS_FOLDERS:
@@ -629,6 +641,17 @@ def _check_one_initialisation(config: Config) -> None:
         raise ValueError(
             f"train.init_from and model.{vectors[0]} both initialise the model; give one of them (a "
             "parent trained with the vectors carries them already)"
+        )
+
+
+def _check_batch_tokens(train: TrainConfig) -> None:
+    """A batch of tokens must hold one pair of the longest length the filter keeps (its source with
+    the end marker, or its target with the start marker, padded: what the last length bucket holds)."""
+    longest = max(train.max_source_tokens, train.max_target_tokens + 1)
+    if 0 < train.batch_tokens < longest:
+        raise ValueError(
+            f"train.batch_tokens: expected 0 (off) or at least {longest} (one pair of the longest "
+            f"length train.max_source_tokens and train.max_target_tokens allow), got {train.batch_tokens}"
         )
 
 
@@ -838,6 +861,7 @@ SETTINGS_ADDED_IN = {
         "tokenizer.joint",
         "model.tie_embeddings",
     ),
+    (0, 4, 0): ("train.batch_tokens",),
 }
 
 

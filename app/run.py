@@ -141,6 +141,10 @@ class RunDir:
     def evaluation_dir(self, name: str) -> Path:
         return self.path / "evaluation" / name
 
+    def distilled_train_path(self, beam: int) -> Path:
+        """`attend distill`: this run's (the teacher's) beam-`beam` translations of its train split."""
+        return self.path / "distill" / f"train-beam{beam}.tsv"
+
     @property
     def lock_path(self) -> Path:
         return self.path / ".lock"

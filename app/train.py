@@ -28,6 +28,7 @@ from app.recipe import (
     held_out_perplexity,
     make_callbacks,
     make_datasets,
+    mean_pairs_per_batch,
     schedule_of,
     shard_input_function,
 )
@@ -57,7 +58,8 @@ def train(config: Config, run_dir: Path, data_dir: Path = Path("data"), log=prin
     role = distribution.role()
     strategy = distribution.strategy()  # first: MultiWorkerMirroredStrategy must precede every TF op
     log(f"{distribution.describe(strategy)}" + (f", {role.description}" if role.count > 1 else ""))
-    check_batch_divides(config.train.batch_size, strategy.num_replicas_in_sync)
+    if not config.train.batch_tokens:  # batches of tokens: each bucket's rows are made to divide
+        check_batch_divides(config.train.batch_size, strategy.num_replicas_in_sync)
     chief_run = RunDir(run_dir)
     run = chief_run if role.is_chief else chief_run.scratch_for_worker(role.index)
     if not role.is_chief:
@@ -74,7 +76,7 @@ def train(config: Config, run_dir: Path, data_dir: Path = Path("data"), log=prin
             filtered = filter_report(data, config.train.max_source_tokens, config.train.max_target_tokens)
             for counts in filtered.values():
                 log(counts.describe())
-                check_enough_pairs(counts, config.train.batch_size)
+                check_enough_pairs(counts, 1 if config.train.batch_tokens else config.train.batch_size)
                 for warning in counts.warnings():
                     log(f"Note: {warning}")
             run.start(config, log=log)
@@ -134,9 +136,15 @@ class Trainer:
         train.batch_size (under multi_worker, about one pass over each worker's shard at its share
         of the batch; each worker then reads its own shard, see `fit`); with data.corpora, one pass
         over the main corpus's train split (`epoch_steps`)."""
-        train_set, dev_set = make_datasets(config, data, self.distribution.static_shapes)
-        static_shapes = self.distribution.static_shapes
-        return train_set, dev_set, epoch_steps(config, data, train_set, static_shapes)
+        shapes = self.distribution.static_shapes, self.strategy.num_replicas_in_sync
+        train_set, dev_set = make_datasets(config, data, *shapes)
+        return train_set, dev_set, epoch_steps(config, data, train_set, *shapes)
+
+    def mean_pairs_per_batch(self, config: Config, data: PreparedData) -> float:
+        """Pairs per train batch on average over a pass (what `train.batch_tokens` gives)."""
+        return mean_pairs_per_batch(
+            config, data, self.distribution.static_shapes, self.strategy.num_replicas_in_sync
+        )
 
     def dev_scores(self, model: keras.Model, dev_set: tf.data.Dataset) -> DevScores | None:
         """The callback that puts the dev scores into the logs, where Keras's validation does not."""
@@ -201,6 +209,12 @@ def _fit(
         f"at most {config.train.epochs} epochs"
         + (f", as many as fit in {budget:g} minutes (planned after each epoch)" if budget else "")
     )
+    if config.train.batch_tokens:  # the schedule stays as set: the user scales it to the batch
+        log(
+            f"Batches of about {config.train.batch_tokens:,} tokens (train.batch_tokens): "
+            f"{trainer.mean_pairs_per_batch(config, data):.1f} pairs a batch on average; "
+            f"train.learning_rate {config.train.learning_rate:g} is not scaled for it"
+        )
     if config.tokenizer.sampling_alpha:
         tokenizer = config.tokenizer
         sides = "sources and targets" if tokenizer.sample_target else "sources"

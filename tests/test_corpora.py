@@ -70,7 +70,7 @@ def test_corpora_setting_parses_from_overrides_and_round_trips(tmp_path):
 def test_config_saved_before_0_3_0_takes_one_corpus_and_no_tag(tmp_path):
     config = load_config("smoke")
     save_config(config, tmp_path / "config.yaml")
-    text = (tmp_path / "config.yaml").read_text(encoding="utf-8").replace("attend 0.3.0", "attend 0.2.0", 1)
+    text = (tmp_path / "config.yaml").read_text(encoding="utf-8").replace("attend 0.4.0", "attend 0.2.0", 1)
     kept = [line for line in text.splitlines() if line.strip() not in ("weight: 1.0", "corpora: []")]
     kept = [line for line in kept if not line.strip().startswith("tag_synthetic:")]
     assert len(kept) == len(text.splitlines()) - 3

@@ -63,6 +63,7 @@ def training_variants(quick: bool) -> list[tuple[str, list[str]]]:
 
 def run_train_phase(config, data_dir: Path, plan: BenchPlan) -> TrainRow:
     """Trains for warm-up + timed windows on short sentence pairs and reports throughput and FLOP/s."""
+    from app.data.pipeline import mean_batch_rows
     from app.data.prepare import prepare_data
     from app.recipe import compile_model, make_datasets
 
@@ -70,19 +71,21 @@ def run_train_phase(config, data_dir: Path, plan: BenchPlan) -> TrainRow:
     data = prepare_data(config, data_dir, log=lambda *_: None)
     train_set, dev_set = make_datasets(config, data)
     source_tokens, target_tokens = mean_tokens(train_set.take(50))
+    # examples/s counts pairs: with train.batch_tokens a step's pairs vary, their mean over a pass
+    rows = mean_batch_rows(train_set) if config.train.batch_tokens else config.train.batch_size
     steps = plan.warmup_steps + plan.windows * plan.window_steps
     peak = matmul_peak_gflops()
     model = compile_model(config, data, steps)
     timer = StepTimer()
     model.fit(train_set.repeat(), epochs=1, steps_per_epoch=steps, callbacks=[timer], verbose=0)
-    examples_per_s = steady_state_rate(timer.ends, plan, config.train.batch_size)
+    examples_per_s = steady_state_rate(timer.ends, plan, rows)
     dev_loss = float(model.evaluate(dev_set.take(plan.dev_batches), verbose=0)[0])
     architecture, target_vocab = config.model.architecture(), data.target_tokenizer.vocab_size
     gflop = model_gflop_per_example(
         architecture, data.source_tokenizer.vocab_size, target_vocab, source_tokens, target_tokens
     )
     breakdown = step_breakdown(
-        architecture, target_vocab, config.train.batch_size, round(target_tokens) + 1, plan.window_steps
+        architecture, target_vocab, round(rows), round(target_tokens) + 1, plan.window_steps
     )
     return TrainRow(
         time_to_first_step_s=round(timer.ends[0] - timer.started, 2),
@@ -112,7 +115,7 @@ def mean_tokens(batches) -> tuple[float, float]:
     return source_total / max(pairs, 1), target_total / max(pairs, 1)
 
 
-def steady_state_rate(step_ends: list[float], plan: BenchPlan, batch_size: int) -> float:
+def steady_state_rate(step_ends: list[float], plan: BenchPlan, batch_size: float) -> float:
     """Median examples/s over the timed windows that follow the warm-up steps."""
     rates = []
     for window in range(plan.windows):

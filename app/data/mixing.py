@@ -10,6 +10,8 @@ only: dev, test and the export tokenize text and never add it.
 
 The mixed set is endless, so an epoch is counted by the main corpus, as Marian and OpenNMT do: as
 many steps as one pass over the main corpus's train split alone takes (`app.recipe.epoch_steps`).
+A corpus of weight 0 (only the main one may have it, `data.weight=0`: `attend distill`'s student,
+which trains on the teacher's translations of the same pairs) is left out of the draw entirely.
 """
 
 from __future__ import annotations
@@ -41,13 +43,14 @@ def mix(datasets: Sequence[tf.data.Dataset], weights: Sequence[float], seed: int
         raise ValueError(
             f"mix needs one weight per dataset, got {len(datasets)} datasets, {len(weights)} weights"
         )
-    if any(weight <= 0 for weight in weights):
-        raise ValueError(f"mixing weights must be greater than 0, got {list(weights)}")
-    if len(datasets) == 1:
-        return datasets[0].repeat()
-    total = float(sum(weights))
+    if any(weight < 0 for weight in weights) or not any(weight > 0 for weight in weights):
+        raise ValueError(f"mixing weights must be at least 0, one above 0, got {list(weights)}")
+    drawn = [(dataset, weight) for dataset, weight in zip(datasets, weights, strict=True) if weight > 0]
+    if len(drawn) == 1:
+        return drawn[0][0].repeat()
+    total = float(sum(weight for _, weight in drawn))
     return tf.data.Dataset.sample_from_datasets(
-        [dataset.repeat() for dataset in datasets], weights=[weight / total for weight in weights], seed=seed
+        [dataset.repeat() for dataset, _ in drawn], weights=[weight / total for _, weight in drawn], seed=seed
     )
 
 
@@ -76,8 +79,10 @@ def mixed_pairs(
     """The corpora's pairs, each filtered and shuffled on its own, drawn by weight. A tagged corpus's
     sources are filtered one token shorter, so that with the tag they respect `max_source_tokens`;
     with `sampling` every corpus is segmented anew each epoch, the tag prepended after the draw."""
-    streams = []
+    streams, weights = [], []
     for index, corpus in enumerate(corpora):
+        if corpus.weight == 0:  # never drawn, so never read (the seeds of the others keep their index)
+            continue
         tagged = corpus.tag_id is not None
         pairs = token_pairs(
             corpus.files,
@@ -94,4 +99,5 @@ def mixed_pairs(
         if tagged:
             pairs = pairs.map(prepend_tag(corpus.tag_id), num_parallel_calls=tf.data.AUTOTUNE)
         streams.append(pairs)
-    return mix(streams, [corpus.weight for corpus in corpora], seed)
+        weights.append(corpus.weight)
+    return mix(streams, weights, seed)

@@ -218,6 +218,8 @@ def make_dataset(
     static_shapes: bool = False,
     cache: bool = True,
     sampling: SubwordSampling | None = None,
+    batch_tokens: int = 0,
+    rows_divisible_by: int = 1,
 ) -> tf.data.Dataset:
     """Batches `((source_ids, target_in), target_out)` padded with 0, bucketed by length.
 
@@ -232,7 +234,8 @@ def make_dataset(
     (TPUs) pads every batch to its bucket's upper bound and drops the partial last batch of each
     bucket, so that batches come in a few fixed shapes. `cache=False` tokenizes anew every epoch
     instead of holding every pair's ids in memory (for corpora of millions of pairs). `sampling`
-    (train only) segments each pair anew every epoch (`sample_segmentations`).
+    (train only) segments each pair anew every epoch (`sample_segmentations`). `batch_tokens` and
+    `rows_divisible_by`: batches of about that many tokens instead of `batch_size` pairs (`batch_pairs`).
     """
     pairs = token_pairs(
         tsv_paths,
@@ -253,6 +256,8 @@ def make_dataset(
         max_target_tokens=max_target_tokens,
         bucket_width=bucket_width,
         static_shapes=static_shapes,
+        batch_tokens=batch_tokens,
+        rows_divisible_by=rows_divisible_by,
     )
 
 
@@ -297,8 +302,11 @@ def batch_pairs(
     max_target_tokens: int,
     bucket_width: int = 8,
     static_shapes: bool = False,
+    batch_tokens: int = 0,
+    rows_divisible_by: int = 1,
 ) -> tf.data.Dataset:
-    """(source_ids, target_ids) pairs → `make_dataset`'s bucketed, 0-padded teacher-forcing batches."""
+    """(source_ids, target_ids) pairs → `make_dataset`'s bucketed, 0-padded teacher-forcing batches:
+    of `batch_size` pairs, or with `batch_tokens` of about that many tokens (`bucket_batch_sizes`)."""
     longest = max(max_source_tokens, max_target_tokens + 1)
     boundaries = bucket_boundaries(longest, bucket_width)
     if static_shapes and boundaries[-1] <= longest:
@@ -306,7 +314,9 @@ def batch_pairs(
     batches = pairs.bucket_by_sequence_length(
         element_length_func=lambda s, t: tf.maximum(tf.size(s), tf.size(t)),
         bucket_boundaries=boundaries,
-        bucket_batch_sizes=[batch_size] * (len(boundaries) + 1),
+        bucket_batch_sizes=bucket_batch_sizes(
+            boundaries, longest, batch_size, batch_tokens, rows_divisible_by
+        ),
         padded_shapes=([None], [None]),
         padding_values=(0, 0),
         pad_to_bucket_boundary=static_shapes,
@@ -315,6 +325,40 @@ def batch_pairs(
     return batches.map(to_model_inputs, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
 
+def bucket_batch_sizes(
+    boundaries: Sequence[int],
+    longest: int,
+    batch_size: int,
+    batch_tokens: int = 0,
+    rows_divisible_by: int = 1,
+) -> list[int]:
+    """Rows per batch of each length bucket (`bucket_by_sequence_length`'s buckets: below the first
+    boundary, between two, from the last on): `batch_size` each, or with `batch_tokens` as many as
+    keep rows × the bucket's longest length (source or target, markers included: what a batch of
+    it pads to at most) within `batch_tokens`, as OpenNMT's `batch_type: tokens` and Marian's
+    `--mini-batch-words` do. Short sentences then come many to a batch and long ones few, so a
+    step's cost and memory no longer grow with its sentences' length. At least one row (a bucket
+    longer than `batch_tokens` trains one pair at a time); `rows_divisible_by` (the replicas that
+    split each batch) rounds each size down to a multiple of it, and at least to it."""
+    buckets = len(boundaries) + 1
+    if not batch_tokens:
+        return [batch_size] * buckets
+    longest_in = [bound - 1 for bound in boundaries] + [longest]  # lengths below each bound, then the rest
+    return [
+        max(rows_divisible_by, batch_tokens // length // rows_divisible_by * rows_divisible_by)
+        for length in longest_in
+    ]
+
+
 def count_batches(dataset: tf.data.Dataset) -> int:
     """Number of batches in one pass (bucketing makes it unknowable without a pass)."""
     return int(dataset.reduce(tf.constant(0, tf.int64), lambda count, _: count + 1).numpy())
+
+
+def mean_batch_rows(dataset: tf.data.Dataset) -> float:
+    """Mean pairs per batch over one pass of `make_dataset`'s batches (with `batch_tokens` they vary)."""
+    rows, batches = dataset.reduce(
+        (tf.constant(0, tf.int64), tf.constant(0, tf.int64)),
+        lambda totals, batch: (totals[0] + tf.shape(batch[1], out_type=tf.int64)[0], totals[1] + 1),
+    )
+    return float(rows.numpy()) / max(int(batches.numpy()), 1)

@@ -29,6 +29,7 @@ from app.recipe.datasets import (
     make_datasets,
     make_dev_set,
     make_train_set,
+    mean_pairs_per_batch,
     shard_input_function,
 )
 from app.recipe.early_stopping import CheckpointEarlyStopping, early_stopping_start
@@ -51,6 +52,7 @@ __all__ = [
     "make_optimizer",
     "make_time_budget",
     "make_train_set",
+    "mean_pairs_per_batch",
     "schedule_of",
     "shard_input_function",
 ]
