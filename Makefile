@@ -23,7 +23,7 @@ train: $(STAMP)
 	$(BIN)/attend train --preset $(PRESET) $(ARGS)
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=25 $(ARGS)
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=10 $(ARGS)
 
 bench: $(STAMP)
 	$(BIN)/attend bench $(ARGS)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+from collections import defaultdict
 from pathlib import Path
 
 import pytest
@@ -82,6 +83,7 @@ LONGEST_FILES = (
     "test_backtranslate.py",
     "test_ensemble.py",
     "test_subword_regularisation.py",
+    "test_distill.py",
 )
 
 
@@ -91,3 +93,22 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         return LONGEST_FILES.index(name) if name in LONGEST_FILES else len(LONGEST_FILES)
 
     items.sort(key=rank)  # stable: the order within a file, and of the other files, is kept
+
+
+# seconds each test file took (setup, call and teardown of its tests, a session fixture counted in the
+# first test that used it), summed on the controller from every worker's reports: where the suite's
+# time goes, printed after the run
+FILE_SECONDS: defaultdict[str, float] = defaultdict(float)
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    FILE_SECONDS[report.nodeid.split("::", 1)[0]] += report.duration
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    if not FILE_SECONDS:
+        return
+    terminalreporter.write_sep("-", "slowest test files (seconds, summed over their tests)")
+    for path, seconds in sorted(FILE_SECONDS.items(), key=lambda item: -item[1])[:20]:
+        terminalreporter.write_line(f"{seconds:8.1f}  {path}")
+    terminalreporter.write_line(f"{sum(FILE_SECONDS.values()):8.1f}  all {len(FILE_SECONDS)} files")
