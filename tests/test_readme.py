@@ -26,6 +26,9 @@ TYPED = {  # in order: the longer placeholders first
     "REVERSE_RUN MONOLINGUAL.txt --out SYNTHETIC.tsv [--sample \\| --beam K] [--batch-size N]": (
         "RUN_DIR mono.txt --out synthetic.tsv --sample"
     ),
+    "TEACHER_RUN [--preset fast] [--beam K] [--references W] [--run-dir DIR] [--max-minutes M]": (
+        "RUN_DIR --preset smoke --beam 1 --run-dir student train.epochs=1"
+    ),
     "NAME": "smoke",
     "[--run-dir DIR] [--profile] [section.key=value ...]": "train.epochs=2",
     '"sentence" … [--plot out.png]': '"Y lloró Jesús." Hola --plot out.png',
@@ -44,6 +47,7 @@ COMMANDS = [
     "score",
     "monolingual",
     "backtranslate",
+    "distill",
     "evaluate",
     "compare",
     "average",
