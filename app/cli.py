@@ -528,15 +528,21 @@ def run_prepare(args: argparse.Namespace) -> int:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from app.recipe.distribution import worker_role
-    from app.run import RunDir
-    from app.train import train
-
     profile = ["train.profile_batches=10,20"] if args.profile else []
     transfer = [f"train.init_from={args.init_from}"] if args.init_from else []
     transfer += [f"train.init_parts={args.init_parts}"] if args.init_parts else []
     budget = [f"train.max_minutes={args.max_minutes}"] if args.max_minutes is not None else []
     config = load_config(args.preset, [*args.overrides, *profile, *transfer, *budget])
+    return _train_and_export(config, args)
+
+
+def _train_and_export(config, args: argparse.Namespace, label: str = "Run folder") -> int:
+    """`train` and `distill`'s common end: the run folder (given, or new, or the interrupted one with
+    these settings), training, the export unless --no-export, and what to do next."""
+    from app.recipe.distribution import worker_role
+    from app.run import RunDir
+    from app.train import train
+
     if config.train.distribution == "multi_worker" and not args.run_dir:
         raise ValueError(
             "train.distribution=multi_worker needs --run-dir: the same folder (on storage every machine "
@@ -545,7 +551,7 @@ def run_train(args: argparse.Namespace) -> int:
     run = RunDir(args.run_dir) if args.run_dir else RunDir.for_training(config)
     if run.is_unfinished:
         print(f"Resuming the interrupted run in {run}")
-    print(f"Run folder: {run}")
+    print(f"{label}: {run}")
     train(config, run.path, args.data_dir)
     role = worker_role(config.train.distribution)
     if not role.is_chief:
@@ -681,8 +687,6 @@ def run_backtranslate(args: argparse.Namespace) -> int:
 def run_distill(args: argparse.Namespace) -> int:
     from app.backtranslate import make_decoder
     from app.distill import Distillation, write_teacher_outputs
-    from app.run import RunDir
-    from app.train import train
 
     distillation = Distillation.of(args.teacher, args.beam)
     budget = [f"train.max_minutes={args.max_minutes}"] if args.max_minutes is not None else []
@@ -693,17 +697,7 @@ def run_distill(args: argparse.Namespace) -> int:
         return make_decoder(teacher.path, teacher.export_dir, beam=distillation.beam, data_dir=args.data_dir)
 
     write_teacher_outputs(distillation, decoder, args.data_dir, args.batch_size)
-    run = RunDir(args.run_dir) if args.run_dir else RunDir.for_training(config)
-    if run.is_unfinished:
-        print(f"Resuming the interrupted run in {run}")
-    print(f"Student run folder: {run}")
-    train(config, run.path, args.data_dir)
-    if not args.no_export:
-        from app.export import export_run
-
-        export_run(run.path, data_dir=args.data_dir)
-    print(next_steps(run, config, args.data_dir, exported=not args.no_export))
-    return 0
+    return _train_and_export(config, args, label="Student run folder")
 
 
 def run_evaluate(args: argparse.Namespace) -> int:

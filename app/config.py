@@ -785,6 +785,12 @@ def load_config(preset: str = "default", overrides: list[str] | tuple[str, ...] 
         raise ValueError(f"No preset {preset!r}; available presets: {', '.join(available_presets())}")
     values = _read_preset(path)
     values.setdefault("name", path.stem)
+    return from_dict(apply_overrides(values, overrides))
+
+
+def apply_overrides(values: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """`values` (a config's sections, as `Config.to_dict` or a preset gives them) with each
+    `section.key=value` set in place; returns `values`."""
     for override in overrides:
         section, key, value = parse_override(override)
         if values.get(section) is None:
@@ -792,7 +798,7 @@ def load_config(preset: str = "default", overrides: list[str] | tuple[str, ...] 
         if not isinstance(values[section], dict):
             raise ValueError(f"Override {override!r}: '{section}' is not a config section")
         values[section][key] = value
-    return from_dict(values)
+    return values
 
 
 def _read_preset(path: Path) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from app.config import Config, from_dict, load_config, parse_override
+from app.config import Config, apply_overrides, from_dict, load_config
 from app.data.corpus import PreparedCorpus, prepare_corpus
 from app.data.resumable import Decoder, TranslationFileReport, write_translations
 from app.data.tokenizer import read_lines
@@ -68,12 +68,7 @@ class Distillation:
         values = load_config(preset).to_dict()
         corpus = {"corpus": "tsv", "tsv_path": str(self.path.resolve()), "weight": 1.0}
         values["data"] = {**self.config.to_dict()["data"], "weight": references, "corpora": [corpus]}
-        for override in overrides:
-            section, key, value = parse_override(override)
-            if not isinstance(values.get(section), dict):
-                raise ValueError(f"Override {override!r}: '{section}' is not a config section")
-            values[section][key] = value
-        return from_dict(values)
+        return from_dict(apply_overrides(values, overrides))
 
 
 def write_teacher_outputs(
