@@ -23,7 +23,8 @@ def main(argv: list[str] | None = None) -> int:
     e.g. '{"t0": ["--batch_timeout_micros=0"]}'), to try batching knobs; `prepare` times `attend
     prepare` on `--pairs` pairs recombined from the preset's corpus (in `--work-dir`); `tutorial`
     trains the TensorFlow tutorial's model on the preset's pairs, exports it to `--export-dir`, times it
-    on `--sources` and scores it on `--test-file`."""
+    on `--sources` and scores it on `--test-file` (`--steps`: train it this long instead of
+    the plan's `tutorial_steps`)."""
     parser = argparse.ArgumentParser(prog="python -m app.bench")
     parser.add_argument("phase", choices=("train", "serving-model", "decode", "serve", "prepare", "tutorial"))
     parser.add_argument("--preset", default="bench")
@@ -38,6 +39,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--server-settings", default=None)
     parser.add_argument("--pairs", type=int, default=100_000, help="prepare: pairs to generate")
     parser.add_argument("--work-dir", type=Path, default=None, help="prepare: scratch folder (default: temp)")
+    parser.add_argument(
+        "--steps", type=int, default=None, help="tutorial: its training steps (default: the plan's)"
+    )
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--set", action="append", default=[], dest="overrides", help="section.key=value")
     args = parser.parse_args(argv)
@@ -62,6 +66,7 @@ def run_phase(args: argparse.Namespace) -> dict:
         model = args.export_dir / SERVE_EXPORT / "assets" / "source.model"
         sources = bucket_sources(args.data_dir / config.corpus_name, model)
     if args.phase == "tutorial":
+        plan = dataclasses.replace(plan, serving_steps=args.steps) if args.steps else plan
         test_file = args.test_file or args.data_dir / config.corpus_name / "test.tsv"
         return run_tutorial_phase(config, args.data_dir, plan, sources, test_file, args.export_dir).to_json()
     if args.phase == "decode":

@@ -14,6 +14,7 @@ import json
 import math
 import random
 import re
+import statistics
 import time
 from pathlib import Path
 
@@ -202,6 +203,35 @@ def bleu_on_test(translate, test_file: Path, limit: int | None = None) -> tuple[
     for start in range(0, len(sources), BLEU_BATCH):
         hypotheses += translate(sources[start : start + BLEU_BATCH])
     return corpus_bleu(hypotheses, references), len(sources)
+
+
+def measure_translate(translate, sources: list[str], references: list[list[str]], batch_1: int) -> dict:
+    """BLEU (± its 95 % margin) of `translate` (a batch of sources → their translations) on `sources`,
+    its throughput in batches of 64 (after one warm-up call) and its batch-1 median latency over the
+    first `batch_1` sources (batch 1 is another shape: warmed up too)."""
+    from app.scoring import bleu_with_confidence
+
+    translate(sources[:BLEU_BATCH])
+    start = time.perf_counter()
+    hypotheses: list[str] = []
+    for first in range(0, len(sources), BLEU_BATCH):
+        hypotheses += translate(sources[first : first + BLEU_BATCH])
+    seconds = time.perf_counter() - start
+    translate(sources[:1])
+    latencies = []
+    for source in sources[:batch_1]:
+        begin = time.perf_counter()
+        translate([source])
+        latencies.append(time.perf_counter() - begin)
+    bleu, margin = bleu_with_confidence(hypotheses, references)
+    return {
+        "sentences": len(sources),
+        "bleu": bleu,
+        "bleu_ci95": margin,
+        "sentences_per_s_batch64": round(len(sources) / seconds, 1),
+        "ms_per_sentence_batch64": round(1000 * seconds / len(sources), 2),
+        "ms_batch1_p50": round(1000 * statistics.median(latencies), 2) if latencies else None,
+    }
 
 
 def export_translate(folder: Path):

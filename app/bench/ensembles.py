@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
 from pathlib import Path
 
 import tensorflow_text  # noqa: F401  (registers the exports' SentencePiece ops)
 
-from app.bench.decoding import BLEU_BATCH, export_translate
-from app.scoring import bleu_with_confidence, read_references
+from app.bench.decoding import export_translate, measure_translate
+from app.scoring import read_references
 
 BATCH_1_SENTENCES = 100
 
@@ -26,31 +24,18 @@ BATCH_1_SENTENCES = 100
 def measure_export(folder: Path, sources: list[str], references: list[list[str]], batch_1: int) -> dict:
     """One export's BLEU (± its 95 % margin) on `sources`, and its decode cost per sentence."""
     card = json.loads((folder / "model_card.json").read_text(encoding="utf-8"))
-    translate = export_translate(folder)
-    translate(sources[:BLEU_BATCH])  # warm-up: the first call of a reloaded function costs more
-    start = time.perf_counter()
-    hypotheses: list[str] = []
-    for first in range(0, len(sources), BLEU_BATCH):
-        hypotheses += translate(sources[first : first + BLEU_BATCH])
-    seconds = time.perf_counter() - start
-    latencies = []
-    translate(sources[:1])  # batch 1 is another shape: warmed up too
-    for source in sources[:batch_1]:
-        begin = time.perf_counter()
-        translate([source])
-        latencies.append(time.perf_counter() - begin)
-    bleu, margin = bleu_with_confidence(hypotheses, references)
+    figures = measure_translate(export_translate(folder), sources, references, batch_1)
     ensemble = card.get("export", {}).get("ensemble")
     return {
         "export": str(folder),
         "members": len(ensemble["members"]) if ensemble else 1,
         "epochs": [member["epoch"] for member in ensemble["members"]] if ensemble else None,
         "beam": card["config"]["decode"]["beam_width"],
-        "sentences": len(sources),
-        "bleu": bleu,
-        "bleu_ci95": margin,
-        "ms_per_sentence_batch64": round(1000 * seconds / len(sources), 2),
-        "ms_per_sentence_batch1_p50": round(1000 * statistics.median(latencies), 2) if latencies else None,
+        "sentences": figures["sentences"],
+        "bleu": figures["bleu"],
+        "bleu_ci95": figures["bleu_ci95"],
+        "ms_per_sentence_batch64": figures["ms_per_sentence_batch64"],
+        "ms_per_sentence_batch1_p50": figures["ms_batch1_p50"],
     }
 
 

@@ -196,21 +196,30 @@ def with_warmup(translator, config, dev_file: Path, xla: bool):
 
 
 def export_run_for_serving(
-    run_dir: Path, export_dir: Path, data_dir: Path, bleu_sentences: int | None = None
+    run_dir: Path,
+    export_dir: Path,
+    data_dir: Path,
+    bleu_sentences: int | None = None,
+    exports: tuple[str, ...] | None = None,
 ) -> ServingModel:
-    """The `SERVING_EXPORTS` SavedModels of a trained run, for decoding speed on real outputs, and
-    the BLEU of its greedy export on the first `bleu_sentences` of its corpus's test split."""
+    """The `SERVING_EXPORTS` SavedModels of a trained run (those named in `exports`, default all),
+    for decoding speed on real outputs; and the BLEU of its greedy export on the first
+    `bleu_sentences` of its corpus's test split (None where `exports` leaves it out)."""
     from app.run import RunDir
     from app.translator import load_translator, save_translator
 
     run = RunDir(run_dir)
     card = {"bench": True, "config": run.config().to_dict()}  # the sizes the decode phase's bounds count
-    for name, width, xla, shortlist in SERVING_EXPORTS:
+    chosen = [export for export in SERVING_EXPORTS if exports is None or export[0] in exports]
+    for name, width, xla, shortlist in chosen:
         translator = load_translator(run, beam_width=width, xla=xla, shortlist=shortlist, data_dir=data_dir)
         warm = with_warmup(translator, run.config(), data_dir / run.config().corpus_name / "dev.tsv", xla)
         save_translator(translator, export_dir / name, card, ["Hola."], log=lambda *_: None, extras=warm)
-    test_file = data_dir / run.config().corpus_name / "test.tsv"
-    bleu, sentences = bleu_on_test(export_translate(export_dir / SCORED_EXPORT), test_file, bleu_sentences)
+    bleu, sentences = None, None
+    if any(name == SCORED_EXPORT for name, *_ in chosen):
+        test_file = data_dir / run.config().corpus_name / "test.tsv"
+        scored = export_translate(export_dir / SCORED_EXPORT)
+        bleu, sentences = bleu_on_test(scored, test_file, bleu_sentences)
     return ServingModel(
         run=str(run_dir),
         parameters=int(translator.model.count_params()),
