@@ -19,7 +19,7 @@ from app import __version__
 from app.config import Config
 from app.data.prepare import PreparedData, check_enough_pairs, corpora_report, filter_report, prepare_data
 from app.data.tokenizer import read_side, vocabulary
-from app.models.precision import training_policy
+from app.models.precision import describe_policy, training_policy
 from app.progress import shows_progress
 from app.recipe import (
     check_batch_divides,
@@ -58,6 +58,7 @@ def train(config: Config, run_dir: Path, data_dir: Path = Path("data"), log=prin
     role = distribution.role()
     strategy = distribution.strategy()  # first: MultiWorkerMirroredStrategy must precede every TF op
     log(f"{distribution.describe(strategy)}" + (f", {role.description}" if role.count > 1 else ""))
+    log(describe_policy(config.train.precision))
     if not config.train.batch_tokens:  # batches of tokens: each bucket's rows are made to divide
         check_batch_divides(config.train.batch_size, strategy.num_replicas_in_sync)
     chief_run = RunDir(run_dir)

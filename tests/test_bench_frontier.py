@@ -42,6 +42,22 @@ def test_the_frontier_measures_a_runs_exports_and_the_tutorial_on_its_test_split
     assert "| tiny | beam4 |" in table and "| tutorial | greedy |" in table
 
 
+def test_a_tutorial_trained_before_is_measured_from_its_export(trained_run, tmp_path):
+    from app.bench.frontier import train_tutorial
+
+    data_dir = trained_run.parent / "data"
+    folder = tmp_path / "tutorial" / "export"
+    folder.parent.mkdir()
+    trained = train_tutorial(trained_run, data_dir, 8, folder, quick=True)
+    out = tmp_path / "frontier.json"
+    arguments = [f"tiny={trained_run}", "--data-dir", str(data_dir), "--exports", "greedy"]
+    assert main([*arguments, "--tutorial-export", str(folder), "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert [point["model"] for point in report["points"]] == ["tiny", "tutorial"]
+    # the parameters counted from the reloaded export are the trained model's
+    assert report["tutorial"]["parameters"] == report["points"][1]["parameters"] == trained["parameters"]
+
+
 def test_the_tables_ratios_divide_by_the_tutorials_figures():
     point = {"parameters": 10, "bleu_ci95": 1.0, "export": "greedy"}
     report = {

@@ -469,6 +469,24 @@ def test_auto_precision_is_bfloat16_only_on_a_cpu_that_computes_it(tmp_path, mon
     assert precision.training_policy("mixed_float16") == "mixed_float16"
 
 
+def test_the_log_says_which_precision_auto_chose_and_why(tmp_path, monkeypatch):
+    from app.models import precision
+
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("flags\t\t: fpu avx2 avx512f avx512_bf16 amx_bf16\n")
+    assert precision.cpu_bfloat16_flags(cpuinfo) == ["avx512_bf16", "amx_bf16"]
+    monkeypatch.setattr(tf.config, "list_physical_devices", lambda kind=None: [])
+    monkeypatch.setattr(precision, "cpu_bfloat16_flags", lambda *_: ["avx512_bf16"])
+    assert precision.describe_policy("auto") == (
+        "Precision: mixed_bfloat16 (train.precision=auto: no GPU; this CPU has avx512_bf16)"
+    )
+    assert precision.describe_policy("float32") == "Precision: float32 (train.precision)"
+    monkeypatch.setattr(precision, "cpu_bfloat16_flags", lambda *_: [])
+    assert precision.describe_policy("auto") == (
+        "Precision: float32 (train.precision=auto: no GPU and no bfloat16 instructions in this CPU)"
+    )
+
+
 @pytest.mark.parametrize(
     ("capabilities", "policy"),
     [([(8, 0)], "mixed_float16"), ([(7, 0), (9, 0)], "mixed_float16"), ([(8, 0), (6, 1)], "float32")],

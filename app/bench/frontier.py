@@ -29,7 +29,9 @@ TUTORIAL = "tutorial"
 
 
 def tutorial_translate(folder: Path):
-    """The tutorial's export, reloaded: its `translate` function on a batch of strings."""
+    """The tutorial's export, reloaded: its `translate` function on a batch of strings, and its
+    parameter count (the model's weights in the SavedModel's checkpoint, the optimizer's left out)."""
+    import numpy as np
     import tensorflow as tf
 
     loaded = tf.saved_model.load(str(folder))
@@ -37,7 +39,16 @@ def tutorial_translate(folder: Path):
     def translate(batch: list[str]) -> list[str]:
         return [text.decode() for text in loaded.translate(tf.constant(batch)).numpy()]
 
-    return translate
+    saved = tf.train.load_checkpoint(str(folder / "variables" / "variables")).get_variable_to_shape_map()
+    # each variable is saved once, under the first path that reaches it: some of the model's weights
+    # only under the optimizer's list of trainable variables, beside which its slots are left out
+    weights = [
+        shape
+        for name, shape in saved.items()
+        if name.startswith("model/")
+        and ("/optimizer/" not in name or "/optimizer/_trainable_variables/" in name)
+    ]
+    return translate, sum(int(np.prod(shape)) for shape in weights)
 
 
 def train_tutorial(run_dir: Path, data_dir: Path, steps: int, export_dir: Path, quick: bool = False) -> dict:
@@ -66,8 +77,11 @@ def measure_frontier(
     exports: tuple[str, ...],
     quick: bool = False,
     log=print,
+    tutorial_export: Path | None = None,
 ) -> dict:
-    """Every export of every run, and the tutorial trained for `tutorial_steps` (0: left out)."""
+    """Every export of every run, and the tutorial: its export `tutorial_export` where given (trained
+    before, e.g. beside other work, since only its measurement needs a quiet CPU), else trained for
+    `tutorial_steps` (0: left out)."""
     import tensorflow_text  # noqa: F401  (registers the exports' SentencePiece ops)
 
     from app.run import RunDir
@@ -90,7 +104,14 @@ def measure_frontier(
                 point = {"model": label, "run": str(run_dir), "export": name, "parameters": model.parameters}
                 report["points"].append({**point, **figures})
                 log(json.dumps(report["points"][-1]))
-        if tutorial_steps:
+        if tutorial_export is not None:
+            translate, parameters = tutorial_translate(tutorial_export)
+            report["tutorial"] = {"export": str(tutorial_export), "parameters": parameters}
+            figures = measure_translate(translate, sources, references, BATCH_1_SENTENCES)
+            point = {"model": TUTORIAL, "run": None, "export": "greedy", "parameters": parameters}
+            report["points"].append({**point, **figures})
+            log(json.dumps(report["points"][-1]))
+        elif tutorial_steps:
             log(f"frontier: training the TensorFlow tutorial's model for {tutorial_steps} steps …")
             folder = Path(scratch) / TUTORIAL / "export"
             folder.parent.mkdir()
@@ -99,7 +120,8 @@ def measure_frontier(
                 key: trained[key]
                 for key in ("steps", "train_pairs", "train_examples_per_s", "parameters", "units", "cpu")
             }
-            figures = measure_translate(tutorial_translate(folder), sources, references, BATCH_1_SENTENCES)
+            translate, _ = tutorial_translate(folder)
+            figures = measure_translate(translate, sources, references, BATCH_1_SENTENCES)
             point = {"model": TUTORIAL, "run": None, "export": "greedy", "parameters": trained["parameters"]}
             report["points"].append({**point, **figures})
             log(json.dumps(report["points"][-1]))
@@ -142,6 +164,12 @@ def main(argv: list[str] | None = None) -> int:
         default=",".join(FRONTIER_EXPORTS),
         help="of " + ", ".join(name for name, *_ in SERVING_EXPORTS),
     )
+    parser.add_argument(
+        "--tutorial-export",
+        type=Path,
+        default=None,
+        help="measure this tutorial export (from python -m app.bench tutorial) instead of training one",
+    )
     parser.add_argument("--quick", action="store_true", help="a tiny tutorial model (GRU 32), for tests")
     parser.add_argument("--out", type=Path, default=Path("frontier.json"))
     parser.add_argument("--plot", type=Path, default=None, help="a PNG of BLEU against sentences/s")
@@ -156,7 +184,9 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(exports) - {name for name, *_ in SERVING_EXPORTS})
     if unknown:
         parser.error(f"--exports: no export named {', '.join(unknown)}")
-    report = measure_frontier(runs, args.data_dir, args.tutorial_steps, exports, args.quick)
+    report = measure_frontier(
+        runs, args.data_dir, args.tutorial_steps, exports, args.quick, tutorial_export=args.tutorial_export
+    )
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print("\n".join(format_frontier(report)))
     if args.plot:

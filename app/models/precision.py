@@ -20,14 +20,19 @@ def weight_as(variable, dtype) -> tf.Tensor:
     return tf.cast(variable, dtype)
 
 
-def cpu_computes_bfloat16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
-    """Whether the CPU has bfloat16 instructions (AVX512-BF16 or AMX): a 2048² bfloat16 matmul
-    runs at twice the float32 rate on the reference machine."""
+def cpu_bfloat16_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> list[str]:
+    """The CPU's bfloat16 instruction sets of `BFLOAT16_CPU_FLAGS` (empty where it has none)."""
     try:
         flags = set(cpuinfo.read_text().split())
     except OSError:
-        return False
-    return any(flag in flags for flag in BFLOAT16_CPU_FLAGS)
+        return []
+    return [flag for flag in BFLOAT16_CPU_FLAGS if flag in flags]
+
+
+def cpu_computes_bfloat16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
+    """Whether the CPU has bfloat16 instructions (AVX512-BF16 or AMX): a 2048² bfloat16 matmul
+    runs at twice the float32 rate on the reference machine."""
+    return bool(cpu_bfloat16_flags(cpuinfo))
 
 
 def gpu_compute_capabilities() -> list[tuple[int, int]]:
@@ -55,3 +60,21 @@ def training_policy(precision: str) -> str:
         fast = capabilities and min(capabilities) >= FLOAT16_MIN_COMPUTE_CAPABILITY
         return "mixed_float16" if fast else "float32"
     return "mixed_bfloat16" if cpu_computes_bfloat16() else "float32"
+
+
+def describe_policy(precision: str) -> str:
+    """The log line of what `train.precision` resolved to, and why where it was `auto`."""
+    policy = training_policy(precision)
+    if precision != "auto":
+        return f"Precision: {policy} (train.precision)"
+    if tf.config.list_physical_devices("GPU"):
+        capabilities = ", ".join(f"{major}.{minor}" for major, minor in gpu_compute_capabilities())
+        reason = f"GPU compute capability {capabilities or 'unknown'}"
+    else:
+        flags = cpu_bfloat16_flags()
+        reason = (
+            f"no GPU; this CPU has {' and '.join(flags)}"
+            if flags and policy == "mixed_bfloat16"
+            else "no GPU and no bfloat16 instructions in this CPU"
+        )
+    return f"Precision: {policy} (train.precision=auto: {reason})"
