@@ -8,8 +8,9 @@ four exports of its kept checkpoint (`--exports`: greedy and beam 4, each with a
 target-vocabulary shortlist); the tutorial's model (`app.bench.tutorial`) trains in its own process
 on the first run's pairs (its config's length limits) for `--tutorial-steps`, so that its BLEU is
 compared at the steps a run took (4 epochs of 447 batches: 1,788), and its export is measured like
-the others. The report is JSON (`--out`), a Markdown table and a plot of BLEU against sentences/s
-(`--plot`)."""
+the others (`--tutorial-export DIR` measures one trained before instead: only the measuring needs a
+quiet CPU, so the training can run beside other work). The report is JSON (`--out`), a Markdown
+table and a plot of BLEU against sentences/s (`--plot`)."""
 
 from __future__ import annotations
 
