@@ -96,7 +96,9 @@ def measure_frontier(
     with tempfile.TemporaryDirectory() as scratch:
         for label, run_dir in runs.items():
             log(f"frontier: exporting {label} ({run_dir}) …")
-            model = export_run_for_serving(run_dir, Path(scratch) / label, data_dir, exports=exports)
+            model = export_run_for_serving(
+                run_dir, Path(scratch) / label, data_dir, exports=exports, score=False
+            )
             for name in exports:
                 log(f"frontier: measuring {label} {name} …")
                 figures = measure_translate(
@@ -105,25 +107,18 @@ def measure_frontier(
                 point = {"model": label, "run": str(run_dir), "export": name, "parameters": model.parameters}
                 report["points"].append({**point, **figures})
                 log(json.dumps(report["points"][-1]))
+        if tutorial_export is None and tutorial_steps:
+            log(f"frontier: training the TensorFlow tutorial's model for {tutorial_steps} steps …")
+            tutorial_export = Path(scratch) / TUTORIAL / "export"
+            tutorial_export.parent.mkdir()
+            trained = train_tutorial(first.path, data_dir, tutorial_steps, tutorial_export, quick)
+            keys = ("steps", "train_pairs", "train_examples_per_s", "units", "cpu")
+            report["tutorial"] = {key: trained[key] for key in keys}
         if tutorial_export is not None:
             translate, parameters = tutorial_translate(tutorial_export)
-            report["tutorial"] = {"export": str(tutorial_export), "parameters": parameters}
+            report.setdefault("tutorial", {"export": str(tutorial_export)})["parameters"] = parameters
             figures = measure_translate(translate, sources, references, BATCH_1_SENTENCES)
             point = {"model": TUTORIAL, "run": None, "export": "greedy", "parameters": parameters}
-            report["points"].append({**point, **figures})
-            log(json.dumps(report["points"][-1]))
-        elif tutorial_steps:
-            log(f"frontier: training the TensorFlow tutorial's model for {tutorial_steps} steps …")
-            folder = Path(scratch) / TUTORIAL / "export"
-            folder.parent.mkdir()
-            trained = train_tutorial(first.path, data_dir, tutorial_steps, folder, quick)
-            report["tutorial"] = {
-                key: trained[key]
-                for key in ("steps", "train_pairs", "train_examples_per_s", "parameters", "units", "cpu")
-            }
-            translate, _ = tutorial_translate(folder)
-            figures = measure_translate(translate, sources, references, BATCH_1_SENTENCES)
-            point = {"model": TUTORIAL, "run": None, "export": "greedy", "parameters": trained["parameters"]}
             report["points"].append({**point, **figures})
             log(json.dumps(report["points"][-1]))
     return report

@@ -201,10 +201,12 @@ def export_run_for_serving(
     data_dir: Path,
     bleu_sentences: int | None = None,
     exports: tuple[str, ...] | None = None,
+    score: bool = True,
 ) -> ServingModel:
     """The `SERVING_EXPORTS` SavedModels of a trained run (those named in `exports`, default all),
     for decoding speed on real outputs; and the BLEU of its greedy export on the first
-    `bleu_sentences` of its corpus's test split (None where `exports` leaves it out)."""
+    `bleu_sentences` of its corpus's test split (None where `exports` leaves it out, or without
+    `score`: a caller that scores every export itself)."""
     from app.run import RunDir
     from app.translator import load_translator, save_translator
 
@@ -216,7 +218,7 @@ def export_run_for_serving(
         warm = with_warmup(translator, run.config(), data_dir / run.config().corpus_name / "dev.tsv", xla)
         save_translator(translator, export_dir / name, card, ["Hola."], log=lambda *_: None, extras=warm)
     bleu, sentences = None, None
-    if any(name == SCORED_EXPORT for name, *_ in chosen):
+    if score and any(name == SCORED_EXPORT for name, *_ in chosen):
         test_file = data_dir / run.config().corpus_name / "test.tsv"
         scored = export_translate(export_dir / SCORED_EXPORT)
         bleu, sentences = bleu_on_test(scored, test_file, bleu_sentences)
