@@ -119,6 +119,7 @@ def test_train_writes_the_run_folder_and_tensorboard(readme_session):
     assert f"tensorboard --logdir {relative / 'logs'}" in trained  # what to do next, with real paths
     assert f"attend evaluate {relative} --split test" in trained
     assert "its translations are not meant to be good" in trained  # a smoke model says so
+    assert "Precision: float32 (train.precision)" in trained  # what the smoke preset's precision resolved to
     expected = {
         "epoch_loss",
         "epoch_token_accuracy",
