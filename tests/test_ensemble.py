@@ -139,7 +139,8 @@ def test_attend_export_ensemble_last_reloads_and_translates(trained_run, tmp_pat
     assert "metrics" not in card
 
     exported = tf.saved_model.load(str(out))
-    expected = load_translator(run, members=epoch_members(run)).translate(tf.constant(SENTENCES))
+    in_process = load_translator(run, members=epoch_members(run))  # referenced: tf.function holds it weakly
+    expected = in_process.translate(tf.constant(SENTENCES))
     got = exported.signatures["serving_default"](text=tf.constant(SENTENCES))
     assert got["translation"].numpy().tolist() == expected["translation"].numpy().tolist()
     np.testing.assert_allclose(got["score"].numpy(), expected["score"].numpy(), atol=1e-4)
