@@ -71,10 +71,10 @@ def describe_policy(precision: str) -> str:
         capabilities = ", ".join(f"{major}.{minor}" for major, minor in gpu_compute_capabilities())
         reason = f"GPU compute capability {capabilities or 'unknown'}"
     else:
-        flags = cpu_bfloat16_flags()
+        flags = cpu_bfloat16_flags()  # what training_policy chose by: bfloat16 exactly where there are some
         reason = (
             f"no GPU; this CPU has {' and '.join(flags)}"
-            if flags and policy == "mixed_bfloat16"
+            if flags
             else "no GPU and no bfloat16 instructions in this CPU"
         )
     return f"Precision: {policy} (train.precision=auto: {reason})"
