@@ -14,7 +14,7 @@ import tensorflow as tf
 from app.bench.host import cpu_description
 from app.bench.plan import QUICK_PLAN
 from app.bench.report import TutorialReport
-from app.bench.tutorial import WordIds, run_tutorial_phase, standardize
+from app.bench.tutorial import WordIds, bench_pairs, run_tutorial_phase, standardize, tutorial_vocabularies
 from tests.conftest import tiny_overrides
 
 
@@ -88,3 +88,19 @@ def test_the_tutorial_phase_trains_exports_times_and_scores_a_tiny_model(tmp_pat
     translations = loaded.translate(tf.constant(["Hola.", "Y dijo Dios.", ""]))
     assert translations.dtype == tf.string and translations.shape == [3]
     assert dataclasses.asdict(report)["decode"]["short"]["batches"]["1"]["calls"] == QUICK_PLAN.latency_calls
+
+
+def test_the_tutorial_vocabularies_come_from_the_whole_train_split(tmp_path):
+    from app.config import load_config
+    from app.data.prepare import prepare_data
+    from app.data.tokenizer import read_lines
+
+    limits = {"train.max_source_tokens": 40, "train.max_target_tokens": 40}
+    config = load_config("bench", tiny_overrides(**limits))
+    data = prepare_data(config, tmp_path / "data", log=lambda *_: None)
+    source_words, target_words = tutorial_vocabularies(data, 100_000)
+    longest = tuple(max(read_lines(data.corpus.train_files), key=len).split("\t"))
+    # the bench trains on its short pairs only, but the vocabularies hold the long pairs' words too
+    assert longest not in bench_pairs(config, data)
+    for text, words in zip(longest, (source_words, target_words), strict=True):
+        assert set(standardize(tf.constant(text)).numpy().decode().split()) <= set(words)

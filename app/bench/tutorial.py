@@ -14,10 +14,11 @@ through the dynamic greedy loop (every sentence stays in the batch, emitting pad
 until all have ended or the step limit is reached).
 
 What is the bench's: the pairs (the train split's pairs within the bench's token limits, those
-Attend's training rows and decoding model use), batches that are always full (shuffled, repeated,
-then batched, so each step is 64 examples as `steady_state_rate` counts), the step limit of the
-loop (Attend's `decode.max_output_tokens`), and the sizes of `--quick` (`BenchPlan.tutorial_units`,
-`tutorial_vocab`).
+Attend's training rows and decoding model use; the vocabularies are adapted on the whole train
+split, as the tutorial adapts them on all its text and Attend's pieces are trained), batches
+that are always full (shuffled, repeated, then batched, so each step is 64 examples as
+`steady_state_rate` counts), the step limit of the loop (Attend's `decode.max_output_tokens`), and
+the sizes of `--quick` (`BenchPlan.tutorial_units`, `tutorial_vocab`).
 """
 
 from __future__ import annotations
@@ -209,6 +210,16 @@ def bench_pairs(config, data) -> list[tuple[str, str]]:
     ]
 
 
+def tutorial_vocabularies(data, max_tokens: int) -> tuple[list[str], list[str]]:
+    """Each side's vocabulary adapted on the whole train split: on the bench's few short pairs alone
+    it would hold a few hundred words, a smaller output layer than the tutorial's 5,000."""
+    from app.data.tokenizer import read_side
+
+    return tuple(
+        vocabulary(list(read_side(data.corpus.train_files, column)), max_tokens) for column in (0, 1)
+    )
+
+
 def train_batches(pairs: list[tuple[str, str]], source: WordIds, target: WordIds, seed: int):
     """((source ids, target input ids), target output ids), 64 pairs a batch, padded per batch."""
 
@@ -233,8 +244,7 @@ def run_tutorial_phase(
     keras.utils.set_random_seed(config.train.seed)
     data = prepare_data(config, data_dir, log=lambda *_: None)
     pairs = bench_pairs(config, data)
-    source = WordIds(vocabulary([pair[0] for pair in pairs], plan.tutorial_vocab))
-    target = WordIds(vocabulary([pair[1] for pair in pairs], plan.tutorial_vocab))
+    source, target = (WordIds(words) for words in tutorial_vocabularies(data, plan.tutorial_vocab))
     peak = matmul_peak_gflops()
     model = TutorialModel(source.size, target.size, plan.tutorial_units)
     model.compile(optimizer="adam", loss=masked_loss, metrics=[masked_accuracy])
