@@ -71,7 +71,7 @@ def describe_policy(precision: str) -> str:
         capabilities = ", ".join(f"{major}.{minor}" for major, minor in gpu_compute_capabilities())
         reason = f"GPU compute capability {capabilities or 'unknown'}"
     else:
-        flags = cpu_bfloat16_flags()  # what training_policy chose by: bfloat16 exactly where there are some
+        flags = cpu_bfloat16_flags()  # training_policy chose mixed_bfloat16 exactly when this is non-empty
         reason = (
             f"no GPU; this CPU has {' and '.join(flags)}"
             if flags
